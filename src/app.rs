@@ -1,0 +1,92 @@
+//! Builds the application from settings: the store (connected and migrated), the
+//! metrics, and the core with its state rebuilt from the store. The binary and the
+//! tests both start here, so what the tests run is what users run.
+
+use chrono::{Duration, Utc};
+
+use crate::config::{ConfigError, Settings};
+use crate::domain::ids::Pseudonymiser;
+use crate::domain::registry::Registry;
+use crate::pipeline::core::Core;
+use crate::store::{Store, StoreError};
+use crate::telemetry::Metrics;
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The running application's shared parts.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// Settings.
+    pub settings: Settings,
+    /// The store.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+impl App {
+    /// Connects the store named by the settings.
+    pub async fn build(settings: Settings) -> Result<App, AppError> {
+        let store = Store::connect(settings.store.url.expose(), &settings.store).await?;
+        Ok(App {
+            settings,
+            store,
+            metrics: Metrics::new(),
+        })
+    }
+
+    /// The pseudonymiser for the configured key (an error when none is set).
+    pub fn pseudonymiser(&self) -> Result<Pseudonymiser, AppError> {
+        Ok(Pseudonymiser::new(
+            self.settings.require_pseudonymisation_key()?,
+        ))
+    }
+
+    /// Loads the registry and the pipeline state and builds the core.
+    pub async fn load_core(&self) -> Result<Core, AppError> {
+        let pseudonymiser = self.pseudonymiser()?;
+        let stored = self.store.load_registry().await?;
+        let (registry, orphans) = Registry::build(stored.households, stored.members, stored.regions);
+        if orphans > 0 {
+            tracing::warn!(
+                orphans,
+                "registry members whose household is not in the registry were skipped"
+            );
+        }
+        self.metrics.registry_loaded(registry.household_count());
+        let mut core = Core::new(&self.settings, pseudonymiser, registry);
+        let rules = &self.settings.rules;
+        let reach = Duration::days(2 * (rules.lookback_days + rules.max_lateness_days));
+        let latest = self.store.latest_event_time().await?;
+        let events_since = latest.map(|t| t - reach);
+        let closed_since = (Utc::now() - Duration::days(rules.cooldown_days))
+            .min(latest.unwrap_or_else(Utc::now) - reach);
+        let state = self.store.load_state(events_since, closed_since).await?;
+        core.restore_seen(state.seen);
+        for event in &state.events {
+            core.restore_event(event);
+        }
+        for (household, closed, episode) in state.closed_alerts {
+            core.restore_closed_alert(&household, closed, episode);
+        }
+        for (alert, task, episode) in state.open_alerts {
+            core.restore_open_alert(alert, task, episode);
+        }
+        tracing::info!(
+            households = core.registry().household_count(),
+            members = core.registry().person_count(),
+            events_seen = core.seen_count(),
+            "state loaded"
+        );
+        Ok(core)
+    }
+}

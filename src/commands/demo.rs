@@ -1,0 +1,147 @@
+//! `yujing demo`: a whole run on a fresh machine — generate a county, import it,
+//! process its feeds into a fresh SQLite file, and check the result against the
+//! county's answer key.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{CommandError, ImportSummary, import_regions, import_registry, run};
+use crate::app::App;
+use crate::config::{Secret, Settings};
+use crate::domain::alert::{HouseholdAlert, Level};
+use crate::generate::{AnswerKey, GenerateOptions, generate};
+use crate::pipeline::RunSummary;
+use crate::pipeline::sources::ndjson::Input;
+use crate::store::Report;
+
+/// The demo's fixed key: fine for synthetic data, never for real data.
+pub const DEMO_KEY: &str = "yujing-demo-key-synthetic-data-only";
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Where the county is written.
+    pub dir: PathBuf,
+    /// The SQLite file (replaced).
+    pub db: PathBuf,
+    /// County size and span.
+    pub generate: GenerateOptions,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+/// What the demo found.
+#[derive(Debug)]
+pub struct DemoOutcome {
+    /// The county's answer key.
+    pub key: AnswerKey,
+    /// Imports.
+    pub imports: ImportSummary,
+    /// The run.
+    pub run: RunSummary,
+    /// Store figures after the run.
+    pub report: Report,
+    /// Planted households alerted at or above their level with the right action.
+    pub planted_found: usize,
+    /// Planted cases missed, with why.
+    pub planted_missed: Vec<String>,
+    /// Decoys that stayed quiet.
+    pub decoys_quiet: usize,
+    /// Decoys that were alerted.
+    pub decoys_alerted: Vec<String>,
+    /// The most severe alerts, for display.
+    pub examples: Vec<(HouseholdAlert, Vec<(String, String, Option<String>)>)>,
+}
+
+fn remove_database(db: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(path));
+    }
+}
+
+/// Runs the demo with `settings` (its store URL and key are replaced).
+pub async fn demo(mut settings: Settings, options: &DemoOptions) -> Result<DemoOutcome, CommandError> {
+    remove_database(&options.db);
+    settings.store.url = Secret::new(format!("sqlite://{}", options.db.display()));
+    if settings.privacy.pseudonymisation_key.is_empty() {
+        settings.privacy.pseudonymisation_key = Secret::new(DEMO_KEY);
+    }
+    let key = generate(&options.dir, &options.generate)?;
+    let app = App::build(settings).await?;
+    let mut imports = import_regions(&app, &options.dir.join("regions.csv")).await?;
+    let registry = import_registry(
+        &app,
+        &options.dir.join("households.csv"),
+        &options.dir.join("members.csv"),
+    )
+    .await?;
+    imports.imported.extend(registry.imported);
+    imports.errors.extend(registry.errors);
+    let inputs = key
+        .feeds
+        .iter()
+        .map(|feed| Input::File(options.dir.join(feed)))
+        .collect();
+    let run_summary = run(&app, inputs, CancellationToken::new(), options.progress).await?;
+    let report = app.store.report().await?;
+
+    let mut alerts: HashMap<String, HouseholdAlert> = HashMap::new();
+    app.store
+        .export_alerts(&mut |alert| {
+            alerts.insert(alert.household_id.as_str().to_string(), alert);
+            Ok(())
+        })
+        .await?;
+    let mut planted_found = 0;
+    let mut planted_missed = Vec::new();
+    for case in &key.must_alert {
+        match alerts.get(&case.household_id) {
+            Some(alert) if alert.level >= case.min_level && alert.action == case.action => {
+                planted_found += 1
+            }
+            Some(alert) => planted_missed.push(format!(
+                "{} ({}): alerted {} / {}, expected at least {} / {}",
+                case.household_id, case.case, alert.level, alert.action, case.min_level, case.action
+            )),
+            None => planted_missed.push(format!(
+                "{} ({}): not alerted",
+                case.household_id, case.case
+            )),
+        }
+    }
+    let decoys_alerted: Vec<String> = key
+        .must_not_alert
+        .iter()
+        .filter(|case| alerts.contains_key(&case.household_id))
+        .map(|case| format!("{} ({})", case.household_id, case.case))
+        .collect();
+    let mut severe: Vec<HouseholdAlert> = alerts
+        .into_values()
+        .filter(|a| a.level >= Level::Orange)
+        .collect();
+    severe.sort_by(|a, b| {
+        (b.level, b.rules.len(), &a.household_id).cmp(&(a.level, a.rules.len(), &b.household_id))
+    });
+    let mut examples = Vec::new();
+    for alert in severe.into_iter().take(3) {
+        let ids: Vec<String> = alert.evidence.iter().map(|e| e.as_str().to_string()).collect();
+        let evidence = app.store.evidence(&ids).await?;
+        examples.push((alert, evidence));
+    }
+    app.store.close().await;
+    Ok(DemoOutcome {
+        decoys_quiet: key.must_not_alert.len() - decoys_alerted.len(),
+        key,
+        imports,
+        run: run_summary,
+        report,
+        planted_found,
+        planted_missed,
+        decoys_alerted,
+        examples,
+    })
+}

@@ -1,0 +1,309 @@
+//! What each CLI command does, as library functions the binary calls and the tests
+//! call too. Each takes typed arguments and returns a typed result; printing is the
+//! binary's business, except for exports, which stream to the writer given.
+
+pub mod demo;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{App, AppError};
+use crate::config::Settings;
+use crate::domain::dead_letter::{DeadLetter, Rejection};
+use crate::domain::record::Origin;
+use crate::pipeline::decode::Decoder;
+use crate::pipeline::sources::ndjson::{Input, ReadLimits, read_input};
+use crate::pipeline::{PipelineError, RunSummary, run_ndjson};
+use crate::registry::{ImportError, RowError, parse_households, parse_members, parse_regions};
+use crate::store::{Report, SourcePosition, StoreError};
+
+/// A command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// Start-up failed.
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// The pipeline failed.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An input file could not be read at all.
+    #[error("{path}: {source}")]
+    Import {
+        /// File.
+        path: String,
+        /// Cause.
+        #[source]
+        source: ImportError,
+    },
+    /// A file could not be opened.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Generating failed.
+    #[error(transparent)]
+    Generate(#[from] crate::generate::GenerateError),
+}
+
+fn open(path: &Path) -> Result<std::fs::File, CommandError> {
+    std::fs::File::open(path).map_err(|source| CommandError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// `yujing run`: processes the inputs into the store.
+pub async fn run(
+    app: &App,
+    inputs: Vec<Input>,
+    cancel: CancellationToken,
+    progress: bool,
+) -> Result<RunSummary, CommandError> {
+    let core = app.load_core().await?;
+    let (summary, _core) = run_ndjson(
+        core,
+        &app.store,
+        &app.settings,
+        &app.metrics,
+        inputs,
+        cancel,
+        progress,
+    )
+    .await?;
+    Ok(summary)
+}
+
+/// What an import did.
+#[derive(Debug, Default, Serialize)]
+pub struct ImportSummary {
+    /// Rows stored, per file.
+    pub imported: Vec<(String, usize)>,
+    /// Bad rows, per file.
+    pub errors: Vec<(String, RowError)>,
+}
+
+/// `yujing registry import`: households, then members (whose household must exist
+/// in the file or the store).
+pub async fn import_registry(
+    app: &App,
+    households: &Path,
+    members: &Path,
+) -> Result<ImportSummary, CommandError> {
+    let pseudonymiser = app.pseudonymiser()?;
+    let mut summary = ImportSummary::default();
+    let parsed = parse_households(open(households)?).map_err(|source| CommandError::Import {
+        path: households.display().to_string(),
+        source,
+    })?;
+    let name = households.display().to_string();
+    app.store.upsert_households(&parsed.rows, Utc::now()).await?;
+    summary.imported.push((name.clone(), parsed.rows.len()));
+    summary
+        .errors
+        .extend(parsed.errors.into_iter().map(|e| (name.clone(), e)));
+
+    let known: std::collections::HashSet<String> = app
+        .store
+        .load_registry()
+        .await?
+        .households
+        .into_iter()
+        .map(|h| h.household_id.as_str().to_string())
+        .collect();
+    let is_known = |id: &crate::domain::ids::HouseholdId| known.contains(id.as_str());
+    let parsed = parse_members(open(members)?, &pseudonymiser, &is_known).map_err(|source| {
+        CommandError::Import {
+            path: members.display().to_string(),
+            source,
+        }
+    })?;
+    let name = members.display().to_string();
+    let rows = parsed.rows;
+    app.store.upsert_members(&rows, Utc::now()).await?;
+    summary.imported.push((name.clone(), rows.len()));
+    summary
+        .errors
+        .extend(parsed.errors.into_iter().map(|e| (name.clone(), e)));
+    Ok(summary)
+}
+
+/// `yujing regions import`.
+pub async fn import_regions(app: &App, path: &Path) -> Result<ImportSummary, CommandError> {
+    let parsed = parse_regions(open(path)?).map_err(|source| CommandError::Import {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let name = path.display().to_string();
+    app.store.upsert_regions(&parsed.rows).await?;
+    Ok(ImportSummary {
+        imported: vec![(name.clone(), parsed.rows.len())],
+        errors: parsed.errors.into_iter().map(|e| (name.clone(), e)).collect(),
+    })
+}
+
+/// One bad line found by `yujing validate`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BadLine {
+    /// File.
+    pub path: String,
+    /// Line number.
+    pub line: u64,
+    /// Stage.
+    pub stage: String,
+    /// Rule.
+    pub rule: String,
+    /// Field.
+    pub field: Option<String>,
+    /// Reason (resident IDs masked).
+    pub reason: String,
+}
+
+/// What `yujing validate` found.
+#[derive(Debug, Default, Serialize)]
+pub struct ValidateReport {
+    /// Lines read.
+    pub lines: u64,
+    /// Valid lines.
+    pub valid: u64,
+    /// Bad lines.
+    pub bad: Vec<BadLine>,
+}
+
+/// `yujing validate`: checks every line of the files without storing anything.
+pub fn validate(settings: &Settings, paths: &[PathBuf]) -> Result<ValidateReport, CommandError> {
+    let decoder = Decoder::new(&settings.validation);
+    let limits = ReadLimits {
+        batch_size: settings.input.batch_size,
+        max_line_bytes: settings.input.max_line_bytes,
+        max_dead_letter_bytes: settings.input.max_line_bytes.min(4096),
+    };
+    let mut report = ValidateReport::default();
+    for path in paths {
+        let name = path.display().to_string();
+        let reader = std::io::BufReader::new(open(path)?);
+        let origin = |line, byte_offset| Origin::File {
+            path: name.clone(),
+            line,
+            byte_offset,
+        };
+        let now = Utc::now();
+        let mut check = |batch: crate::pipeline::sources::ndjson::RawBatch| {
+            for record in batch.records {
+                report.lines += 1;
+                let rejection: Option<Rejection> = match record.original_len {
+                    Some(full) => Some(Rejection::new(
+                        crate::domain::dead_letter::Stage::Read,
+                        "line.too_long",
+                        format!("record is {full} bytes, longer than input.max_line_bytes"),
+                    )),
+                    None => decoder.decode(&record.bytes, now).err().map(|(r, _)| r),
+                };
+                match rejection {
+                    None => report.valid += 1,
+                    Some(rejection) => {
+                        // Through DeadLetter so the reason is masked exactly as stored.
+                        let letter = DeadLetter::new(&record, rejection, Default::default(), now);
+                        let line = match record.origin {
+                            Origin::File { line, .. } => line,
+                            _ => 0,
+                        };
+                        report.bad.push(BadLine {
+                            path: name.clone(),
+                            line,
+                            stage: letter.rejection.stage.as_str().to_string(),
+                            rule: letter.rejection.rule,
+                            field: letter.rejection.field,
+                            reason: letter.rejection.reason,
+                        });
+                    }
+                }
+            }
+            true
+        };
+        let start = SourcePosition {
+            source_key: name.clone(),
+            position: 0,
+            line: 0,
+            fingerprint: None,
+        };
+        read_input(reader, &origin, start, limits, &mut check, &|_| {}).map_err(|source| {
+            CommandError::Io {
+                path: name.clone(),
+                source,
+            }
+        })?;
+    }
+    Ok(report)
+}
+
+/// `yujing report`.
+pub async fn report(app: &App) -> Result<Report, CommandError> {
+    Ok(app.store.report().await?)
+}
+
+/// What `yujing export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportKind {
+    /// Household alerts.
+    Alerts,
+    /// Screening tasks.
+    Tasks,
+    /// Dead letters.
+    DeadLetters,
+}
+
+/// `yujing export`: one JSON document per line on `out`.
+pub async fn export(
+    app: &App,
+    kind: ExportKind,
+    out: &mut (dyn Write + Send),
+) -> Result<u64, CommandError> {
+    let mut count = 0u64;
+    match kind {
+        ExportKind::Alerts => {
+            app.store
+                .export_alerts(&mut |alert| {
+                    count += 1;
+                    write_line(out, &alert)
+                })
+                .await?
+        }
+        ExportKind::Tasks => {
+            app.store
+                .export_tasks(&mut |task| {
+                    count += 1;
+                    write_line(out, &task)
+                })
+                .await?
+        }
+        ExportKind::DeadLetters => {
+            app.store
+                .export_dead_letters(&mut |letter| {
+                    count += 1;
+                    write_line(out, &letter)
+                })
+                .await?
+        }
+    }
+    out.flush().map_err(|source| CommandError::Io {
+        path: "stdout".into(),
+        source,
+    })?;
+    Ok(count)
+}
+
+fn write_line(out: &mut (dyn Write + Send), value: &impl Serialize) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    out.write_all(b"\n")
+}

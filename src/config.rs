@@ -1,0 +1,648 @@
+//! Typed settings, layered: the compiled-in `config/default.toml` < a file given
+//! with `--config` < `YUJING__SECTION__KEY` environment variables. Unknown keys,
+//! type errors and out-of-range values are all collected and reported together in
+//! one [`ConfigError`]; secrets are wrapped so they never print.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::domain::alert::Level;
+
+/// The compiled-in defaults.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Every problem found in the configuration, reported at once.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .problems.join("\n  - "))]
+pub struct ConfigError {
+    /// One line per problem, each naming the key.
+    pub problems: Vec<String>,
+}
+
+/// A secret string: `Debug` and `Display` print `<redacted>`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// All settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `[store]`
+    pub store: StoreSettings,
+    /// `[input]`
+    pub input: InputSettings,
+    /// `[privacy]`
+    pub privacy: PrivacySettings,
+    /// `[validation]`
+    pub validation: ValidationSettings,
+    /// `[policy]`
+    pub policy: PolicySettings,
+    /// `[rules]`
+    pub rules: RuleSettings,
+    /// `[telemetry]`
+    pub telemetry: TelemetrySettings,
+    /// `[http]`
+    pub http: HttpSettings,
+}
+
+/// `[store]`: where results go.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct StoreSettings {
+    /// `sqlite://PATH` or `postgres://...`.
+    pub url: Secret,
+    /// `normal` or `full`.
+    pub sqlite_synchronous: String,
+    /// Pool size (PostgreSQL).
+    pub max_connections: u32,
+    /// Give up after this long of failures (0 = never).
+    pub retry_for_seconds: u64,
+    /// Backoff cap.
+    pub max_backoff_seconds: u64,
+}
+
+/// `[input]`: reading records.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct InputSettings {
+    /// Default inputs of `yujing run`.
+    pub paths: Vec<String>,
+    /// Records per batch (= per transaction).
+    pub batch_size: usize,
+    /// Longest accepted record.
+    pub max_line_bytes: usize,
+    /// Bytes of an over-long record kept in its dead letter.
+    pub max_dead_letter_bytes: usize,
+    /// Batches in flight between stages.
+    pub channel_capacity: usize,
+}
+
+/// `[privacy]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PrivacySettings {
+    /// HMAC key of the resident-ID pseudonyms.
+    pub pseudonymisation_key: Secret,
+}
+
+/// `[validation]`: semantic checks' tolerances.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ValidationSettings {
+    /// Allowed clock skew between event, report and processing times.
+    pub clock_skew_minutes: i64,
+    /// Tolerance of the settlement sum check.
+    pub settlement_tolerance_yuan: f64,
+}
+
+/// One monitoring line entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct MonitoringLine {
+    /// Region-code prefix it applies to ("" = everywhere).
+    pub region_prefix: String,
+    /// First year it applies.
+    pub from_year: i32,
+    /// Annual net income per capita.
+    pub yuan_per_capita: f64,
+}
+
+/// `[policy]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PolicySettings {
+    /// The monitoring lines.
+    pub monitoring_lines: Vec<MonitoringLine>,
+}
+
+impl PolicySettings {
+    /// The line for a village code in a year: longest matching prefix, then the
+    /// latest `from_year` not after `year`. `None` when nothing matches.
+    pub fn monitoring_line(&self, region_code: &str, year: i32) -> Option<f64> {
+        self.monitoring_lines
+            .iter()
+            .filter(|line| region_code.starts_with(&line.region_prefix) && line.from_year <= year)
+            .max_by_key(|line| (line.region_prefix.len(), line.from_year))
+            .map(|line| line.yuan_per_capita)
+    }
+}
+
+/// `[rules.assistance]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AssistanceRules {
+    /// 低保 / 特困 applied or approved.
+    pub dibao_tekun_level: Level,
+    /// A rejected 低保 / 特困 application.
+    pub rejected_level: Level,
+    /// 临时救助.
+    pub temporary_level: Level,
+}
+
+/// `[rules.medical]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct MedicalRules {
+    /// Out-of-pocket threshold for lifted households.
+    pub oop_threshold_yuan_lifted: f64,
+    /// ...for monitored households.
+    pub oop_threshold_yuan_monitored: f64,
+    /// ...for ordinary households.
+    pub oop_threshold_yuan_ordinary: f64,
+    /// ...or this share of annual income.
+    pub oop_income_share: f64,
+    /// Diagnosis groups counted as accidents.
+    pub accident_diagnosis_groups: Vec<String>,
+}
+
+/// `[rules.unemployment]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct UnemploymentRules {
+    /// Months of wage counted as lost.
+    pub lost_income_months: f64,
+}
+
+/// `[rules.disaster]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DisasterRules {
+    /// Share of annual income at which a loss is orange.
+    pub heavy_loss_income_share: f64,
+}
+
+/// `[rules]`: household rules.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RuleSettings {
+    /// Look-back window.
+    pub lookback_days: i64,
+    /// Lateness judged with full context.
+    pub max_lateness_days: i64,
+    /// Cool-down after an alert closes.
+    pub cooldown_days: i64,
+    /// Lowest level that opens a task.
+    pub task_min_level: Level,
+    /// Due date of a task.
+    pub task_due_days: i64,
+    /// Above this multiple of the line, 突发严重困难户.
+    pub hardship_income_ratio: f64,
+    /// Distinct risk types that raise the level.
+    pub escalation_distinct_risk_types: usize,
+    /// `[rules.assistance]`
+    pub assistance: AssistanceRules,
+    /// `[rules.medical]`
+    pub medical: MedicalRules,
+    /// `[rules.unemployment]`
+    pub unemployment: UnemploymentRules,
+    /// `[rules.disaster]`
+    pub disaster: DisasterRules,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TelemetrySettings {
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Default filter.
+    pub log_level: String,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct HttpSettings {
+    /// Listen address, empty = off.
+    pub listen: String,
+}
+
+/// Where the layers come from.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// A file given with `--config`.
+    pub file: Option<std::path::PathBuf>,
+    /// Environment variables (all of them; only `YUJING__*` are read).
+    pub env: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// The file (if any) and the process environment.
+    pub fn from_process(file: Option<&Path>) -> Self {
+        Sources {
+            file: file.map(Path::to_path_buf),
+            env: std::env::vars().collect(),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads and checks the layers; reports every problem at once.
+    pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
+        let mut problems = Vec::new();
+        let mut merged: toml::Table = match DEFAULT_TOML.parse() {
+            Ok(table) => table,
+            Err(error) => {
+                return Err(ConfigError {
+                    problems: vec![format!("compiled-in defaults: {error}")],
+                });
+            }
+        };
+        if let Some(path) = &sources.file {
+            match std::fs::read_to_string(path) {
+                Ok(text) => match text.parse::<toml::Table>() {
+                    Ok(table) => merge(&mut merged, table),
+                    Err(error) => problems.push(format!("{}: {error}", path.display())),
+                },
+                Err(error) => problems.push(format!("{}: {error}", path.display())),
+            }
+        }
+        for (name, value) in &sources.env {
+            let Some(rest) = name.strip_prefix("YUJING__") else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            if path.iter().any(String::is_empty) {
+                problems.push(format!("environment variable {name}: empty key segment"));
+                continue;
+            }
+            set_path(&mut merged, &path, env_value(value));
+        }
+        let settings = from_table(merged, &mut problems);
+        match settings {
+            Some(settings) if problems.is_empty() => Ok(settings),
+            _ => Err(ConfigError { problems }),
+        }
+    }
+
+    /// The compiled-in defaults alone (tests, and the demo before overrides).
+    pub fn defaults() -> Settings {
+        // The defaults are checked by a unit test, so this fails only on a bug.
+        Settings::load(&Sources::default()).expect("compiled-in defaults are valid")
+    }
+
+    /// The pseudonymisation key, or an error telling how to set it.
+    pub fn require_pseudonymisation_key(&self) -> Result<&[u8], ConfigError> {
+        let key = self.privacy.pseudonymisation_key.expose();
+        if key.is_empty() {
+            return Err(ConfigError {
+                problems: vec![
+                    "privacy.pseudonymisation_key is not set: set YUJING__PRIVACY__PSEUDONYMISATION_KEY \
+                     (at least 16 bytes, kept secret; only `yujing demo` runs without it)"
+                        .to_string(),
+                ],
+            });
+        }
+        Ok(key.as_bytes())
+    }
+}
+
+/// Range checks, section by section, so that every parsed section is checked even
+/// when another failed to parse.
+trait Check {
+    fn check(&self, require: &mut dyn FnMut(bool, &str));
+}
+
+impl Check for StoreSettings {
+    fn check(&self, require: &mut dyn FnMut(bool, &str)) {
+        require(
+            self.sqlite_synchronous == "normal" || self.sqlite_synchronous == "full",
+            "store.sqlite_synchronous: must be \"normal\" or \"full\"",
+        );
+        require(self.max_connections >= 1, "store.max_connections: must be at least 1");
+        require(self.max_backoff_seconds >= 1, "store.max_backoff_seconds: must be at least 1");
+    }
+}
+
+impl Check for InputSettings {
+    fn check(&self, require: &mut dyn FnMut(bool, &str)) {
+        require(self.batch_size >= 1, "input.batch_size: must be at least 1");
+        require(self.max_line_bytes >= 1024, "input.max_line_bytes: must be at least 1024");
+        require(self.channel_capacity >= 1, "input.channel_capacity: must be at least 1");
+    }
+}
+
+impl Check for PrivacySettings {
+    fn check(&self, require: &mut dyn FnMut(bool, &str)) {
+        let key = self.pseudonymisation_key.expose();
+        require(
+            key.is_empty() || key.len() >= 16,
+            "privacy.pseudonymisation_key: must be at least 16 bytes",
+        );
+    }
+}
+
+impl Check for ValidationSettings {
+    fn check(&self, require: &mut dyn FnMut(bool, &str)) {
+        require(
+            self.clock_skew_minutes >= 0,
+            "validation.clock_skew_minutes: must not be negative",
+        );
+        require(
+            self.settlement_tolerance_yuan >= 0.0,
+            "validation.settlement_tolerance_yuan: must not be negative",
+        );
+    }
+}
+
+impl Check for PolicySettings {
+    fn check(&self, require: &mut dyn FnMut(bool, &str)) {
+        require(
+            !self.monitoring_lines.is_empty(),
+            "policy.monitoring_lines: at least one line is needed",
+        );
+        for (i, line) in self.monitoring_lines.iter().enumerate() {
+            require(
+                line.yuan_per_capita > 0.0,
+                &format!("policy.monitoring_lines[{i}].yuan_per_capita: must be positive"),
+            );
+            require(
+                line.region_prefix.len() <= 12 && line.region_prefix.bytes().all(|b| b.is_ascii_digit()),
+                &format!("policy.monitoring_lines[{i}].region_prefix: at most 12 digits"),
+            );
+        }
+        require(
+            self.monitoring_lines.iter().any(|line| line.region_prefix.is_empty()),
+            "policy.monitoring_lines: one line must have region_prefix = \"\" (the national default)",
+        );
+    }
+}
+
+impl Check for RuleSettings {
+    fn check(&self, require: &mut dyn FnMut(bool, &str)) {
+        require(self.lookback_days >= 1, "rules.lookback_days: must be at least 1");
+        require(self.max_lateness_days >= 0, "rules.max_lateness_days: must not be negative");
+        require(self.cooldown_days >= 0, "rules.cooldown_days: must not be negative");
+        require(self.task_due_days >= 1, "rules.task_due_days: must be at least 1");
+        require(
+            self.hardship_income_ratio >= 1.0,
+            "rules.hardship_income_ratio: must be at least 1",
+        );
+        require(
+            self.escalation_distinct_risk_types >= 2,
+            "rules.escalation_distinct_risk_types: must be at least 2",
+        );
+        require(
+            self.medical.oop_income_share > 0.0,
+            "rules.medical.oop_income_share: must be positive",
+        );
+        require(
+            self.unemployment.lost_income_months >= 0.0,
+            "rules.unemployment.lost_income_months: must not be negative",
+        );
+        require(
+            self.disaster.heavy_loss_income_share > 0.0,
+            "rules.disaster.heavy_loss_income_share: must be positive",
+        );
+    }
+}
+
+impl Check for TelemetrySettings {
+    fn check(&self, require: &mut dyn FnMut(bool, &str)) {
+        require(
+            self.log_format == "text" || self.log_format == "json",
+            "telemetry.log_format: must be \"text\" or \"json\"",
+        );
+    }
+}
+
+impl Check for HttpSettings {
+    fn check(&self, require: &mut dyn FnMut(bool, &str)) {
+        require(
+            self.listen.is_empty() || self.listen.parse::<std::net::SocketAddr>().is_ok(),
+            "http.listen: must be empty or an address such as 127.0.0.1:9464",
+        );
+    }
+}
+
+/// Deserialises each section on its own, so that a type error in one does not hide
+/// the others, and collects every unknown key.
+fn from_table(mut table: toml::Table, problems: &mut Vec<String>) -> Option<Settings> {
+    fn section<T: DeserializeOwned + Check>(
+        table: &mut toml::Table,
+        name: &str,
+        problems: &mut Vec<String>,
+    ) -> Option<T> {
+        let value = table
+            .remove(name)
+            .unwrap_or(toml::Value::Table(toml::Table::new()));
+        let mut unknown = Vec::new();
+        let result: Result<T, _> =
+            serde_ignored::deserialize(value, |path| unknown.push(format!("{name}.{path}")));
+        for key in unknown {
+            problems.push(format!("{key}: unknown key"));
+        }
+        match result {
+            Ok(parsed) => {
+                parsed.check(&mut |ok, message| {
+                    if !ok {
+                        problems.push(message.to_string());
+                    }
+                });
+                Some(parsed)
+            }
+            Err(error) => {
+                problems.push(format!("[{name}]: {}", error.to_string().trim()));
+                None
+            }
+        }
+    }
+    let store = section(&mut table, "store", problems);
+    let input = section(&mut table, "input", problems);
+    let privacy = section(&mut table, "privacy", problems);
+    let validation = section(&mut table, "validation", problems);
+    let policy = section(&mut table, "policy", problems);
+    let rules = section(&mut table, "rules", problems);
+    let telemetry = section(&mut table, "telemetry", problems);
+    let http = section(&mut table, "http", problems);
+    for key in table.keys() {
+        problems.push(format!("{key}: unknown section"));
+    }
+    Some(Settings {
+        store: store?,
+        input: input?,
+        privacy: privacy?,
+        validation: validation?,
+        policy: policy?,
+        rules: rules?,
+        telemetry: telemetry?,
+        http: http?,
+    })
+}
+
+/// Deep-merges `overlay` into `base`: tables merge key by key, anything else
+/// (arrays included) replaces.
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base_table)), toml::Value::Table(overlay_table)) => {
+                merge(base_table, overlay_table)
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    let (last, parents) = path.split_last().expect("path has at least one segment");
+    let mut current = table;
+    for segment in parents {
+        let entry = current
+            .entry(segment.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        current = entry.as_table_mut().expect("just made a table");
+    }
+    current.insert(last.clone(), value);
+}
+
+/// An environment value as TOML when it parses as a TOML value (numbers, booleans,
+/// arrays), else as a plain string.
+fn env_value(text: &str) -> toml::Value {
+    let wrapped: Result<BTreeMap<String, toml::Value>, _> = toml::from_str(&format!("v = {text}"));
+    match wrapped {
+        Ok(mut map) => map
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(text.into())),
+        Err(_) => toml::Value::String(text.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Sources {
+        Sources {
+            file: None,
+            env: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_load() {
+        let settings = Settings::defaults();
+        assert_eq!(settings.rules.task_due_days, 15);
+        assert_eq!(
+            settings.policy.monitoring_line("522425101201", 2024),
+            Some(8300.0)
+        );
+        assert_eq!(settings.rules.task_min_level, Level::Yellow);
+    }
+
+    #[test]
+    fn layering_file_then_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("yujing.toml");
+        std::fs::write(
+            &file,
+            "[rules]\ntask_due_days = 10\ncooldown_days = 30\n[store]\nurl = \"sqlite://from-file.db\"\n",
+        )
+        .unwrap();
+        let sources = Sources {
+            file: Some(file),
+            env: vec![
+                ("YUJING__RULES__TASK_DUE_DAYS".into(), "7".into()),
+                (
+                    "YUJING__RULES__MEDICAL__OOP_INCOME_SHARE".into(),
+                    "0.4".into(),
+                ),
+                ("UNRELATED".into(), "x".into()),
+            ],
+        };
+        let settings = Settings::load(&sources).unwrap();
+        assert_eq!(settings.rules.task_due_days, 7, "env beats file");
+        assert_eq!(settings.rules.cooldown_days, 30, "file beats defaults");
+        assert_eq!(settings.rules.lookback_days, 365, "defaults remain");
+        assert_eq!(settings.rules.medical.oop_income_share, 0.4);
+        assert_eq!(settings.store.url.expose(), "sqlite://from-file.db");
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let sources = env(&[
+            ("YUJING__RULES__TASK_DUE_DAYS", "soon"),
+            ("YUJING__STORE__URLL", "x"),
+            ("YUJING__INPUT__BATCH_SIZE", "0"),
+            ("YUJING__TELEMETRY__LOG_FORMAT", "xml"),
+            ("YUJING__NOPE__X", "1"),
+        ]);
+        let error = Settings::load(&sources).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("store.urll: unknown key"), "{text}");
+        assert!(text.contains("[rules]"), "{text}");
+        assert!(text.contains("nope: unknown section"), "{text}");
+        assert!(text.contains("input.batch_size: must be at least 1"), "{text}");
+        assert!(text.contains("telemetry.log_format"), "{text}");
+        assert_eq!(error.problems.len(), 5, "{text}");
+    }
+
+    #[test]
+    fn range_checks_are_collected() {
+        let error = Settings::load(&env(&[
+            ("YUJING__INPUT__BATCH_SIZE", "0"),
+            ("YUJING__TELEMETRY__LOG_FORMAT", "xml"),
+            ("YUJING__PRIVACY__PSEUDONYMISATION_KEY", "short"),
+        ]))
+        .unwrap_err();
+        assert_eq!(error.problems.len(), 3, "{error}");
+    }
+
+    #[test]
+    fn monitoring_line_prefers_longest_prefix_then_latest_year() {
+        let policy = PolicySettings {
+            monitoring_lines: vec![
+                MonitoringLine {
+                    region_prefix: "".into(),
+                    from_year: 2024,
+                    yuan_per_capita: 8300.0,
+                },
+                MonitoringLine {
+                    region_prefix: "32".into(),
+                    from_year: 2023,
+                    yuan_per_capita: 9000.0,
+                },
+                MonitoringLine {
+                    region_prefix: "32".into(),
+                    from_year: 2025,
+                    yuan_per_capita: 9500.0,
+                },
+            ],
+        };
+        assert_eq!(policy.monitoring_line("522425101201", 2024), Some(8300.0));
+        assert_eq!(policy.monitoring_line("522425101201", 2023), None);
+        assert_eq!(policy.monitoring_line("320101001001", 2024), Some(9000.0));
+        assert_eq!(policy.monitoring_line("320101001001", 2026), Some(9500.0));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let settings = Settings::load(&env(&[(
+            "YUJING__PRIVACY__PSEUDONYMISATION_KEY",
+            "a-very-secret-key-123",
+        )]))
+        .unwrap();
+        assert!(!format!("{settings:?}").contains("a-very-secret"));
+    }
+}

@@ -1,0 +1,12 @@
+//! What flows between the stages: `RawRecord` → `Event` → (resolved to a household)
+//! → `HouseholdAlert` / `ScreeningTask`, or a `DeadLetter`; the registry the events
+//! are joined to; the identifier newtypes. No I/O here: every type is built by a
+//! `parse`-style constructor and is valid by construction.
+
+pub mod alert;
+pub mod dead_letter;
+pub mod event;
+pub mod ids;
+pub mod record;
+pub mod registry;
+pub mod task;

@@ -1,0 +1,33 @@
+//! yujing (预警): a risk-alert stream processor for rural China's "prevent return to
+//! poverty" monitoring (防止返贫动态监测). Department feeds in; household alerts,
+//! screening tasks and regional signals out.
+//!
+//! ```text
+//! sources ──▶ decode+validate ──▶ dedupe ──▶ resolve household ──▶ household rules ──▶ alerts, tasks
+//!  NDJSON files    │ (schemas, ID          (registry,              (look-back window,
+//!  stdin           │  checksum, clocks)     pseudonyms)             cool-downs)
+//!                  ▼
+//!             dead letters
+//! sinks: store (results + source positions in ONE transaction)
+//! ```
+//!
+//! - [`domain`]: what flows between stages; identifier newtypes; no I/O.
+//! - [`pipeline`]: the stages. [`pipeline::core`] is pure (records in, results out);
+//!   [`pipeline::sources`] and [`pipeline::sinks`] are the I/O adapters around it.
+//! - [`store`]: the storage contract and its SQLite implementation.
+//! - [`registry`]: CSV import of the household roster and the regions.
+//! - [`generate`]: a synthetic county with planted cases and an answer key.
+//! - [`config`]: layered, typed settings. [`app`]: builds the application.
+//! - [`schemas`]: the published JSON Schemas, compiled. [`telemetry`]: logs, metrics.
+//! - [`commands`]: what each CLI command does.
+
+pub mod app;
+pub mod commands;
+pub mod config;
+pub mod domain;
+pub mod generate;
+pub mod pipeline;
+pub mod registry;
+pub mod schemas;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,374 @@
+//! The pure pipeline core: a batch of raw records -> everything the store must
+//! commit for it (accepted events, dead letters, alert and task snapshots, counts).
+//! decode+validate -> dedupe by event id -> resolve -> household rules. No I/O and no
+//! clock of its own: `now` comes in, so tests and benchmarks are deterministic.
+//! It cannot fail: every bad record becomes a dead letter.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Settings;
+use crate::domain::alert::HouseholdAlert;
+use crate::domain::dead_letter::{DeadLetter, Rejection, Salvage, Stage};
+use crate::domain::event::{Event, Kind, Source};
+use crate::domain::ids::{EventId, HouseholdId, PersonKey, Pseudonymiser, RegionCode};
+use crate::domain::record::{Origin, RawRecord};
+use crate::domain::registry::{HouseholdIdx, Registry};
+use crate::domain::task::ScreeningTask;
+
+use super::decode::Decoder;
+use super::resolve::{Target, resolve};
+use super::rules::facts::{Fact, PersonFacts, RiskEvent};
+use super::rules::{ClosedAlert, HouseholdRules};
+
+/// How an accepted event attached to the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    /// Joined to a registry household.
+    Matched,
+    /// Its person or household is not in the registry.
+    Unmatched,
+    /// A region-level event.
+    Regional,
+}
+
+impl Match {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Match::Matched => "matched",
+            Match::Unmatched => "unmatched",
+            Match::Regional => "regional",
+        }
+    }
+}
+
+/// An accepted event as the store keeps it: no clear resident ID.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// Department id.
+    pub event_id: EventId,
+    /// Department.
+    pub source: Source,
+    /// Kind.
+    pub kind: Kind,
+    /// Event time.
+    pub occurred_at: DateTime<Utc>,
+    /// Report time.
+    pub reported_at: DateTime<Utc>,
+    /// Pseudonym of the person.
+    pub person_key: Option<PersonKey>,
+    /// Masked person ID.
+    pub person_masked: Option<String>,
+    /// Household, when matched to one.
+    pub household_id: Option<HouseholdId>,
+    /// The household's village, or the event's region.
+    pub region_code: Option<RegionCode>,
+    /// How it attached.
+    pub matched: Match,
+    /// The typed payload as JSON.
+    pub payload_json: String,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// Per-batch counts (metrics and the report move once per batch).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchCounts {
+    /// Records handled.
+    pub records: u64,
+    /// Valid, new events.
+    pub accepted: u64,
+    /// Valid events whose id was seen before.
+    pub duplicates: u64,
+    /// Dead letters.
+    pub dead_letters: u64,
+    /// Accepted events the registry could not place.
+    pub unmatched: u64,
+    /// Findings held back by a cool-down.
+    pub suppressed: u64,
+}
+
+/// Everything one batch produced.
+#[derive(Debug, Default)]
+pub struct BatchOutput {
+    /// Accepted events.
+    pub events: Vec<StoredEvent>,
+    /// Refused records.
+    pub dead_letters: Vec<DeadLetter>,
+    /// Alert snapshots created or changed.
+    pub alerts: Vec<HouseholdAlert>,
+    /// Task snapshots created or changed.
+    pub tasks: Vec<ScreeningTask>,
+    /// Counts.
+    pub counts: BatchCounts,
+}
+
+/// A hasher for keys that are already uniformly distributed digests.
+#[derive(Default)]
+pub struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+    fn write_u128(&mut self, value: u128) {
+        self.0 = (value as u64) ^ ((value >> 64) as u64);
+    }
+}
+
+/// The set of event-id digests seen.
+pub type SeenSet = HashSet<u128, BuildHasherDefault<DigestHasher>>;
+
+/// The core, with the state it carries between batches.
+pub struct Core {
+    decoder: Decoder,
+    pseudonymiser: Pseudonymiser,
+    registry: Registry,
+    rules: HouseholdRules,
+    rule_settings: crate::config::RuleSettings,
+    seen: SeenSet,
+}
+
+impl Core {
+    /// A core over `registry` with empty state.
+    pub fn new(settings: &Settings, pseudonymiser: Pseudonymiser, registry: Registry) -> Self {
+        Core {
+            decoder: Decoder::new(&settings.validation),
+            pseudonymiser,
+            registry,
+            rules: HouseholdRules::new(settings.rules.clone(), settings.policy.clone()),
+            rule_settings: settings.rules.clone(),
+            seen: SeenSet::default(),
+        }
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The household rules (tests and the API read alerts here).
+    pub fn rules(&self) -> &HouseholdRules {
+        &self.rules
+    }
+
+    /// Marks event ids as seen (state rebuilt from the store).
+    pub fn restore_seen(&mut self, digests: impl IntoIterator<Item = u128>) {
+        self.seen.extend(digests);
+    }
+
+    /// Number of event ids seen.
+    pub fn seen_count(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Re-adds a stored household event to its household's window (state rebuilt
+    /// from the store), deriving its fact exactly as when it was first judged.
+    pub fn restore_event(&mut self, stored: &RestoredEvent) {
+        let Some(payload) = stored.payload.as_ref() else {
+            return;
+        };
+        let person = stored
+            .person_key
+            .and_then(|key| self.registry.person(&key));
+        for household in &stored.households {
+            let Some(idx) = self.registry.household_idx(household) else {
+                continue;
+            };
+            let facts = person_facts(&self.registry, idx, person);
+            if let Some(fact) = Fact::derive(payload, facts, &self.rule_settings) {
+                self.rules.restore_event(
+                    idx,
+                    RiskEvent {
+                        event_id: stored.event_id.clone(),
+                        occurred_at: stored.occurred_at,
+                        fact,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Restores an open alert with its task and episode number.
+    pub fn restore_open_alert(
+        &mut self,
+        alert: HouseholdAlert,
+        task: Option<ScreeningTask>,
+        episode: u32,
+    ) {
+        if let Some(idx) = self.registry.household_idx(&alert.household_id) {
+            self.rules.restore_open_alert(idx, alert, task, episode);
+        }
+    }
+
+    /// Restores a closed alert (cool-down and handled evidence).
+    pub fn restore_closed_alert(
+        &mut self,
+        household: &HouseholdId,
+        closed: ClosedAlert,
+        episode: u32,
+    ) {
+        if let Some(idx) = self.registry.household_idx(household) {
+            self.rules.restore_closed_alert(idx, closed, episode);
+        }
+    }
+
+    /// Closes a household's open alert (its task was resolved).
+    pub fn close_alert(
+        &mut self,
+        household: &HouseholdId,
+        now: DateTime<Utc>,
+    ) -> Option<HouseholdAlert> {
+        let idx = self.registry.household_idx(household)?;
+        self.rules.close_alert(idx, now)
+    }
+
+    /// Processes one batch.
+    pub fn process(&mut self, records: &[RawRecord], now: DateTime<Utc>) -> BatchOutput {
+        let mut output = BatchOutput {
+            events: Vec::with_capacity(records.len()),
+            ..BatchOutput::default()
+        };
+        output.counts.records = records.len() as u64;
+        for record in records {
+            if let Some(full) = record.original_len {
+                let rejection = Rejection::new(
+                    Stage::Read,
+                    "line.too_long",
+                    format!(
+                        "record is {full} bytes, longer than input.max_line_bytes; its first {} bytes are kept",
+                        record.bytes.len()
+                    ),
+                );
+                output.dead_letters.push(DeadLetter::new(
+                    record,
+                    rejection,
+                    Salvage::default(),
+                    now,
+                ));
+                continue;
+            }
+            match self.decoder.decode(&record.bytes, now) {
+                Ok(event) => self.accept(event, &record.origin, now, &mut output),
+                Err((rejection, salvage)) => {
+                    output
+                        .dead_letters
+                        .push(DeadLetter::new(record, rejection, salvage, now));
+                }
+            }
+        }
+        let changes = self.rules.drain();
+        output.alerts = changes.alerts;
+        output.tasks = changes.tasks;
+        output.counts.suppressed = changes.suppressed;
+        output.counts.dead_letters = output.dead_letters.len() as u64;
+        output
+    }
+
+    fn accept(
+        &mut self,
+        event: Event,
+        origin: &Origin,
+        now: DateTime<Utc>,
+        output: &mut BatchOutput,
+    ) {
+        if !self.seen.insert(event.event_id.digest()) {
+            output.counts.duplicates += 1;
+            return;
+        }
+        output.counts.accepted += 1;
+        let resolved = resolve(&event, &self.registry, &self.pseudonymiser);
+        let (matched, household_id, region_code, households) = match &resolved.target {
+            Target::Household(idx) => {
+                let household = self.registry.household(*idx);
+                (
+                    Match::Matched,
+                    Some(household.household_id.clone()),
+                    Some(household.region_code),
+                    vec![*idx],
+                )
+            }
+            Target::Households(list, _) => (
+                Match::Matched,
+                None,
+                match &event.subject {
+                    crate::domain::event::Subject::Region(code) => Some(*code),
+                    _ => None,
+                },
+                list.clone(),
+            ),
+            Target::Regional(code) => (Match::Regional, None, Some(*code), Vec::new()),
+            Target::Unmatched => (Match::Unmatched, None, None, Vec::new()),
+        };
+        if matched == Match::Unmatched {
+            output.counts.unmatched += 1;
+        }
+        for idx in households {
+            let facts = person_facts(&self.registry, idx, resolved.person);
+            if let Some(fact) = Fact::derive(&event.payload, facts, &self.rule_settings) {
+                let risk_event = RiskEvent {
+                    event_id: event.event_id.clone(),
+                    occurred_at: event.occurred_at,
+                    fact,
+                };
+                self.rules.apply(&self.registry, idx, risk_event, now);
+            }
+        }
+        // Serialising a typed payload cannot fail (no maps with non-string keys).
+        let payload_json =
+            serde_json::to_string(&event.payload).expect("payload serialises to JSON");
+        output.events.push(StoredEvent {
+            kind: event.kind(),
+            event_id: event.event_id,
+            source: event.source,
+            occurred_at: event.occurred_at,
+            reported_at: event.reported_at,
+            person_key: resolved.person_key,
+            person_masked: resolved.person_masked,
+            household_id,
+            region_code,
+            matched,
+            payload_json,
+            origin: origin.clone(),
+        });
+    }
+}
+
+/// A stored household event read back to rebuild state.
+#[derive(Debug, Clone)]
+pub struct RestoredEvent {
+    /// Id.
+    pub event_id: EventId,
+    /// Event time.
+    pub occurred_at: DateTime<Utc>,
+    /// Pseudonym of the person, for person events.
+    pub person_key: Option<PersonKey>,
+    /// Households it concerns.
+    pub households: Vec<HouseholdId>,
+    /// Typed payload (`None` if the stored JSON no longer parses).
+    pub payload: Option<crate::domain::event::Payload>,
+}
+
+fn person_facts(
+    registry: &Registry,
+    household: HouseholdIdx,
+    person: Option<crate::domain::registry::PersonEntry>,
+) -> PersonFacts {
+    PersonFacts {
+        only_earner: person.is_some_and(|p| {
+            p.household == household
+                && p.labour_capable
+                && registry.labour_capable_members(household) == 1
+        }),
+    }
+}

@@ -1,0 +1,3 @@
+//! Sinks: where results go.
+
+pub mod store;

@@ -1,0 +1,3 @@
+//! Sources: where raw records come from.
+
+pub mod ndjson;

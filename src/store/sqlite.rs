@@ -1,0 +1,666 @@
+//! The SQLite store (sqlx): the embedded default. WAL journal, one writer; a batch
+//! and its source positions commit in one transaction, so a killed run resumes
+//! exactly where its last commit left it. Migrations in `migrations/sqlite`.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use base64::Engine;
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use super::{
+    DeadLetterDoc, Report, SourcePosition, StoreError, StoredRegistry, StoredState,
+};
+use crate::config::StoreSettings;
+use crate::domain::alert::{HouseholdAlert, Level};
+use crate::domain::event::{Kind, Payload};
+use crate::domain::ids::{EventId, HouseholdId, PersonKey, RegionCode, RegionLevel};
+use crate::domain::registry::{
+    Household, HouseholdStatus, Member, MonitoringType, Region,
+};
+use crate::domain::task::{Outcome, ScreeningTask, TaskKind, TaskStatus};
+use crate::pipeline::core::{BatchOutput, RestoredEvent};
+use crate::pipeline::rules::ClosedAlert;
+
+/// Rows per multi-row INSERT (13 columns × 500 stays far below SQLite's 32766
+/// bound parameters).
+const ROWS_PER_INSERT: usize = 500;
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| corrupt(format!("time {text:?}: {e}")))
+}
+
+fn time_text(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+fn millis_to_time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| corrupt(format!("time {ms} ms")))
+}
+
+impl SqliteStore {
+    /// Opens `url` (creating the file), applies migrations.
+    pub async fn connect(url: &str, settings: &StoreSettings) -> Result<Self, StoreError> {
+        let synchronous = if settings.sqlite_synchronous == "full" {
+            SqliteSynchronous::Full
+        } else {
+            SqliteSynchronous::Normal
+        };
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(StoreError::Connect)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous)
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(StoreError::Connect)?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// See [`super::Store::commit_batch`].
+    pub async fn commit_batch(
+        &self,
+        batch: &BatchOutput,
+        positions: &[SourcePosition],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let processed_at = now.timestamp_millis();
+        for chunk in batch.events.chunks(ROWS_PER_INSERT) {
+            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT OR IGNORE INTO events (event_id, source, kind, occurred_at, reported_at, \
+                 person_key, person_masked, household_id, region_code, match, payload, origin, processed_at) ",
+            );
+            insert.push_values(chunk, |mut row, event| {
+                row.push_bind(event.event_id.as_str())
+                    .push_bind(event.source.as_str())
+                    .push_bind(event.kind.as_str())
+                    .push_bind(event.occurred_at.timestamp_millis())
+                    .push_bind(event.reported_at.timestamp_millis())
+                    .push_bind(event.person_key.map(|k| k.0.to_vec()))
+                    .push_bind(event.person_masked.as_deref())
+                    .push_bind(event.household_id.as_ref().map(HouseholdId::as_str))
+                    .push_bind(event.region_code.map(|c| c.to_string()))
+                    .push_bind(event.matched.as_str())
+                    .push_bind(event.payload_json.as_str())
+                    .push_bind(event.origin.locator())
+                    .push_bind(processed_at);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        for chunk in batch.dead_letters.chunks(ROWS_PER_INSERT) {
+            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT OR IGNORE INTO dead_letters (dead_letter_id, origin, stage, rule, field, reason, \
+                 raw, raw_truncated, raw_bytes, event_id, source, kind, received_at) ",
+            );
+            insert.push_values(chunk, |mut row, letter| {
+                row.push_bind(letter.dead_letter_id.as_str())
+                    .push_bind(
+                        serde_json::to_string(&letter.origin)
+                            .unwrap_or_else(|_| letter.origin.locator()),
+                    )
+                    .push_bind(letter.rejection.stage.as_str())
+                    .push_bind(letter.rejection.rule.as_str())
+                    .push_bind(letter.rejection.field.as_deref())
+                    .push_bind(letter.rejection.reason.as_str())
+                    .push_bind(letter.raw.as_slice())
+                    .push_bind(letter.raw_truncated)
+                    .push_bind(letter.raw_bytes as i64)
+                    .push_bind(letter.salvage.event_id.as_deref())
+                    .push_bind(letter.salvage.source.as_deref())
+                    .push_bind(letter.salvage.kind.as_deref())
+                    .push_bind(time_text(letter.received_at));
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        for alert in &batch.alerts {
+            let doc = serde_json::to_string(alert).map_err(|e| corrupt(e))?;
+            let episode = i64::from(alert.episode);
+            // An alert a user closed meanwhile stays closed.
+            sqlx::query(
+                "INSERT INTO alerts (alert_id, household_id, region_code, episode, level, action, status, \
+                 opened_at, updated_at, closed_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (alert_id) DO UPDATE SET level = excluded.level, action = excluded.action, \
+                 updated_at = excluded.updated_at, doc = excluded.doc WHERE alerts.status = 'open'",
+            )
+            .bind(&alert.alert_id)
+            .bind(alert.household_id.as_str())
+            .bind(alert.region_code.to_string())
+            .bind(episode)
+            .bind(alert.level.as_str())
+            .bind(alert.action.as_str())
+            .bind(alert.status.as_str())
+            .bind(time_text(alert.opened_at))
+            .bind(time_text(alert.updated_at))
+            .bind(alert.closed_at.map(time_text))
+            .bind(doc)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for task in &batch.tasks {
+            // The pipeline only raises a task's level; its lifecycle belongs to users.
+            sqlx::query(
+                "INSERT INTO tasks (task_id, kind, alert_id, signal_id, household_id, village_code, level, \
+                 status, due_at, created_at, updated_at, outcome, outcome_note, assignee) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (task_id) DO UPDATE SET level = excluded.level, updated_at = excluded.updated_at",
+            )
+            .bind(&task.task_id)
+            .bind(task.kind.as_str())
+            .bind(task.alert_id.as_deref())
+            .bind(task.signal_id.as_deref())
+            .bind(task.household_id.as_ref().map(HouseholdId::as_str))
+            .bind(task.village_code.to_string())
+            .bind(task.level.as_str())
+            .bind(task.status.as_str())
+            .bind(time_text(task.due_at))
+            .bind(time_text(task.created_at))
+            .bind(time_text(task.updated_at))
+            .bind(task.outcome.map(Outcome::as_str))
+            .bind(task.outcome_note.as_deref())
+            .bind(task.assignee.as_deref())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let counts = batch.counts;
+        for (name, value) in [
+            ("records", counts.records),
+            ("accepted", counts.accepted),
+            ("duplicates", counts.duplicates),
+            ("dead_letters", counts.dead_letters),
+            ("unmatched", counts.unmatched),
+            ("suppressed", counts.suppressed),
+        ] {
+            if value > 0 {
+                sqlx::query(
+                    "INSERT INTO counters (name, value) VALUES (?, ?) \
+                     ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+                )
+                .bind(name)
+                .bind(value as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for position in positions {
+            sqlx::query(
+                "INSERT INTO source_positions (source_key, position, line, fingerprint, updated_at) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (source_key) DO UPDATE SET \
+                 position = excluded.position, line = excluded.line, \
+                 fingerprint = excluded.fingerprint, updated_at = excluded.updated_at",
+            )
+            .bind(&position.source_key)
+            .bind(position.position as i64)
+            .bind(position.line as i64)
+            .bind(position.fingerprint.as_deref())
+            .bind(time_text(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// See [`super::Store::position`].
+    pub async fn position(&self, source_key: &str) -> Result<Option<SourcePosition>, StoreError> {
+        let row = sqlx::query(
+            "SELECT position, line, fingerprint FROM source_positions WHERE source_key = ?",
+        )
+        .bind(source_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| SourcePosition {
+            source_key: source_key.to_string(),
+            position: row.get::<i64, _>(0) as u64,
+            line: row.get::<i64, _>(1) as u64,
+            fingerprint: row.get(2),
+        }))
+    }
+
+    /// See [`super::Store::upsert_regions`].
+    pub async fn upsert_regions(&self, regions: &[Region]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in regions.chunks(ROWS_PER_INSERT) {
+            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO regions (code, name, level, parent, longitude, latitude) ",
+            );
+            insert.push_values(chunk, |mut row, region| {
+                row.push_bind(region.code.to_string())
+                    .push_bind(region.name.as_str())
+                    .push_bind(region.level.as_str())
+                    .push_bind(region.parent.map(|p| p.to_string()))
+                    .push_bind(region.longitude)
+                    .push_bind(region.latitude);
+            });
+            insert.push(
+                " ON CONFLICT (code) DO UPDATE SET name = excluded.name, level = excluded.level, \
+                 parent = excluded.parent, longitude = excluded.longitude, latitude = excluded.latitude",
+            );
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// See [`super::Store::upsert_households`].
+    pub async fn upsert_households(
+        &self,
+        households: &[Household],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let updated = time_text(now);
+        for chunk in households.chunks(ROWS_PER_INSERT) {
+            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO households (household_id, region_code, members, labour_capable, \
+                 annual_net_income_yuan, status, monitoring_type, identified_on, risk_eliminated_on, \
+                 safety_net, dibao, tekun, updated_at) ",
+            );
+            insert.push_values(chunk, |mut row, h| {
+                row.push_bind(h.household_id.as_str())
+                    .push_bind(h.region_code.to_string())
+                    .push_bind(i64::from(h.members))
+                    .push_bind(i64::from(h.labour_capable))
+                    .push_bind(h.annual_net_income_yuan)
+                    .push_bind(h.status.as_str())
+                    .push_bind(h.monitoring_type.map(MonitoringType::as_str))
+                    .push_bind(h.identified_on.map(|d| d.to_string()))
+                    .push_bind(h.risk_eliminated_on.map(|d| d.to_string()))
+                    .push_bind(h.safety_net)
+                    .push_bind(h.dibao)
+                    .push_bind(h.tekun)
+                    .push_bind(updated.as_str());
+            });
+            insert.push(
+                " ON CONFLICT (household_id) DO UPDATE SET region_code = excluded.region_code, \
+                 members = excluded.members, labour_capable = excluded.labour_capable, \
+                 annual_net_income_yuan = excluded.annual_net_income_yuan, status = excluded.status, \
+                 monitoring_type = excluded.monitoring_type, identified_on = excluded.identified_on, \
+                 risk_eliminated_on = excluded.risk_eliminated_on, safety_net = excluded.safety_net, \
+                 dibao = excluded.dibao, tekun = excluded.tekun, updated_at = excluded.updated_at",
+            );
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// See [`super::Store::upsert_members`].
+    pub async fn upsert_members(
+        &self,
+        members: &[Member],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let updated = time_text(now);
+        for chunk in members.chunks(ROWS_PER_INSERT) {
+            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO members (person_key, person_masked, household_id, relation, labour_capable, updated_at) ",
+            );
+            insert.push_values(chunk, |mut row, m| {
+                row.push_bind(m.person_key.0.to_vec())
+                    .push_bind(m.person_masked.as_str())
+                    .push_bind(m.household_id.as_str())
+                    .push_bind(m.relation.as_str())
+                    .push_bind(m.labour_capable)
+                    .push_bind(updated.as_str());
+            });
+            insert.push(
+                " ON CONFLICT (person_key) DO UPDATE SET person_masked = excluded.person_masked, \
+                 household_id = excluded.household_id, relation = excluded.relation, \
+                 labour_capable = excluded.labour_capable, updated_at = excluded.updated_at",
+            );
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// See [`super::Store::load_registry`].
+    pub async fn load_registry(&self) -> Result<StoredRegistry, StoreError> {
+        let mut registry = StoredRegistry::default();
+        let rows = sqlx::query(
+            "SELECT household_id, region_code, members, labour_capable, annual_net_income_yuan, status, \
+             monitoring_type, identified_on, risk_eliminated_on, safety_net, dibao, tekun \
+             FROM households ORDER BY household_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        registry.households.reserve(rows.len());
+        for row in rows {
+            let date = |text: Option<String>| -> Result<Option<NaiveDate>, StoreError> {
+                text.map(|t| NaiveDate::from_str(&t).map_err(corrupt))
+                    .transpose()
+            };
+            let monitoring_type: Option<String> = row.get(6);
+            registry.households.push(Household {
+                household_id: HouseholdId::parse(row.get(0)).map_err(corrupt)?,
+                region_code: RegionCode::parse(row.get(1)).map_err(corrupt)?,
+                members: row.get::<i64, _>(2) as u32,
+                labour_capable: row.get::<i64, _>(3) as u32,
+                annual_net_income_yuan: row.get(4),
+                status: HouseholdStatus::parse(row.get(5))
+                    .ok_or_else(|| corrupt("household status"))?,
+                monitoring_type: monitoring_type
+                    .map(|t| MonitoringType::parse(&t).ok_or_else(|| corrupt("monitoring type")))
+                    .transpose()?,
+                identified_on: date(row.get(7))?,
+                risk_eliminated_on: date(row.get(8))?,
+                safety_net: row.get(9),
+                dibao: row.get(10),
+                tekun: row.get(11),
+            });
+        }
+        let rows = sqlx::query("SELECT person_key, household_id, labour_capable FROM members")
+            .fetch_all(&self.pool)
+            .await?;
+        registry.members.reserve(rows.len());
+        for row in rows {
+            let key: Vec<u8> = row.get(0);
+            registry.members.push((
+                PersonKey::from_slice(&key).ok_or_else(|| corrupt("person key"))?,
+                HouseholdId::parse(row.get(1)).map_err(corrupt)?,
+                row.get(2),
+            ));
+        }
+        let rows =
+            sqlx::query("SELECT code, name, level, parent, longitude, latitude FROM regions")
+                .fetch_all(&self.pool)
+                .await?;
+        for row in rows {
+            let parent: Option<String> = row.get(3);
+            registry.regions.push(Region {
+                code: RegionCode::parse(row.get(0)).map_err(corrupt)?,
+                name: row.get(1),
+                level: RegionLevel::parse(row.get(2)).ok_or_else(|| corrupt("region level"))?,
+                parent: parent
+                    .map(|p| RegionCode::parse(&p).map_err(corrupt))
+                    .transpose()?,
+                longitude: row.get(4),
+                latitude: row.get(5),
+            });
+        }
+        Ok(registry)
+    }
+
+    /// See [`super::Store::latest_event_time`].
+    pub async fn latest_event_time(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(occurred_at) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        latest.map(millis_to_time).transpose()
+    }
+
+    /// See [`super::Store::load_state`].
+    pub async fn load_state(
+        &self,
+        events_since: Option<DateTime<Utc>>,
+        closed_since: DateTime<Utc>,
+    ) -> Result<StoredState, StoreError> {
+        let mut state = StoredState::default();
+        let ids: Vec<String> = sqlx::query_scalar("SELECT event_id FROM events")
+            .fetch_all(&self.pool)
+            .await?;
+        state.seen = ids
+            .iter()
+            .map(|id| xxhash_rust::xxh3::xxh3_128(id.as_bytes()))
+            .collect();
+        drop(ids);
+        let since = events_since.map_or(i64::MIN, |t| t.timestamp_millis());
+        let rows = sqlx::query(
+            "SELECT event_id, kind, occurred_at, person_key, household_id, payload FROM events \
+             WHERE occurred_at >= ? AND (household_id IS NOT NULL OR kind = 'industry_project_failure') \
+             ORDER BY occurred_at, event_id",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            let kind = Kind::parse(row.get(1)).ok_or_else(|| corrupt("event kind"))?;
+            let payload_text: String = row.get(5);
+            let payload = Payload::from_json(kind, &payload_text).ok();
+            let household: Option<String> = row.get(4);
+            let households = match (&household, &payload) {
+                (Some(id), _) => vec![HouseholdId::parse(id).map_err(corrupt)?],
+                (None, Some(Payload::IndustryProjectFailure(failure))) => {
+                    failure.household_ids.clone()
+                }
+                _ => Vec::new(),
+            };
+            let key: Option<Vec<u8>> = row.get(3);
+            state.events.push(RestoredEvent {
+                event_id: EventId::parse(row.get(0)).map_err(corrupt)?,
+                occurred_at: millis_to_time(row.get(2))?,
+                person_key: key.and_then(|k| PersonKey::from_slice(&k)),
+                households,
+                payload,
+            });
+        }
+        let rows = sqlx::query(
+            "SELECT a.doc, a.episode, a.status, a.closed_at, \
+                    t.task_id, t.kind, t.alert_id, t.signal_id, t.household_id, t.village_code, t.level, \
+                    t.status, t.due_at, t.created_at, t.updated_at, t.outcome, t.outcome_note, t.assignee \
+             FROM alerts a LEFT JOIN tasks t ON t.alert_id = a.alert_id \
+             WHERE a.status = 'open' OR a.closed_at >= ?",
+        )
+        .bind(time_text(closed_since))
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            let doc: String = row.get(0);
+            let mut alert: HouseholdAlert = serde_json::from_str(&doc).map_err(corrupt)?;
+            let episode = row.get::<i64, _>(1) as u32;
+            alert.episode = episode;
+            let status: String = row.get(2);
+            if status == "open" {
+                let task = match row.get::<Option<String>, _>(4) {
+                    Some(_) => Some(task_from_row(&row, 4)?),
+                    None => None,
+                };
+                state.open_alerts.push((alert, task, episode));
+            } else {
+                let closed_at: Option<String> = row.get(3);
+                let closed_at = parse_time(closed_at.as_deref().unwrap_or_default())?;
+                state.closed_alerts.push((
+                    alert.household_id.clone(),
+                    ClosedAlert {
+                        risk_types: alert.risk_types.clone(),
+                        level: alert.level,
+                        closed_at,
+                        evidence: alert.evidence.clone(),
+                    },
+                    episode,
+                ));
+            }
+        }
+        Ok(state)
+    }
+
+    /// See [`super::Store::report`].
+    pub async fn report(&self) -> Result<Report, StoreError> {
+        let mut report = Report::default();
+        let counters = sqlx::query("SELECT name, value FROM counters")
+            .fetch_all(&self.pool)
+            .await?;
+        for row in counters {
+            let name: String = row.get(0);
+            let value = row.get::<i64, _>(1) as u64;
+            match name.as_str() {
+                "records" => report.events_processed = value,
+                "accepted" => report.events_accepted = value,
+                "duplicates" => report.duplicates = value,
+                "dead_letters" => report.dead_letters = value,
+                "unmatched" => report.unmatched = value,
+                "suppressed" => report.suppressed = value,
+                _ => {}
+            }
+        }
+        let grouped = |sql: &'static str| {
+            let pool = self.pool.clone();
+            async move {
+                let rows = sqlx::query(sql).fetch_all(&pool).await?;
+                Ok::<BTreeMap<String, u64>, StoreError>(
+                    rows.into_iter()
+                        .map(|row| (row.get::<String, _>(0), row.get::<i64, _>(1) as u64))
+                        .collect(),
+                )
+            }
+        };
+        report.alerts_by_level = grouped("SELECT level, COUNT(*) FROM alerts GROUP BY level").await?;
+        report.alerts_by_action =
+            grouped("SELECT action, COUNT(*) FROM alerts GROUP BY action").await?;
+        report.tasks_by_status =
+            grouped("SELECT status, COUNT(*) FROM tasks GROUP BY status").await?;
+        report.dead_letters_by_rule =
+            grouped("SELECT rule, COUNT(*) FROM dead_letters GROUP BY rule").await?;
+        report.households = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM households")
+            .fetch_one(&self.pool)
+            .await? as u64;
+        report.members = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM members")
+            .fetch_one(&self.pool)
+            .await? as u64;
+        Ok(report)
+    }
+
+    /// See [`super::Store::evidence`].
+    pub async fn evidence(
+        &self,
+        event_ids: &[String],
+    ) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
+        let mut found = Vec::with_capacity(event_ids.len());
+        for id in event_ids {
+            if let Some(row) =
+                sqlx::query("SELECT event_id, kind, person_masked FROM events WHERE event_id = ?")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+            {
+                found.push((row.get(0), row.get(1), row.get(2)));
+            }
+        }
+        Ok(found)
+    }
+
+    /// See [`super::Store::export_alerts`].
+    pub async fn export_alerts(
+        &self,
+        each: &mut (dyn FnMut(HouseholdAlert) -> std::io::Result<()> + Send),
+    ) -> Result<(), StoreError> {
+        use futures::TryStreamExt;
+        let mut rows =
+            sqlx::query("SELECT doc, episode FROM alerts ORDER BY household_id, episode")
+                .fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            let doc: String = row.get(0);
+            let mut alert: HouseholdAlert = serde_json::from_str(&doc).map_err(corrupt)?;
+            alert.episode = row.get::<i64, _>(1) as u32;
+            each(alert).map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
+        }
+        Ok(())
+    }
+
+    /// See [`super::Store::export_tasks`].
+    pub async fn export_tasks(
+        &self,
+        each: &mut (dyn FnMut(ScreeningTask) -> std::io::Result<()> + Send),
+    ) -> Result<(), StoreError> {
+        use futures::TryStreamExt;
+        let mut rows = sqlx::query(
+            "SELECT task_id, kind, alert_id, signal_id, household_id, village_code, level, status, \
+             due_at, created_at, updated_at, outcome, outcome_note, assignee FROM tasks ORDER BY task_id",
+        )
+        .fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            each(task_from_row(&row, 0)?).map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
+        }
+        Ok(())
+    }
+
+    /// See [`super::Store::export_dead_letters`].
+    pub async fn export_dead_letters(
+        &self,
+        each: &mut (dyn FnMut(DeadLetterDoc) -> std::io::Result<()> + Send),
+    ) -> Result<(), StoreError> {
+        use futures::TryStreamExt;
+        let mut rows = sqlx::query(
+            "SELECT dead_letter_id, origin, stage, rule, field, reason, raw, raw_truncated, raw_bytes, \
+             event_id, source, kind, received_at FROM dead_letters ORDER BY received_at, dead_letter_id",
+        )
+        .fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            let origin: String = row.get(1);
+            let raw: Vec<u8> = row.get(6);
+            let doc = serde_json::json!({
+                "dead_letter_id": row.get::<String, _>(0),
+                "origin": serde_json::from_str::<serde_json::Value>(&origin).map_err(corrupt)?,
+                "stage": row.get::<String, _>(2),
+                "rule": row.get::<String, _>(3),
+                "field": row.get::<Option<String>, _>(4),
+                "reason": row.get::<String, _>(5),
+                "raw_base64": base64::engine::general_purpose::STANDARD.encode(&raw),
+                "raw_utf8": std::str::from_utf8(&raw).ok(),
+                "raw_truncated": row.get::<bool, _>(7),
+                "raw_bytes": row.get::<i64, _>(8),
+                "event_id": row.get::<Option<String>, _>(9),
+                "source": row.get::<Option<String>, _>(10),
+                "kind": row.get::<Option<String>, _>(11),
+                "received_at": row.get::<String, _>(12),
+            });
+            each(doc).map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
+        }
+        Ok(())
+    }
+}
+
+fn task_from_row(row: &sqlx::sqlite::SqliteRow, at: usize) -> Result<ScreeningTask, StoreError> {
+    let text = |i: usize| -> String { row.get(at + i) };
+    let optional = |i: usize| -> Option<String> { row.get(at + i) };
+    Ok(ScreeningTask {
+        task_id: text(0),
+        kind: TaskKind::parse(&text(1)).ok_or_else(|| corrupt("task kind"))?,
+        alert_id: optional(2),
+        signal_id: optional(3),
+        household_id: optional(4)
+            .map(|h| HouseholdId::parse(&h).map_err(corrupt))
+            .transpose()?,
+        village_code: RegionCode::parse(&text(5)).map_err(corrupt)?,
+        level: Level::parse(&text(6)).ok_or_else(|| corrupt("task level"))?,
+        status: TaskStatus::parse(&text(7)).ok_or_else(|| corrupt("task status"))?,
+        due_at: parse_time(&text(8))?,
+        created_at: parse_time(&text(9))?,
+        updated_at: parse_time(&text(10))?,
+        outcome: optional(11)
+            .map(|o| Outcome::parse(&o).ok_or_else(|| corrupt("task outcome")))
+            .transpose()?,
+        outcome_note: optional(12),
+        assignee: optional(13),
+    })
+}
