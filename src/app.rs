@@ -55,7 +55,8 @@ impl App {
     pub async fn load_core(&self) -> Result<Core, AppError> {
         let pseudonymiser = self.pseudonymiser()?;
         let stored = self.store.load_registry().await?;
-        let (registry, orphans) = Registry::build(stored.households, stored.members, stored.regions);
+        let (registry, orphans) =
+            Registry::build(stored.households, stored.members, stored.regions);
         if orphans > 0 {
             tracing::warn!(
                 orphans,

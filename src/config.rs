@@ -323,16 +323,28 @@ impl Check for StoreSettings {
             self.sqlite_synchronous == "normal" || self.sqlite_synchronous == "full",
             "store.sqlite_synchronous: must be \"normal\" or \"full\"",
         );
-        require(self.max_connections >= 1, "store.max_connections: must be at least 1");
-        require(self.max_backoff_seconds >= 1, "store.max_backoff_seconds: must be at least 1");
+        require(
+            self.max_connections >= 1,
+            "store.max_connections: must be at least 1",
+        );
+        require(
+            self.max_backoff_seconds >= 1,
+            "store.max_backoff_seconds: must be at least 1",
+        );
     }
 }
 
 impl Check for InputSettings {
     fn check(&self, require: &mut dyn FnMut(bool, &str)) {
         require(self.batch_size >= 1, "input.batch_size: must be at least 1");
-        require(self.max_line_bytes >= 1024, "input.max_line_bytes: must be at least 1024");
-        require(self.channel_capacity >= 1, "input.channel_capacity: must be at least 1");
+        require(
+            self.max_line_bytes >= 1024,
+            "input.max_line_bytes: must be at least 1024",
+        );
+        require(
+            self.channel_capacity >= 1,
+            "input.channel_capacity: must be at least 1",
+        );
     }
 }
 
@@ -371,12 +383,15 @@ impl Check for PolicySettings {
                 &format!("policy.monitoring_lines[{i}].yuan_per_capita: must be positive"),
             );
             require(
-                line.region_prefix.len() <= 12 && line.region_prefix.bytes().all(|b| b.is_ascii_digit()),
+                line.region_prefix.len() <= 12
+                    && line.region_prefix.bytes().all(|b| b.is_ascii_digit()),
                 &format!("policy.monitoring_lines[{i}].region_prefix: at most 12 digits"),
             );
         }
         require(
-            self.monitoring_lines.iter().any(|line| line.region_prefix.is_empty()),
+            self.monitoring_lines
+                .iter()
+                .any(|line| line.region_prefix.is_empty()),
             "policy.monitoring_lines: one line must have region_prefix = \"\" (the national default)",
         );
     }
@@ -384,10 +399,22 @@ impl Check for PolicySettings {
 
 impl Check for RuleSettings {
     fn check(&self, require: &mut dyn FnMut(bool, &str)) {
-        require(self.lookback_days >= 1, "rules.lookback_days: must be at least 1");
-        require(self.max_lateness_days >= 0, "rules.max_lateness_days: must not be negative");
-        require(self.cooldown_days >= 0, "rules.cooldown_days: must not be negative");
-        require(self.task_due_days >= 1, "rules.task_due_days: must be at least 1");
+        require(
+            self.lookback_days >= 1,
+            "rules.lookback_days: must be at least 1",
+        );
+        require(
+            self.max_lateness_days >= 0,
+            "rules.max_lateness_days: must not be negative",
+        );
+        require(
+            self.cooldown_days >= 0,
+            "rules.cooldown_days: must not be negative",
+        );
+        require(
+            self.task_due_days >= 1,
+            "rules.task_due_days: must be at least 1",
+        );
         require(
             self.hardship_income_ratio >= 1.0,
             "rules.hardship_income_ratio: must be at least 1",
@@ -593,7 +620,10 @@ mod tests {
         assert!(text.contains("store.urll: unknown key"), "{text}");
         assert!(text.contains("[rules]"), "{text}");
         assert!(text.contains("nope: unknown section"), "{text}");
-        assert!(text.contains("input.batch_size: must be at least 1"), "{text}");
+        assert!(
+            text.contains("input.batch_size: must be at least 1"),
+            "{text}"
+        );
         assert!(text.contains("telemetry.log_format"), "{text}");
         assert_eq!(error.problems.len(), 5, "{text}");
     }

@@ -216,7 +216,12 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { inputs } => {
             let inputs: Vec<Input> = if inputs.is_empty() {
-                settings.input.paths.iter().map(|p| Input::parse(p)).collect()
+                settings
+                    .input
+                    .paths
+                    .iter()
+                    .map(|p| Input::parse(p))
+                    .collect()
             } else {
                 inputs.iter().map(|p| Input::parse(p)).collect()
             };
@@ -241,7 +246,11 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Registry {
-            command: RegistryCommand::Import { households, members },
+            command:
+                RegistryCommand::Import {
+                    households,
+                    members,
+                },
         } => {
             let app = App::build(settings).await?;
             let summary = commands::import_registry(&app, &households, &members).await?;
@@ -362,10 +371,20 @@ fn print_report(report: &yujing::store::Report) {
     println!("  duplicates       {}", report.duplicates);
     println!("  dead letters     {}", report.dead_letters);
     println!("  unmatched        {}", report.unmatched);
-    println!("registry           {} households, {} members", report.households, report.members);
+    println!(
+        "registry           {} households, {} members",
+        report.households, report.members
+    );
     let line = |title: &str, map: &std::collections::BTreeMap<String, u64>| {
         let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        println!("{title:<19}{}", if parts.is_empty() { "-".to_string() } else { parts.join(", ") });
+        println!(
+            "{title:<19}{}",
+            if parts.is_empty() {
+                "-".to_string()
+            } else {
+                parts.join(", ")
+            }
+        );
     };
     line("alerts by level", &report.alerts_by_level);
     line("alerts by action", &report.alerts_by_action);
@@ -415,7 +434,12 @@ fn print_demo(options: &demo::DemoOptions, outcome: &demo::DemoOutcome) {
             alert.household_id,
             alert.region_code,
             alert.level,
-            alert.risk_types.iter().map(|r| r.zh()).collect::<Vec<_>>().join("、"),
+            alert
+                .risk_types
+                .iter()
+                .map(|r| r.zh())
+                .collect::<Vec<_>>()
+                .join("、"),
             alert.action,
             alert
                 .proposed_monitoring_type
@@ -425,10 +449,15 @@ fn print_demo(options: &demo::DemoOptions, outcome: &demo::DemoOutcome) {
         for rule in &alert.rules {
             println!("      {} [{}]: {}", rule.rule_id, rule.level, rule.reason);
         }
-        for (event_id, kind, person) in evidence {
+        for item in evidence {
             println!(
-                "      evidence {event_id} {kind}{}",
-                person.as_deref().map(|p| format!(" person {p}")).unwrap_or_default()
+                "      evidence {} {}{}",
+                item.event_id,
+                item.kind,
+                item.person_masked
+                    .as_deref()
+                    .map(|p| format!(" person {p}"))
+                    .unwrap_or_default()
             );
         }
     }

@@ -71,7 +71,9 @@ CREATE TABLE alerts (
     opened_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     closed_at TEXT,
-    doc TEXT NOT NULL
+    doc TEXT NOT NULL,
+    -- Internal: where each part of the alert was judged (see AlertJudgements).
+    judgements TEXT NOT NULL
 );
 CREATE UNIQUE INDEX alerts_one_open ON alerts (household_id) WHERE status = 'open';
 CREATE INDEX alerts_region ON alerts (region_code);

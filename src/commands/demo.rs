@@ -14,7 +14,7 @@ use crate::domain::alert::{HouseholdAlert, Level};
 use crate::generate::{AnswerKey, GenerateOptions, generate};
 use crate::pipeline::RunSummary;
 use crate::pipeline::sources::ndjson::Input;
-use crate::store::Report;
+use crate::store::{EvidenceItem, Report};
 
 /// The demo's fixed key: fine for synthetic data, never for real data.
 pub const DEMO_KEY: &str = "yujing-demo-key-synthetic-data-only";
@@ -52,7 +52,7 @@ pub struct DemoOutcome {
     /// Decoys that were alerted.
     pub decoys_alerted: Vec<String>,
     /// The most severe alerts, for display.
-    pub examples: Vec<(HouseholdAlert, Vec<(String, String, Option<String>)>)>,
+    pub examples: Vec<(HouseholdAlert, Vec<EvidenceItem>)>,
 }
 
 fn remove_database(db: &Path) {
@@ -64,7 +64,10 @@ fn remove_database(db: &Path) {
 }
 
 /// Runs the demo with `settings` (its store URL and key are replaced).
-pub async fn demo(mut settings: Settings, options: &DemoOptions) -> Result<DemoOutcome, CommandError> {
+pub async fn demo(
+    mut settings: Settings,
+    options: &DemoOptions,
+) -> Result<DemoOutcome, CommandError> {
     remove_database(&options.db);
     settings.store.url = Secret::new(format!("sqlite://{}", options.db.display()));
     if settings.privacy.pseudonymisation_key.is_empty() {
@@ -105,7 +108,12 @@ pub async fn demo(mut settings: Settings, options: &DemoOptions) -> Result<DemoO
             }
             Some(alert) => planted_missed.push(format!(
                 "{} ({}): alerted {} / {}, expected at least {} / {}",
-                case.household_id, case.case, alert.level, alert.action, case.min_level, case.action
+                case.household_id,
+                case.case,
+                alert.level,
+                alert.action,
+                case.min_level,
+                case.action
             )),
             None => planted_missed.push(format!(
                 "{} ({}): not alerted",
@@ -128,7 +136,11 @@ pub async fn demo(mut settings: Settings, options: &DemoOptions) -> Result<DemoO
     });
     let mut examples = Vec::new();
     for alert in severe.into_iter().take(3) {
-        let ids: Vec<String> = alert.evidence.iter().map(|e| e.as_str().to_string()).collect();
+        let ids: Vec<String> = alert
+            .evidence
+            .iter()
+            .map(|e| e.as_str().to_string())
+            .collect();
         let evidence = app.store.evidence(&ids).await?;
         examples.push((alert, evidence));
     }

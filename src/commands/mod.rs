@@ -107,7 +107,9 @@ pub async fn import_registry(
         source,
     })?;
     let name = households.display().to_string();
-    app.store.upsert_households(&parsed.rows, Utc::now()).await?;
+    app.store
+        .upsert_households(&parsed.rows, Utc::now())
+        .await?;
     summary.imported.push((name.clone(), parsed.rows.len()));
     summary
         .errors
@@ -148,7 +150,11 @@ pub async fn import_regions(app: &App, path: &Path) -> Result<ImportSummary, Com
     app.store.upsert_regions(&parsed.rows).await?;
     Ok(ImportSummary {
         imported: vec![(name.clone(), parsed.rows.len())],
-        errors: parsed.errors.into_iter().map(|e| (name.clone(), e)).collect(),
+        errors: parsed
+            .errors
+            .into_iter()
+            .map(|e| (name.clone(), e))
+            .collect(),
     })
 }
 
@@ -207,7 +213,10 @@ pub fn validate(settings: &Settings, paths: &[PathBuf]) -> Result<ValidateReport
                         "line.too_long",
                         format!("record is {full} bytes, longer than input.max_line_bytes"),
                     )),
-                    None => decoder.decode(&record.bytes, now).err().map(|(r, _)| r),
+                    None => decoder
+                        .decode(&record.bytes, now)
+                        .err()
+                        .map(|refusal| refusal.rejection),
                 };
                 match rejection {
                     None => report.valid += 1,

@@ -130,6 +130,17 @@ pub struct RuleFinding {
     pub evidence: Vec<EventId>,
 }
 
+/// Which judgement each part of an alert was taken from, so that the alert kept is
+/// the same whatever order events arrived in (and across restarts). Internal: stored
+/// beside the alert document, not exported.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlertJudgements {
+    /// Per rule id: the level and window time its reason was taken at.
+    pub reasons: std::collections::BTreeMap<String, (Level, DateTime<Utc>)>,
+    /// The window time the income figures were taken at.
+    pub income_at: Option<DateTime<Utc>>,
+}
+
 /// A household alert, as stored and exported.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HouseholdAlert {
@@ -139,6 +150,9 @@ pub struct HouseholdAlert {
     /// the id is derived from. Stored beside the document, not in it.
     #[serde(skip)]
     pub episode: u32,
+    /// Where its parts were judged (stored, not exported).
+    #[serde(skip)]
+    pub judgements: AlertJudgements,
     /// Household.
     pub household_id: HouseholdId,
     /// Its village.

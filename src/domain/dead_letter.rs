@@ -109,7 +109,9 @@ impl DeadLetter {
             dead_letter_id,
             origin: record.origin.clone(),
             rejection,
-            raw_truncated: record.original_len.is_some(),
+            raw_truncated: record
+                .original_len
+                .is_some_and(|full| full > record.bytes.len() as u64),
             raw_bytes: record.original_len.unwrap_or(record.bytes.len() as u64),
             raw,
             salvage,
@@ -159,8 +161,14 @@ mod tests {
         let text = String::from_utf8(text).unwrap();
         assert_eq!(text.len(), len);
         assert!(text.contains("110105********002X"));
-        assert!(text.contains("110105********0021"), "invalid IDs are masked too");
-        assert!(text.contains("12345678901234567890"), "a 20-digit number is not an ID");
+        assert!(
+            text.contains("110105********0021"),
+            "invalid IDs are masked too"
+        );
+        assert!(
+            text.contains("12345678901234567890"),
+            "a 20-digit number is not an ID"
+        );
     }
 
     #[test]

@@ -557,7 +557,9 @@ impl Payload {
     /// Reads back a payload the store kept (`serde_json::to_string` of a typed one).
     pub fn from_json(kind: Kind, json: &str) -> Result<Payload, serde_json::Error> {
         Ok(match kind {
-            Kind::AssistanceApplication => Payload::AssistanceApplication(serde_json::from_str(json)?),
+            Kind::AssistanceApplication => {
+                Payload::AssistanceApplication(serde_json::from_str(json)?)
+            }
             Kind::MedicalSettlement => Payload::MedicalSettlement(serde_json::from_str(json)?),
             Kind::SeriousIllness => Payload::SeriousIllness(serde_json::from_str(json)?),
             Kind::DisabilityCertified => Payload::DisabilityCertified(serde_json::from_str(json)?),

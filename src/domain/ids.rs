@@ -268,13 +268,13 @@ impl RegionCode {
     /// Which level of the hierarchy the code names.
     pub fn level(self) -> RegionLevel {
         let v = self.0;
-        if v % 1000 != 0 {
+        if !v.is_multiple_of(1000) {
             RegionLevel::Village
-        } else if v % 1_000_000 != 0 {
+        } else if !v.is_multiple_of(1_000_000) {
             RegionLevel::Township
-        } else if v % 100_000_000 != 0 {
+        } else if !v.is_multiple_of(100_000_000) {
             RegionLevel::County
-        } else if v % 10_000_000_000 != 0 {
+        } else if !v.is_multiple_of(10_000_000_000) {
             RegionLevel::City
         } else {
             RegionLevel::Province
@@ -505,10 +505,7 @@ mod tests {
             Err(IdError::ResidentIdFormat)
         );
         let feb30 = with_check("52242519850230301");
-        assert_eq!(
-            ResidentId::parse(&feb30),
-            Err(IdError::ResidentIdBirthDate)
-        );
+        assert_eq!(ResidentId::parse(&feb30), Err(IdError::ResidentIdBirthDate));
     }
 
     #[test]

@@ -319,11 +319,8 @@ mod tests {
             (PersonKey([3; 32]), HouseholdId::parse("H1").unwrap(), true),
             (PersonKey([4; 32]), HouseholdId::parse("H9").unwrap(), true),
         ];
-        let (registry, orphans) = Registry::build(
-            vec![household("H1", "522425101201")],
-            members,
-            vec![],
-        );
+        let (registry, orphans) =
+            Registry::build(vec![household("H1", "522425101201")], members, vec![]);
         assert_eq!(orphans, 1);
         assert_eq!(registry.labour_capable_members(0), 2);
         assert_eq!(registry.person(&PersonKey([2; 32])).unwrap().household, 0);

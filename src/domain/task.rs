@@ -299,7 +299,7 @@ mod tests {
     fn overdue_only_after_the_due_date() {
         let mut t = task(TaskStatus::Open);
         assert_eq!(
-            t.apply(&TaskChange::MarkOverdue, at(16)),
+            t.apply(&TaskChange::MarkOverdue, at(15)),
             Err(TaskError::NotDue)
         );
         t.apply(&TaskChange::MarkOverdue, at(17)).unwrap();

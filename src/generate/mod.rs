@@ -261,13 +261,7 @@ impl County {
         event_id
     }
 
-    fn person_event(
-        &mut self,
-        person: usize,
-        kind: Kind,
-        day: u32,
-        payload: Value,
-    ) -> String {
+    fn person_event(&mut self, person: usize, kind: Kind, day: u32, payload: Value) -> String {
         let occurred_at = self.day_time(day);
         let id = self.persons[person].id.clone();
         self.push(
@@ -334,7 +328,14 @@ fn build_county(options: &GenerateOptions) -> County {
         events: 0,
         lines: 0,
     };
-    let member_weights = [(1, 0.08), (2, 0.20), (3, 0.27), (4, 0.25), (5, 0.13), (6, 0.07)];
+    let member_weights = [
+        (1, 0.08),
+        (2, 0.20),
+        (3, 0.27),
+        (4, 0.25),
+        (5, 0.13),
+        (6, 0.07),
+    ];
     for index in 0..options.households {
         let village = villages[index * village_count / options.households.max(1)];
         let draw = layout.unit();
@@ -369,9 +370,7 @@ fn build_county(options: &GenerateOptions) -> County {
                 ]);
                 let identified = NaiveDate::from_ymd_opt(2021, 1, 1).expect("valid date")
                     + Duration::days(layout.range(0, 3 * 365) as i64);
-                let eliminated = layout
-                    .chance(0.4)
-                    .then(|| identified + Duration::days(365));
+                let eliminated = layout.chance(0.4).then(|| identified + Duration::days(365));
                 (Some(kind), Some(identified), eliminated)
             } else {
                 (None, None, None)
@@ -400,7 +399,10 @@ fn build_county(options: &GenerateOptions) -> County {
         for member in 0..size {
             let (relation, age) = match member {
                 0 => ("head", head_age),
-                1 => ("spouse", head_age.saturating_sub(layout.range(0, 6) as u32).max(20)),
+                1 => (
+                    "spouse",
+                    head_age.saturating_sub(layout.range(0, 6) as u32).max(20),
+                ),
                 2 | 3 if head_age < 60 => ("child", layout.range(1, 26) as u32),
                 2 | 3 => ("child", layout.range(25, 45) as u32),
                 4 if head_age < 55 => ("parent", head_age + 25),
@@ -477,151 +479,436 @@ fn plant(county: &mut County) -> (Vec<MustAlert>, Vec<MustNotAlert>) {
         county.households[household].reserved = true;
         Some(household)
     };
-    type Plant = fn(&mut County, usize);
-    let cases: Vec<(&str, HouseholdStatus, f64, usize, usize, Option<(Level, Action)>, Plant)> = vec![
-        ("dibao_application", Ordinary, 9_000.0, 3, 2, Some((Level::Orange, Action::Identify)), |c, h| {
-            let day = c.planted_day();
-            let head = c.households[h].members[0];
-            c.person_event(head, Kind::AssistanceApplication, day, json!({"program": "dibao", "decision": "applied"}));
-        }),
-        ("dibao_while_receiving", Lifted, 8_800.0, 2, 1, Some((Level::Orange, Action::Identify)), |c, h| {
-            c.households[h].dibao = true;
-            let day = c.planted_day();
-            let head = c.households[h].members[0];
-            c.person_event(head, Kind::AssistanceApplication, day, json!({"program": "dibao", "decision": "applied"}));
-        }),
-        ("tekun_approved", Ordinary, 7_000.0, 1, 0, Some((Level::Orange, Action::Identify)), |c, h| {
-            let day = c.planted_day();
-            let head = c.households[h].members[0];
-            c.person_event(head, Kind::AssistanceApplication, day, json!({"program": "tekun", "decision": "approved", "monthly_amount_yuan": 780}));
-        }),
-        ("medical_lifted_out_of_pocket", Lifted, 15_000.0, 3, 2, Some((Level::Orange, Action::Identify)), |c, h| {
-            let patient = c.households[h].members[1];
-            for offset in 0..3 {
-                let day = c.planted_day().saturating_sub(offset * 3);
-                let payload = c.settlement(2_000.0, false, "circulatory");
-                c.person_event(patient, Kind::MedicalSettlement, day, payload);
-            }
-        }),
-        ("medical_below_line", Ordinary, 9_000.0, 3, 2, Some((Level::Red, Action::Identify)), |c, h| {
-            let patient = c.households[h].members[0];
-            let day = c.planted_day();
-            let payload = c.settlement(3_000.0, false, "digestive");
-            c.person_event(patient, Kind::MedicalSettlement, day, payload);
-        }),
-        ("serious_illness", Ordinary, 30_000.0, 3, 2, Some((Level::Orange, Action::Identify)), |c, h| {
-            let patient = c.households[h].members[1];
-            let day = c.planted_day();
-            let diagnosed = (c.options.start + Duration::days(i64::from(day))).to_string();
-            c.person_event(patient, Kind::SeriousIllness, day, json!({"disease_group": "malignant_tumour", "diagnosed_on": diagnosed}));
-        }),
-        ("severe_disability", Ordinary, 20_000.0, 3, 2, Some((Level::Orange, Action::Identify)), |c, h| {
-            let person = c.households[h].members[2];
-            let day = c.planted_day();
-            c.person_event(person, Kind::DisabilityCertified, day, json!({"grade": 1, "category": "physical"}));
-        }),
-        ("disabled_only_earner", Ordinary, 18_000.0, 3, 1, Some((Level::Orange, Action::Identify)), |c, h| {
-            let earner = c.households[h].members[0];
-            let day = c.planted_day();
-            c.person_event(earner, Kind::DisabilityCertified, day, json!({"grade": 2, "category": "visual"}));
-        }),
-        ("unemployed_only_earner", Ordinary, 16_000.0, 3, 1, Some((Level::Orange, Action::Identify)), |c, h| {
-            let earner = c.households[h].members[0];
-            let day = c.planted_day();
-            c.person_event(earner, Kind::Unemployment, day, json!({"reason": "laid_off", "employer_id": "E522425-0999", "industry": "construction", "previous_monthly_income_yuan": 2_500}));
-        }),
-        ("unemployment_below_line", Ordinary, 9_000.0, 4, 2, Some((Level::Orange, Action::Identify)), |c, h| {
-            let earner = c.households[h].members[1];
-            let day = c.planted_day();
-            c.person_event(earner, Kind::Unemployment, day, json!({"reason": "contract_ended", "previous_monthly_income_yuan": 3_000}));
-        }),
-        ("unemployment", Ordinary, 30_000.0, 4, 2, Some((Level::Yellow, Action::Identify)), |c, h| {
-            let earner = c.households[h].members[1];
-            let day = c.planted_day();
-            c.person_event(earner, Kind::Unemployment, day, json!({"reason": "returned_migrant"}));
-        }),
-        ("house_collapsed", Lifted, 14_000.0, 3, 2, Some((Level::Red, Action::Identify)), |c, h| {
-            let day = c.planted_day();
-            c.household_event(h, Kind::DisasterImpact, day, json!({"hazard": "landslide", "loss_yuan": 60_000, "house_damage": "collapsed"}));
-        }),
-        ("disaster_heavy_loss", Ordinary, 20_000.0, 3, 2, Some((Level::Orange, Action::Identify)), |c, h| {
-            let day = c.planted_day();
-            c.household_event(h, Kind::DisasterImpact, day, json!({"hazard": "hail", "loss_yuan": 24_000, "house_damage": "damaged", "crop_loss_ratio": 0.8}));
-        }),
-        ("school_dropout", Lifted, 13_000.0, 4, 2, Some((Level::Orange, Action::Identify)), |c, h| {
-            let child = c.households[h].members[2];
-            let day = c.planted_day();
-            c.person_event(child, Kind::SchoolDropout, day, json!({"school_stage": "junior_secondary"}));
-        }),
-        ("housing_d", Ordinary, 12_000.0, 2, 1, Some((Level::Red, Action::Identify)), |c, h| {
-            let day = c.planted_day();
-            c.household_event(h, Kind::HousingSafety, day, json!({"rating": "D"}));
-        }),
-        ("housing_c", Ordinary, 12_000.0, 2, 1, Some((Level::Orange, Action::Identify)), |c, h| {
-            let day = c.planted_day();
-            c.household_event(h, Kind::HousingSafety, day, json!({"rating": "C"}));
-        }),
-        ("illness_and_job_loss", Ordinary, 25_000.0, 4, 2, Some((Level::Red, Action::Identify)), |c, h| {
-            let patient = c.households[h].members[2];
-            let earner = c.households[h].members[1];
-            let day = c.planted_day();
-            let diagnosed = (c.options.start + Duration::days(i64::from(day))).to_string();
-            c.person_event(patient, Kind::SeriousIllness, day, json!({"disease_group": "leukaemia", "diagnosed_on": diagnosed}));
-            c.person_event(earner, Kind::Unemployment, day + 2, json!({"reason": "laid_off"}));
-        }),
-        ("monitored_review", Monitored, 9_500.0, 3, 2, Some((Level::Orange, Action::ReviewAssistance)), |c, h| {
-            let head = c.households[h].members[0];
-            let day = c.planted_day();
-            c.person_event(head, Kind::AssistanceApplication, day, json!({"program": "dibao", "decision": "approved", "monthly_amount_yuan": 650}));
-        }),
-        ("eliminated_recheck", Monitored, 11_000.0, 3, 2, Some((Level::Orange, Action::Recheck)), |c, h| {
-            c.households[h].risk_eliminated_on = NaiveDate::from_ymd_opt(2023, 9, 1);
-            let patient = c.households[h].members[0];
-            let day = c.planted_day();
-            let payload = c.settlement(1_500.0, true, "circulatory");
-            c.person_event(patient, Kind::MedicalSettlement, day, payload);
-        }),
-        ("moderate_disability", Ordinary, 26_000.0, 3, 2, Some((Level::Blue, Action::Identify)), |c, h| {
-            let person = c.households[h].members[2];
-            let day = c.planted_day();
-            c.person_event(person, Kind::DisabilityCertified, day, json!({"grade": 3, "category": "hearing"}));
-        }),
-        // Decoys: just below every threshold.
-        ("small_medical_only", Ordinary, 30_000.0, 3, 2, None, |c, h| {
-            let patient = c.households[h].members[0];
-            for _ in 0..3 {
+    /// A planted case: name, status, income per capita, members, labour-capable
+    /// members, expected (level, action) or `None` for a decoy, and its events.
+    type Case = (
+        &'static str,
+        HouseholdStatus,
+        f64,
+        usize,
+        usize,
+        Option<(Level, Action)>,
+        fn(&mut County, usize),
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "dibao_application",
+            Ordinary,
+            9_000.0,
+            3,
+            2,
+            Some((Level::Orange, Action::Identify)),
+            |c, h| {
                 let day = c.planted_day();
-                let payload = c.settlement(100.0, false, "respiratory");
+                let head = c.households[h].members[0];
+                c.person_event(
+                    head,
+                    Kind::AssistanceApplication,
+                    day,
+                    json!({"program": "dibao", "decision": "applied"}),
+                );
+            },
+        ),
+        (
+            "dibao_while_receiving",
+            Lifted,
+            8_800.0,
+            2,
+            1,
+            Some((Level::Orange, Action::Identify)),
+            |c, h| {
+                c.households[h].dibao = true;
+                let day = c.planted_day();
+                let head = c.households[h].members[0];
+                c.person_event(
+                    head,
+                    Kind::AssistanceApplication,
+                    day,
+                    json!({"program": "dibao", "decision": "applied"}),
+                );
+            },
+        ),
+        (
+            "tekun_approved",
+            Ordinary,
+            7_000.0,
+            1,
+            0,
+            Some((Level::Orange, Action::Identify)),
+            |c, h| {
+                let day = c.planted_day();
+                let head = c.households[h].members[0];
+                c.person_event(
+                    head,
+                    Kind::AssistanceApplication,
+                    day,
+                    json!({"program": "tekun", "decision": "approved", "monthly_amount_yuan": 780}),
+                );
+            },
+        ),
+        (
+            "medical_lifted_out_of_pocket",
+            Lifted,
+            15_000.0,
+            3,
+            2,
+            Some((Level::Orange, Action::Identify)),
+            |c, h| {
+                let patient = c.households[h].members[1];
+                for offset in 0..3 {
+                    let day = c.planted_day().saturating_sub(offset * 3);
+                    let payload = c.settlement(2_000.0, false, "circulatory");
+                    c.person_event(patient, Kind::MedicalSettlement, day, payload);
+                }
+            },
+        ),
+        (
+            "medical_below_line",
+            Ordinary,
+            9_000.0,
+            3,
+            2,
+            Some((Level::Red, Action::Identify)),
+            |c, h| {
+                let patient = c.households[h].members[0];
+                let day = c.planted_day();
+                let payload = c.settlement(3_000.0, false, "digestive");
                 c.person_event(patient, Kind::MedicalSettlement, day, payload);
-            }
-        }),
-        ("out_of_pocket_just_below", Ordinary, 40_000.0, 3, 2, None, |c, h| {
-            let patient = c.households[h].members[0];
-            let day = c.planted_day();
-            let first = c.settlement(10_000.0, false, "circulatory");
-            c.person_event(patient, Kind::MedicalSettlement, day, first);
-            let second = c.settlement(9_999.99, false, "circulatory");
-            c.person_event(patient, Kind::MedicalSettlement, day + 1, second);
-        }),
-        ("lifted_out_of_pocket_just_below", Lifted, 20_000.0, 3, 2, None, |c, h| {
-            let patient = c.households[h].members[1];
-            let day = c.planted_day();
-            let payload = c.settlement(4_999.0, false, "digestive");
-            c.person_event(patient, Kind::MedicalSettlement, day, payload);
-        }),
+            },
+        ),
+        (
+            "serious_illness",
+            Ordinary,
+            30_000.0,
+            3,
+            2,
+            Some((Level::Orange, Action::Identify)),
+            |c, h| {
+                let patient = c.households[h].members[1];
+                let day = c.planted_day();
+                let diagnosed = (c.options.start + Duration::days(i64::from(day))).to_string();
+                c.person_event(
+                    patient,
+                    Kind::SeriousIllness,
+                    day,
+                    json!({"disease_group": "malignant_tumour", "diagnosed_on": diagnosed}),
+                );
+            },
+        ),
+        (
+            "severe_disability",
+            Ordinary,
+            20_000.0,
+            3,
+            2,
+            Some((Level::Orange, Action::Identify)),
+            |c, h| {
+                let person = c.households[h].members[2];
+                let day = c.planted_day();
+                c.person_event(
+                    person,
+                    Kind::DisabilityCertified,
+                    day,
+                    json!({"grade": 1, "category": "physical"}),
+                );
+            },
+        ),
+        (
+            "disabled_only_earner",
+            Ordinary,
+            18_000.0,
+            3,
+            1,
+            Some((Level::Orange, Action::Identify)),
+            |c, h| {
+                let earner = c.households[h].members[0];
+                let day = c.planted_day();
+                c.person_event(
+                    earner,
+                    Kind::DisabilityCertified,
+                    day,
+                    json!({"grade": 2, "category": "visual"}),
+                );
+            },
+        ),
+        (
+            "unemployed_only_earner",
+            Ordinary,
+            16_000.0,
+            3,
+            1,
+            Some((Level::Orange, Action::Identify)),
+            |c, h| {
+                let earner = c.households[h].members[0];
+                let day = c.planted_day();
+                c.person_event(earner, Kind::Unemployment, day, json!({"reason": "laid_off", "employer_id": "E522425-0999", "industry": "construction", "previous_monthly_income_yuan": 2_500}));
+            },
+        ),
+        (
+            "unemployment_below_line",
+            Ordinary,
+            9_000.0,
+            4,
+            2,
+            Some((Level::Orange, Action::Identify)),
+            |c, h| {
+                let earner = c.households[h].members[1];
+                let day = c.planted_day();
+                c.person_event(
+                    earner,
+                    Kind::Unemployment,
+                    day,
+                    json!({"reason": "contract_ended", "previous_monthly_income_yuan": 3_000}),
+                );
+            },
+        ),
+        (
+            "unemployment",
+            Ordinary,
+            30_000.0,
+            4,
+            2,
+            Some((Level::Yellow, Action::Identify)),
+            |c, h| {
+                let earner = c.households[h].members[1];
+                let day = c.planted_day();
+                c.person_event(
+                    earner,
+                    Kind::Unemployment,
+                    day,
+                    json!({"reason": "returned_migrant"}),
+                );
+            },
+        ),
+        (
+            "house_collapsed",
+            Lifted,
+            14_000.0,
+            3,
+            2,
+            Some((Level::Red, Action::Identify)),
+            |c, h| {
+                let day = c.planted_day();
+                c.household_event(h, Kind::DisasterImpact, day, json!({"hazard": "landslide", "loss_yuan": 60_000, "house_damage": "collapsed"}));
+            },
+        ),
+        (
+            "disaster_heavy_loss",
+            Ordinary,
+            20_000.0,
+            3,
+            2,
+            Some((Level::Orange, Action::Identify)),
+            |c, h| {
+                let day = c.planted_day();
+                c.household_event(h, Kind::DisasterImpact, day, json!({"hazard": "hail", "loss_yuan": 24_000, "house_damage": "damaged", "crop_loss_ratio": 0.8}));
+            },
+        ),
+        (
+            "school_dropout",
+            Lifted,
+            13_000.0,
+            4,
+            2,
+            Some((Level::Orange, Action::Identify)),
+            |c, h| {
+                let child = c.households[h].members[2];
+                let day = c.planted_day();
+                c.person_event(
+                    child,
+                    Kind::SchoolDropout,
+                    day,
+                    json!({"school_stage": "junior_secondary"}),
+                );
+            },
+        ),
+        (
+            "housing_d",
+            Ordinary,
+            12_000.0,
+            2,
+            1,
+            Some((Level::Red, Action::Identify)),
+            |c, h| {
+                let day = c.planted_day();
+                c.household_event(h, Kind::HousingSafety, day, json!({"rating": "D"}));
+            },
+        ),
+        (
+            "housing_c",
+            Ordinary,
+            12_000.0,
+            2,
+            1,
+            Some((Level::Orange, Action::Identify)),
+            |c, h| {
+                let day = c.planted_day();
+                c.household_event(h, Kind::HousingSafety, day, json!({"rating": "C"}));
+            },
+        ),
+        (
+            "illness_and_job_loss",
+            Ordinary,
+            25_000.0,
+            4,
+            2,
+            Some((Level::Red, Action::Identify)),
+            |c, h| {
+                let patient = c.households[h].members[2];
+                let earner = c.households[h].members[1];
+                let day = c.planted_day();
+                let diagnosed = (c.options.start + Duration::days(i64::from(day))).to_string();
+                c.person_event(
+                    patient,
+                    Kind::SeriousIllness,
+                    day,
+                    json!({"disease_group": "leukaemia", "diagnosed_on": diagnosed}),
+                );
+                c.person_event(
+                    earner,
+                    Kind::Unemployment,
+                    day + 2,
+                    json!({"reason": "laid_off"}),
+                );
+            },
+        ),
+        (
+            "monitored_review",
+            Monitored,
+            9_500.0,
+            3,
+            2,
+            Some((Level::Orange, Action::ReviewAssistance)),
+            |c, h| {
+                let head = c.households[h].members[0];
+                let day = c.planted_day();
+                c.person_event(
+                    head,
+                    Kind::AssistanceApplication,
+                    day,
+                    json!({"program": "dibao", "decision": "approved", "monthly_amount_yuan": 650}),
+                );
+            },
+        ),
+        (
+            "eliminated_recheck",
+            Monitored,
+            11_000.0,
+            3,
+            2,
+            Some((Level::Orange, Action::Recheck)),
+            |c, h| {
+                c.households[h].risk_eliminated_on = NaiveDate::from_ymd_opt(2023, 9, 1);
+                let patient = c.households[h].members[0];
+                let day = c.planted_day();
+                let payload = c.settlement(1_500.0, true, "circulatory");
+                c.person_event(patient, Kind::MedicalSettlement, day, payload);
+            },
+        ),
+        (
+            "moderate_disability",
+            Ordinary,
+            26_000.0,
+            3,
+            2,
+            Some((Level::Blue, Action::Identify)),
+            |c, h| {
+                let person = c.households[h].members[2];
+                let day = c.planted_day();
+                c.person_event(
+                    person,
+                    Kind::DisabilityCertified,
+                    day,
+                    json!({"grade": 3, "category": "hearing"}),
+                );
+            },
+        ),
+        // Decoys: just below every threshold.
+        (
+            "small_medical_only",
+            Ordinary,
+            30_000.0,
+            3,
+            2,
+            None,
+            |c, h| {
+                let patient = c.households[h].members[0];
+                for _ in 0..3 {
+                    let day = c.planted_day();
+                    let payload = c.settlement(100.0, false, "respiratory");
+                    c.person_event(patient, Kind::MedicalSettlement, day, payload);
+                }
+            },
+        ),
+        (
+            "out_of_pocket_just_below",
+            Ordinary,
+            40_000.0,
+            3,
+            2,
+            None,
+            |c, h| {
+                let patient = c.households[h].members[0];
+                let day = c.planted_day();
+                let first = c.settlement(10_000.0, false, "circulatory");
+                c.person_event(patient, Kind::MedicalSettlement, day, first);
+                let second = c.settlement(9_999.99, false, "circulatory");
+                c.person_event(patient, Kind::MedicalSettlement, day + 1, second);
+            },
+        ),
+        (
+            "lifted_out_of_pocket_just_below",
+            Lifted,
+            20_000.0,
+            3,
+            2,
+            None,
+            |c, h| {
+                let patient = c.households[h].members[1];
+                let day = c.planted_day();
+                let payload = c.settlement(4_999.0, false, "digestive");
+                c.person_event(patient, Kind::MedicalSettlement, day, payload);
+            },
+        ),
         ("housing_b", Ordinary, 15_000.0, 2, 1, None, |c, h| {
             let day = c.planted_day();
             c.household_event(h, Kind::HousingSafety, day, json!({"rating": "B"}));
         }),
-        ("temporary_assistance_rejected", Ordinary, 16_000.0, 3, 2, None, |c, h| {
-            let head = c.households[h].members[0];
-            let day = c.planted_day();
-            c.person_event(head, Kind::AssistanceApplication, day, json!({"program": "temporary", "decision": "rejected"}));
-        }),
-        ("disaster_without_damage", Ordinary, 18_000.0, 3, 2, None, |c, h| {
-            let day = c.planted_day();
-            c.household_event(h, Kind::DisasterImpact, day, json!({"hazard": "flood", "loss_yuan": 0, "house_damage": "none"}));
-        }),
+        (
+            "temporary_assistance_rejected",
+            Ordinary,
+            16_000.0,
+            3,
+            2,
+            None,
+            |c, h| {
+                let head = c.households[h].members[0];
+                let day = c.planted_day();
+                c.person_event(
+                    head,
+                    Kind::AssistanceApplication,
+                    day,
+                    json!({"program": "temporary", "decision": "rejected"}),
+                );
+            },
+        ),
+        (
+            "disaster_without_damage",
+            Ordinary,
+            18_000.0,
+            3,
+            2,
+            None,
+            |c, h| {
+                let day = c.planted_day();
+                c.household_event(
+                    h,
+                    Kind::DisasterImpact,
+                    day,
+                    json!({"hazard": "flood", "loss_yuan": 0, "house_damage": "none"}),
+                );
+            },
+        ),
     ];
     for _ in 0..reps {
         for (name, status, income, size, earners, expected, plant_case) in &cases {
@@ -651,7 +938,10 @@ fn plant(county: &mut County) -> (Vec<MustAlert>, Vec<MustNotAlert>) {
                 shape(county, household, Lifted, 14_000.0, 2);
             }
             let village = county.households[members[0]].village;
-            let ids: Vec<String> = members.iter().map(|&h| county.households[h].id.clone()).collect();
+            let ids: Vec<String> = members
+                .iter()
+                .map(|&h| county.households[h].id.clone())
+                .collect();
             let day = county.planted_day();
             county.region_event(
                 village,
@@ -674,7 +964,14 @@ fn plant(county: &mut County) -> (Vec<MustAlert>, Vec<MustNotAlert>) {
 
 fn background(county: &mut County) {
     let years = f64::from(county.options.days) / 365.0;
-    let groups = ["respiratory", "digestive", "circulatory", "injury", "chronic", "maternal"];
+    let groups = [
+        "respiratory",
+        "digestive",
+        "circulatory",
+        "injury",
+        "chronic",
+        "maternal",
+    ];
     let employers: Vec<String> = (1..=200).map(|i| format!("E522425-{i:04}")).collect();
     for household in 0..county.households.len() {
         if county.households[household].reserved {
@@ -694,42 +991,90 @@ fn background(county: &mut County) {
             if county.rng.chance(0.003 * years) {
                 let day = county.random_day();
                 let diagnosed = (county.options.start + Duration::days(i64::from(day))).to_string();
-                county.person_event(person, Kind::SeriousIllness, day, json!({"disease_group": "malignant_tumour", "diagnosed_on": diagnosed}));
+                county.person_event(
+                    person,
+                    Kind::SeriousIllness,
+                    day,
+                    json!({"disease_group": "malignant_tumour", "diagnosed_on": diagnosed}),
+                );
             }
             if county.rng.chance(0.004 * years) {
                 let day = county.random_day();
                 let grade = *county.rng.pick(&[1, 2, 2, 3, 3, 3, 4, 4, 4, 4]);
-                let category = *county.rng.pick(&["physical", "visual", "hearing", "intellectual", "mental"]);
-                county.person_event(person, Kind::DisabilityCertified, day, json!({"grade": grade, "category": category}));
+                let category =
+                    *county
+                        .rng
+                        .pick(&["physical", "visual", "hearing", "intellectual", "mental"]);
+                county.person_event(
+                    person,
+                    Kind::DisabilityCertified,
+                    day,
+                    json!({"grade": grade, "category": category}),
+                );
             }
             if county.persons[person].labour_capable && county.rng.chance(0.03 * years) {
                 let day = county.random_day();
-                let reason = *county.rng.pick(&["laid_off", "contract_ended", "business_closed", "returned_migrant"]);
+                let reason = *county.rng.pick(&[
+                    "laid_off",
+                    "contract_ended",
+                    "business_closed",
+                    "returned_migrant",
+                ]);
                 let employer = county.rng.pick(&employers).clone();
                 let income = money(county.rng.lognormal(3_200.0, 0.3));
                 county.person_event(person, Kind::Unemployment, day, json!({"reason": reason, "employer_id": employer, "industry": "manufacturing", "previous_monthly_income_yuan": income}));
             }
             if (7..=15).contains(&county.persons[person].age) && county.rng.chance(0.002 * years) {
                 let day = county.random_day();
-                county.person_event(person, Kind::SchoolDropout, day, json!({"school_stage": "junior_secondary"}));
+                county.person_event(
+                    person,
+                    Kind::SchoolDropout,
+                    day,
+                    json!({"school_stage": "junior_secondary"}),
+                );
             }
         }
         let head = members[0];
         if county.rng.chance(0.015 * years) {
             let day = county.random_day();
-            let decision = *county.rng.pick(&["applied", "applied", "approved", "rejected"]);
-            county.person_event(head, Kind::AssistanceApplication, day, json!({"program": "dibao", "decision": decision}));
+            let decision = *county
+                .rng
+                .pick(&["applied", "applied", "approved", "rejected"]);
+            county.person_event(
+                head,
+                Kind::AssistanceApplication,
+                day,
+                json!({"program": "dibao", "decision": decision}),
+            );
         }
         if county.rng.chance(0.02 * years) {
             let day = county.random_day();
             let decision = *county.rng.pick(&["applied", "approved", "rejected"]);
-            county.person_event(head, Kind::AssistanceApplication, day, json!({"program": "temporary", "decision": decision}));
+            county.person_event(
+                head,
+                Kind::AssistanceApplication,
+                day,
+                json!({"program": "temporary", "decision": decision}),
+            );
         }
         if county.rng.chance(0.08 * years) {
             let day = county.random_day();
             let draw = county.rng.unit();
-            let rating = if draw < 0.70 { "A" } else if draw < 0.95 { "B" } else if draw < 0.99 { "C" } else { "D" };
-            county.household_event(household, Kind::HousingSafety, day, json!({"rating": rating}));
+            let rating = if draw < 0.70 {
+                "A"
+            } else if draw < 0.95 {
+                "B"
+            } else if draw < 0.99 {
+                "C"
+            } else {
+                "D"
+            };
+            county.household_event(
+                household,
+                Kind::HousingSafety,
+                day,
+                json!({"rating": rating}),
+            );
         }
     }
     // One flood across up to three villages (a tenth of them), with household impacts.
@@ -749,16 +1094,32 @@ fn background(county: &mut County) {
             continue;
         }
         let damage_draw = county.rng.unit();
-        let damage = if damage_draw < 0.8 { "none" } else if damage_draw < 0.97 { "damaged" } else { "collapsed" };
+        let damage = if damage_draw < 0.8 {
+            "none"
+        } else if damage_draw < 0.97 {
+            "damaged"
+        } else {
+            "collapsed"
+        };
         let loss = money(county.rng.lognormal(3_000.0, 1.0).min(200_000.0));
         let day = flood_day + county.rng.range(0, 4) as u32;
-        county.household_event(household, Kind::DisasterImpact, day, json!({"hazard": "flood", "loss_yuan": loss, "house_damage": damage}));
+        county.household_event(
+            household,
+            Kind::DisasterImpact,
+            day,
+            json!({"hazard": "flood", "loss_yuan": loss, "house_damage": damage}),
+        );
     }
     for _ in 0..2 {
         let village = *county.rng.pick(&county.villages.clone());
         let day = county.random_day();
         let affected = county.rng.range(20, 200);
-        county.region_event(village, Kind::WaterOutage, day, json!({"households_affected": affected, "expected_days": 3}));
+        county.region_event(
+            village,
+            Kind::WaterOutage,
+            day,
+            json!({"households_affected": affected, "expected_days": 3}),
+        );
     }
 }
 
@@ -792,7 +1153,9 @@ fn bad_lines(county: &mut County) -> u64 {
         let source = sources[(i as usize) % sources.len()];
         let day = county.random_day();
         let at = county.day_time(day);
-        let id = county.persons[county.rng.range(0, county.persons.len() as u64) as usize].id.clone();
+        let id = county.persons[county.rng.range(0, county.persons.len() as u64) as usize]
+            .id
+            .clone();
         let mut wrong_digit = id.clone().into_bytes();
         wrong_digit[17] = if wrong_digit[17] == b'0' { b'1' } else { b'0' };
         let wrong_digit = String::from_utf8(wrong_digit).expect("ASCII");
@@ -825,7 +1188,10 @@ fn bad_lines(county: &mut County) -> u64 {
                 bytes
             }
         };
-        county.feeds.entry(source).or_default().push(Line { reported_at: at, text });
+        county.feeds.entry(source).or_default().push(Line {
+            reported_at: at,
+            text,
+        });
     }
     count
 }
@@ -842,18 +1208,22 @@ pub fn generate(out: &Path, options: &GenerateOptions) -> Result<AnswerKey, Gene
 
     let io = |path: &Path| {
         let path = path.display().to_string();
-        move |source| GenerateError::Io { path: path.clone(), source }
+        move |source| GenerateError::Io {
+            path: path.clone(),
+            source,
+        }
     };
     std::fs::create_dir_all(out.join("feeds")).map_err(io(out))?;
     write_regions(&county, &out.join("regions.csv")).map_err(io(&out.join("regions.csv")))?;
     write_households(&county, &out.join("households.csv"))
         .map_err(io(&out.join("households.csv")))?;
     write_members(&county, &out.join("members.csv")).map_err(io(&out.join("members.csv")))?;
-    let mut feeds: Vec<(&'static str, Vec<Line>)> = std::mem::take(&mut county.feeds).into_iter().collect();
+    let mut feeds: Vec<(&'static str, Vec<Line>)> =
+        std::mem::take(&mut county.feeds).into_iter().collect();
     feeds.sort_by_key(|(source, _)| *source);
     let mut feed_names = Vec::new();
     for (source, mut lines) in feeds {
-        lines.sort_by(|a, b| a.reported_at.cmp(&b.reported_at));
+        lines.sort_by_key(|line| line.reported_at);
         let name = format!("feeds/{source}.ndjson");
         let path = out.join(&name);
         let mut writer = BufWriter::new(File::create(&path).map_err(io(&path))?);
@@ -889,7 +1259,12 @@ fn write_regions(county: &County, path: &Path) -> std::io::Result<()> {
     let mut writer = BufWriter::new(File::create(path)?);
     writeln!(writer, "code,name,level,parent,longitude,latitude")?;
     let (lon, lat) = (105.77, 26.66);
-    writeln!(writer, "{:012},示范县,county,{:012},{lon},{lat}", COUNTY * 1_000_000, COUNTY / 100 * 100_000_000)?;
+    writeln!(
+        writer,
+        "{:012},示范县,county,{:012},{lon},{lat}",
+        COUNTY * 1_000_000,
+        COUNTY / 100 * 100_000_000
+    )?;
     let township_count = county.townships.len();
     for (t, township) in county.townships.iter().enumerate() {
         let angle = std::f64::consts::TAU * t as f64 / township_count as f64;
@@ -904,7 +1279,11 @@ fn write_regions(county: &County, path: &Path) -> std::io::Result<()> {
     }
     for (v, village) in county.villages.iter().enumerate() {
         let township = village / 1000 * 1000;
-        let t = county.townships.iter().position(|&x| x == township).unwrap_or(0);
+        let t = county
+            .townships
+            .iter()
+            .position(|&x| x == township)
+            .unwrap_or(0);
         let angle = std::f64::consts::TAU * t as f64 / township_count as f64;
         let jitter = (v as f64 * 2.399).sin() * 0.04;
         writeln!(
@@ -926,7 +1305,11 @@ fn write_households(county: &County, path: &Path) -> std::io::Result<()> {
     )?;
     for row in &county.households {
         let members = row.members.len();
-        let earners = row.members.iter().filter(|&&p| county.persons[p].labour_capable).count();
+        let earners = row
+            .members
+            .iter()
+            .filter(|&&p| county.persons[p].labour_capable)
+            .count();
         let opt = |d: Option<NaiveDate>| d.map(|d| d.to_string()).unwrap_or_default();
         writeln!(
             writer,
@@ -955,7 +1338,10 @@ fn write_members(county: &County, path: &Path) -> std::io::Result<()> {
         writeln!(
             writer,
             "{},{},{},{}",
-            person.id, county.households[person.household].id, person.relation, person.labour_capable
+            person.id,
+            county.households[person.household].id,
+            person.relation,
+            person.labour_capable
         )?;
     }
     writer.flush()

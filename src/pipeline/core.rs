@@ -178,9 +178,7 @@ impl Core {
         let Some(payload) = stored.payload.as_ref() else {
             return;
         };
-        let person = stored
-            .person_key
-            .and_then(|key| self.registry.person(&key));
+        let person = stored.person_key.and_then(|key| self.registry.person(&key));
         for household in &stored.households {
             let Some(idx) = self.registry.household_idx(household) else {
                 continue;
@@ -260,7 +258,8 @@ impl Core {
             }
             match self.decoder.decode(&record.bytes, now) {
                 Ok(event) => self.accept(event, &record.origin, now, &mut output),
-                Err((rejection, salvage)) => {
+                Err(refusal) => {
+                    let super::decode::Refusal { rejection, salvage } = *refusal;
                     output
                         .dead_letters
                         .push(DeadLetter::new(record, rejection, salvage, now));

@@ -20,6 +20,15 @@ use crate::schemas::Schemas;
 /// Largest amount of money the schemas accept (1e10 yuan).
 const MAX_YUAN: f64 = 1e10;
 
+/// A refused record: why, and what could be read of its envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Why.
+    pub rejection: Rejection,
+    /// What could be read.
+    pub salvage: Salvage,
+}
+
 /// Turns record bytes into events. Cheap to clone; holds only settings.
 #[derive(Debug, Clone)]
 pub struct Decoder {
@@ -102,7 +111,7 @@ impl Decoder {
 
     /// Decodes and validates one record; `now` is the processing time used by the
     /// future-date check.
-    pub fn decode(&self, bytes: &[u8], now: DateTime<Utc>) -> Result<Event, (Rejection, Salvage)> {
+    pub fn decode(&self, bytes: &[u8], now: DateTime<Utc>) -> Result<Event, Box<Refusal>> {
         let text = match std::str::from_utf8(bytes) {
             Ok(text) => text,
             Err(error) => {
@@ -114,13 +123,22 @@ impl Decoder {
                         error.valid_up_to()
                     ),
                 );
-                return Err((rejection, Salvage::default()));
+                return Err(Box::new(Refusal {
+                    rejection,
+                    salvage: Salvage::default(),
+                }));
             }
         };
         match self.fast(text, now) {
             Ok(event) => Ok(event),
-            Err(FastFail::Semantic(rejection)) => Err((rejection, salvage(text))),
-            Err(FastFail::Schema(what)) => Err((slow_rejection(text, what), salvage(text))),
+            Err(FastFail::Semantic(rejection)) => Err(Box::new(Refusal {
+                rejection,
+                salvage: salvage(text),
+            })),
+            Err(FastFail::Schema(what)) => Err(Box::new(Refusal {
+                rejection: slow_rejection(text, what),
+                salvage: salvage(text),
+            })),
         }
     }
 
@@ -146,6 +164,8 @@ impl Decoder {
             "reported_at",
             &wire.reported_at,
         )?;
+        // serde would also read a struct from a JSON array; the schema says object.
+        schema(wire.payload.get().starts_with('{'), "payload", ())?;
         let subject = self.subject(&wire, kind)?;
         let payload = payload(kind, wire.payload.get())?;
 
@@ -242,19 +262,19 @@ impl Decoder {
                     .into());
                 }
             }
-            Payload::SeriousIllness(illness) => {
-                if illness.diagnosed_on > reported_at.date_naive() + Duration::days(1) {
-                    return Err(Rejection::new(
-                        Stage::Semantic,
-                        "time.diagnosed_after_reported",
-                        format!(
-                            "diagnosed_on {} is after reported_at {reported_at}",
-                            illness.diagnosed_on
-                        ),
-                    )
-                    .at("/payload/diagnosed_on")
-                    .into());
-                }
+            Payload::SeriousIllness(illness)
+                if illness.diagnosed_on > reported_at.date_naive() + Duration::days(1) =>
+            {
+                return Err(Rejection::new(
+                    Stage::Semantic,
+                    "time.diagnosed_after_reported",
+                    format!(
+                        "diagnosed_on {} is after reported_at {reported_at}",
+                        illness.diagnosed_on
+                    ),
+                )
+                .at("/payload/diagnosed_on")
+                .into());
             }
             Payload::DisasterDeclared(declared) => {
                 if let Some(ends_at) = declared.ends_at
@@ -329,8 +349,7 @@ fn is_rfc3339(text: &str) -> bool {
     match &b[i..] {
         [b'Z'] => true,
         [sign, h1, h2, b':', m1, m2] => {
-            (*sign == b'+' || *sign == b'-')
-                && [h1, h2, m1, m2].iter().all(|d| d.is_ascii_digit())
+            (*sign == b'+' || *sign == b'-') && [h1, h2, m1, m2].iter().all(|d| d.is_ascii_digit())
         }
         _ => false,
     }
@@ -340,15 +359,21 @@ fn is_rfc3339(text: &str) -> bool {
 fn is_date_shaped(text: &str) -> bool {
     let b = text.as_bytes();
     b.len() == 10
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() })
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
 }
 
 /// `^[0-9]{17}[0-9Xx]$`
 fn is_resident_id_shaped(text: &str) -> bool {
     let b = text.as_bytes();
-    b.len() == 18 && b[..17].iter().all(u8::is_ascii_digit) && matches!(b[17], b'0'..=b'9' | b'X' | b'x')
+    b.len() == 18
+        && b[..17].iter().all(u8::is_ascii_digit)
+        && matches!(b[17], b'0'..=b'9' | b'X' | b'x')
 }
 
 /// `^[0-9]{12}$`
@@ -373,7 +398,11 @@ fn payload(kind: Kind, json: &str) -> Fast<Payload> {
     let payload = match kind {
         Kind::AssistanceApplication => {
             let p: AssistanceApplication = typed(json)?;
-            schema(p.monthly_amount_yuan.is_none_or(money), "monthly_amount_yuan", ())?;
+            schema(
+                p.monthly_amount_yuan.is_none_or(money),
+                "monthly_amount_yuan",
+                (),
+            )?;
             Payload::AssistanceApplication(p)
         }
         Kind::MedicalSettlement => {
@@ -403,8 +432,8 @@ fn payload(kind: Kind, json: &str) -> Fast<Payload> {
             let wire: Wire<'_> = typed(json)?;
             schema(text_len(&wire.disease_group, 64), "disease_group", ())?;
             schema(is_date_shaped(&wire.diagnosed_on), "diagnosed_on", ())?;
-            let diagnosed_on = NaiveDate::parse_from_str(&wire.diagnosed_on, "%Y-%m-%d")
-                .map_err(|_| {
+            let diagnosed_on =
+                NaiveDate::parse_from_str(&wire.diagnosed_on, "%Y-%m-%d").map_err(|_| {
                     Rejection::new(
                         Stage::Semantic,
                         "time.invalid",
@@ -608,7 +637,7 @@ mod tests {
         decoder()
             .decode(line.as_bytes(), now())
             .expect_err("should be rejected")
-            .0
+            .rejection
     }
 
     #[test]
@@ -638,14 +667,21 @@ mod tests {
 
     #[test]
     fn non_utf8_is_a_decode_error() {
-        let r = decoder().decode(b"{\"a\":\"\xff\"}", now()).unwrap_err().0;
+        let r = decoder()
+            .decode(b"{\"a\":\"\xff\"}", now())
+            .unwrap_err()
+            .rejection;
         assert_eq!(r.rule, "json.not_utf8");
     }
 
     #[test]
     fn bad_check_digit_names_the_field() {
-        let line = person_event("school_dropout", "education", r#"{"school_stage":"primary"}"#)
-            .replace(PERSON, "110105194912310021");
+        let line = person_event(
+            "school_dropout",
+            "education",
+            r#"{"school_stage":"primary"}"#,
+        )
+        .replace(PERSON, "110105194912310021");
         let r = rejected(&line);
         assert_eq!(r.rule, "id.check_digit");
         assert_eq!(r.field.as_deref(), Some("/person_id"));
@@ -702,8 +738,12 @@ mod tests {
             r#"{"school_stage":"primary"}"#,
         );
         assert_eq!(rejected(&line).stage, Stage::Schema);
-        let two = person_event("school_dropout", "education", r#"{"school_stage":"primary"}"#)
-            .replace(r#""payload""#, r#""region_code":"522425101201","payload""#);
+        let two = person_event(
+            "school_dropout",
+            "education",
+            r#"{"school_stage":"primary"}"#,
+        )
+        .replace(r#""payload""#, r#""region_code":"522425101201","payload""#);
         assert_eq!(rejected(&two).stage, Stage::Schema);
     }
 
@@ -718,8 +758,16 @@ mod tests {
                 ),
             )
         };
-        assert!(decoder().decode(settlement("300.01").as_bytes(), now()).is_ok());
-        assert!(decoder().decode(settlement("299.99").as_bytes(), now()).is_ok());
+        assert!(
+            decoder()
+                .decode(settlement("300.01").as_bytes(), now())
+                .is_ok()
+        );
+        assert!(
+            decoder()
+                .decode(settlement("299.99").as_bytes(), now())
+                .is_ok()
+        );
         let r = rejected(&settlement("300.02"));
         assert_eq!(r.rule, "money.settlement_mismatch");
         assert_eq!(r.stage, Stage::Semantic);
@@ -737,7 +785,11 @@ mod tests {
 
     #[test]
     fn clocks() {
-        let base = person_event("school_dropout", "education", r#"{"school_stage":"primary"}"#);
+        let base = person_event(
+            "school_dropout",
+            "education",
+            r#"{"school_stage":"primary"}"#,
+        );
         // Occurred 9 minutes after reported: within the 10-minute skew.
         let ok = base.replace("2024-05-01T10:00:00+08:00", "2024-05-02T09:09:00+08:00");
         assert!(decoder().decode(ok.as_bytes(), now()).is_ok());
@@ -749,7 +801,10 @@ mod tests {
         assert_eq!(rejected(&future).rule, "time.reported_in_future");
         let no_offset = base.replace("2024-05-01T10:00:00+08:00", "2024-05-01T10:00:00");
         let r = rejected(&no_offset);
-        assert_eq!((r.rule.as_str(), r.field.as_deref()), ("schema.pattern", Some("/occurred_at")));
+        assert_eq!(
+            (r.rule.as_str(), r.field.as_deref()),
+            ("schema.pattern", Some("/occurred_at"))
+        );
         let month13 = base.replace("2024-05-01T10:00:00+08:00", "2024-13-01T10:00:00+08:00");
         assert_eq!(rejected(&month13).rule, "time.invalid");
     }
@@ -773,8 +828,12 @@ mod tests {
         );
         let r = rejected(&line);
         assert_eq!(r.stage, Stage::Schema);
-        let line = person_event("school_dropout", "education", r#"{"school_stage":"primary"}"#)
-            .replace(r#""payload""#, r#""extra":1,"payload""#);
+        let line = person_event(
+            "school_dropout",
+            "education",
+            r#"{"school_stage":"primary"}"#,
+        )
+        .replace(r#""payload""#, r#""extra":1,"payload""#);
         assert_eq!(rejected(&line).stage, Stage::Schema);
     }
 
@@ -799,8 +858,15 @@ mod tests {
 
     #[test]
     fn salvage_reads_what_it_can() {
-        let line = person_event("school_dropout", "education", r#"{"school_stage":"college"}"#);
-        let (_, salvage) = decoder().decode(line.as_bytes(), now()).unwrap_err();
+        let line = person_event(
+            "school_dropout",
+            "education",
+            r#"{"school_stage":"college"}"#,
+        );
+        let salvage = decoder()
+            .decode(line.as_bytes(), now())
+            .unwrap_err()
+            .salvage;
         assert_eq!(salvage.event_id.as_deref(), Some("E-1"));
         assert_eq!(salvage.kind.as_deref(), Some("school_dropout"));
     }

@@ -140,10 +140,16 @@ pub async fn run_ndjson(
                         line,
                         byte_offset,
                     };
-                    let span = tracing::info_span!("read", input = %name, from_offset = start.position);
+                    let span =
+                        tracing::info_span!("read", input = %name, from_offset = start.position);
                     let _entered = span.enter();
-                    sources::ndjson::read_input(reader, &origin, start, limits, &mut emit, &progress)
-                        .map_err(|source| SourceError::Io { path: name.clone(), source })?;
+                    sources::ndjson::read_input(
+                        reader, &origin, start, limits, &mut emit, &progress,
+                    )
+                    .map_err(|source| SourceError::Io {
+                        path: name.clone(),
+                        source,
+                    })?;
                 }
                 Opened::Stdin => {
                     let stdin = std::io::stdin();
@@ -154,8 +160,18 @@ pub async fn run_ndjson(
                         line: 0,
                         fingerprint: None,
                     };
-                    sources::ndjson::read_input(stdin.lock(), &origin, start, limits, &mut emit, &progress)
-                        .map_err(|source| SourceError::Io { path: "stdin".into(), source })?;
+                    sources::ndjson::read_input(
+                        stdin.lock(),
+                        &origin,
+                        start,
+                        limits,
+                        &mut emit,
+                        &progress,
+                    )
+                    .map_err(|source| SourceError::Io {
+                        path: "stdin".into(),
+                        source,
+                    })?;
                 }
             }
         }

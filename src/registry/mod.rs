@@ -170,10 +170,12 @@ pub fn parse_households(input: impl Read) -> Result<Parsed<Household>, ImportErr
     ];
     let mut seen = HashSet::new();
     rows(input, REQUIRED, OPTIONAL, |c, r| {
-        let household_id = HouseholdId::parse(c.get(r, 0))
-            .map_err(|e| format!("household_id: {e}"))?;
+        let household_id =
+            HouseholdId::parse(c.get(r, 0)).map_err(|e| format!("household_id: {e}"))?;
         if !seen.insert(household_id.clone()) {
-            return Err(format!("household_id {household_id} appears twice in the file"));
+            return Err(format!(
+                "household_id {household_id} appears twice in the file"
+            ));
         }
         let region_code =
             RegionCode::parse(c.get(r, 1)).map_err(|e| format!("region_code: {e}"))?;
@@ -253,10 +255,13 @@ pub fn parse_members(
         let id = ResidentId::parse(c.get(r, 0)).map_err(|e| format!("person_id: {e}"))?;
         let person_key = pseudonymiser.key(&id);
         if !seen.insert(person_key) {
-            return Err(format!("person_id {} appears twice in the file", id.masked()));
+            return Err(format!(
+                "person_id {} appears twice in the file",
+                id.masked()
+            ));
         }
-        let household_id = HouseholdId::parse(c.get(r, 1))
-            .map_err(|e| format!("household_id: {e}"))?;
+        let household_id =
+            HouseholdId::parse(c.get(r, 1)).map_err(|e| format!("household_id: {e}"))?;
         if !household_known(&household_id) {
             return Err(format!(
                 "household_id: {household_id} is not in the registry (person {})",
@@ -370,7 +375,11 @@ H1,522425101201,3,2,30000,ordinary,,,,false,false,false\n";
         assert!(parsed.errors[2].message.contains("not in the registry"));
         assert_eq!(parsed.rows[0].person_masked, "110105********002X");
         for error in &parsed.errors {
-            assert!(!error.message.contains("11010519491231002"), "{}", error.message);
+            assert!(
+                !error.message.contains("11010519491231002"),
+                "{}",
+                error.message
+            );
         }
         assert_eq!(parsed.errors[0].line, 3);
         assert!(parsed.errors[0].message.contains("check digit"));

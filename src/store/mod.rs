@@ -137,6 +137,17 @@ pub struct StoredRegistry {
     pub regions: Vec<Region>,
 }
 
+/// One event behind an alert, as displayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceItem {
+    /// Event id.
+    pub event_id: String,
+    /// Feed kind.
+    pub kind: String,
+    /// Masked resident ID, for person events.
+    pub person_masked: Option<String>,
+}
+
 /// A dead letter as exported (`schemas/outputs/dead_letter.json`).
 pub type DeadLetterDoc = serde_json::Value;
 
@@ -271,10 +282,7 @@ impl Store {
     }
 
     /// For display: each event's kind and masked person (if a person event).
-    pub async fn evidence(
-        &self,
-        event_ids: &[String],
-    ) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
+    pub async fn evidence(&self, event_ids: &[String]) -> Result<Vec<EvidenceItem>, StoreError> {
         match self {
             Store::Sqlite(store) => store.evidence(event_ids).await,
         }

@@ -14,15 +14,13 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{
-    DeadLetterDoc, Report, SourcePosition, StoreError, StoredRegistry, StoredState,
+    DeadLetterDoc, EvidenceItem, Report, SourcePosition, StoreError, StoredRegistry, StoredState,
 };
 use crate::config::StoreSettings;
 use crate::domain::alert::{HouseholdAlert, Level};
 use crate::domain::event::{Kind, Payload};
 use crate::domain::ids::{EventId, HouseholdId, PersonKey, RegionCode, RegionLevel};
-use crate::domain::registry::{
-    Household, HouseholdStatus, Member, MonitoringType, Region,
-};
+use crate::domain::registry::{Household, HouseholdStatus, Member, MonitoringType, Region};
 use crate::domain::task::{Outcome, ScreeningTask, TaskKind, TaskStatus};
 use crate::pipeline::core::{BatchOutput, RestoredEvent};
 use crate::pipeline::rules::ClosedAlert;
@@ -142,14 +140,16 @@ impl SqliteStore {
             insert.build().execute(&mut *tx).await?;
         }
         for alert in &batch.alerts {
-            let doc = serde_json::to_string(alert).map_err(|e| corrupt(e))?;
+            let doc = serde_json::to_string(alert).map_err(corrupt)?;
+            let judgements = serde_json::to_string(&alert.judgements).map_err(corrupt)?;
             let episode = i64::from(alert.episode);
             // An alert a user closed meanwhile stays closed.
             sqlx::query(
                 "INSERT INTO alerts (alert_id, household_id, region_code, episode, level, action, status, \
-                 opened_at, updated_at, closed_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 opened_at, updated_at, closed_at, doc, judgements) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (alert_id) DO UPDATE SET level = excluded.level, action = excluded.action, \
-                 updated_at = excluded.updated_at, doc = excluded.doc WHERE alerts.status = 'open'",
+                 updated_at = excluded.updated_at, doc = excluded.doc, judgements = excluded.judgements \
+                 WHERE alerts.status = 'open'",
             )
             .bind(&alert.alert_id)
             .bind(alert.household_id.as_str())
@@ -162,6 +162,7 @@ impl SqliteStore {
             .bind(time_text(alert.updated_at))
             .bind(alert.closed_at.map(time_text))
             .bind(doc)
+            .bind(judgements)
             .execute(&mut *tx)
             .await?;
         }
@@ -465,7 +466,7 @@ impl SqliteStore {
             });
         }
         let rows = sqlx::query(
-            "SELECT a.doc, a.episode, a.status, a.closed_at, \
+            "SELECT a.doc, a.episode, a.status, a.closed_at, a.judgements, \
                     t.task_id, t.kind, t.alert_id, t.signal_id, t.household_id, t.village_code, t.level, \
                     t.status, t.due_at, t.created_at, t.updated_at, t.outcome, t.outcome_note, t.assignee \
              FROM alerts a LEFT JOIN tasks t ON t.alert_id = a.alert_id \
@@ -479,10 +480,12 @@ impl SqliteStore {
             let mut alert: HouseholdAlert = serde_json::from_str(&doc).map_err(corrupt)?;
             let episode = row.get::<i64, _>(1) as u32;
             alert.episode = episode;
+            let judgements: String = row.get(4);
+            alert.judgements = serde_json::from_str(&judgements).map_err(corrupt)?;
             let status: String = row.get(2);
             if status == "open" {
-                let task = match row.get::<Option<String>, _>(4) {
-                    Some(_) => Some(task_from_row(&row, 4)?),
+                let task = match row.get::<Option<String>, _>(5) {
+                    Some(_) => Some(task_from_row(&row, 5)?),
                     None => None,
                 };
                 state.open_alerts.push((alert, task, episode));
@@ -534,7 +537,8 @@ impl SqliteStore {
                 )
             }
         };
-        report.alerts_by_level = grouped("SELECT level, COUNT(*) FROM alerts GROUP BY level").await?;
+        report.alerts_by_level =
+            grouped("SELECT level, COUNT(*) FROM alerts GROUP BY level").await?;
         report.alerts_by_action =
             grouped("SELECT action, COUNT(*) FROM alerts GROUP BY action").await?;
         report.tasks_by_status =
@@ -551,10 +555,7 @@ impl SqliteStore {
     }
 
     /// See [`super::Store::evidence`].
-    pub async fn evidence(
-        &self,
-        event_ids: &[String],
-    ) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
+    pub async fn evidence(&self, event_ids: &[String]) -> Result<Vec<EvidenceItem>, StoreError> {
         let mut found = Vec::with_capacity(event_ids.len());
         for id in event_ids {
             if let Some(row) =
@@ -563,7 +564,11 @@ impl SqliteStore {
                     .fetch_optional(&self.pool)
                     .await?
             {
-                found.push((row.get(0), row.get(1), row.get(2)));
+                found.push(EvidenceItem {
+                    event_id: row.get(0),
+                    kind: row.get(1),
+                    person_masked: row.get(2),
+                });
             }
         }
         Ok(found)

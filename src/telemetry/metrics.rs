@@ -81,7 +81,11 @@ impl Metrics {
             .expect("metric registered once");
         Metrics {
             records: counter(&registry, "yujing_records_total", "Records read"),
-            accepted: counter(&registry, "yujing_events_accepted_total", "Valid new events"),
+            accepted: counter(
+                &registry,
+                "yujing_events_accepted_total",
+                "Valid new events",
+            ),
             duplicates: counter(
                 &registry,
                 "yujing_events_duplicate_total",

@@ -196,7 +196,8 @@ pub fn evaluate(
         } else {
             RiskType::Illness
         };
-        let paying = ids(&|f| matches!(f, Fact::Medical { out_of_pocket, .. } if *out_of_pocket > 0.0));
+        let paying =
+            ids(&|f| matches!(f, Fact::Medical { out_of_pocket, .. } if *out_of_pocket > 0.0));
         let after = (income - out_of_pocket) / members;
         if per_capita >= line && after < line {
             findings.push(Finding {

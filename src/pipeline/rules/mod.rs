@@ -14,9 +14,7 @@ use chrono::{DateTime, Datelike, Duration, Utc};
 use crate::config::{PolicySettings, RuleSettings};
 use crate::domain::alert::{Action, AlertStatus, HouseholdAlert, Level, RiskType, RuleFinding};
 use crate::domain::ids::{EventId, stable_id};
-use crate::domain::registry::{
-    Household, HouseholdIdx, HouseholdStatus, MonitoringType, Registry,
-};
+use crate::domain::registry::{Household, HouseholdIdx, HouseholdStatus, MonitoringType, Registry};
 use crate::domain::task::{ScreeningTask, TaskKind, TaskStatus};
 
 use evaluate::{Evaluation, HouseholdContext, evaluate};
@@ -49,11 +47,6 @@ struct AlertSlot {
 struct OpenAlert {
     alert: HouseholdAlert,
     task: Option<ScreeningTask>,
-    /// Per rule: the (level, window time) its reason was taken at, so the reason
-    /// kept is the same whatever order the evaluations ran in.
-    reason_at: HashMap<String, (Level, DateTime<Utc>)>,
-    /// The window time the adjusted income was taken at.
-    income_at: DateTime<Utc>,
 }
 
 /// What the stage changed since the last drain.
@@ -113,17 +106,7 @@ impl HouseholdRules {
     ) {
         let slot = self.alerts.entry(household).or_default();
         slot.episodes = slot.episodes.max(episode + 1);
-        let reason_at = alert
-            .rules
-            .iter()
-            .map(|r| (r.rule_id.clone(), (r.level, alert.last_evidence_at)))
-            .collect();
-        slot.open = Some(OpenAlert {
-            income_at: alert.last_evidence_at,
-            alert,
-            task,
-            reason_at,
-        });
+        slot.open = Some(OpenAlert { alert, task });
     }
 
     /// Restores a closed alert read back from the store.
@@ -174,12 +157,11 @@ impl HouseholdRules {
         let keep = self.lookback() + Duration::days(self.rules.max_lateness_days);
         let window = self.windows.entry(household).or_default();
         let key = (event.occurred_at, event.event_id.clone());
-        let position = match window
-            .binary_search_by(|e| (e.occurred_at, &e.event_id).cmp(&(key.0, &key.1)))
-        {
-            Ok(_) => return None,
-            Err(position) => position,
-        };
+        let position =
+            match window.binary_search_by(|e| (e.occurred_at, &e.event_id).cmp(&(key.0, &key.1))) {
+                Ok(_) => return None,
+                Err(position) => position,
+            };
         window.insert(position, event);
         // Prune what no judgement within the lateness bound can reach.
         let newest = window.last().map(|e| e.occurred_at)?;
@@ -314,6 +296,7 @@ impl HouseholdRules {
                 alert: HouseholdAlert {
                     alert_id,
                     episode,
+                    judgements: Default::default(),
                     household_id: household.household_id.clone(),
                     region_code: household.region_code,
                     level: Level::Blue,
@@ -336,15 +319,17 @@ impl HouseholdRules {
                     last_evidence_at: point,
                 },
                 task: None,
-                reason_at: HashMap::new(),
-                income_at: point,
             }
         });
         let before = open.alert.clone();
         let alert = &mut open.alert;
         for finding in findings {
             let at = (finding.level, point);
-            match alert.rules.iter_mut().find(|r| r.rule_id == finding.rule_id) {
+            match alert
+                .rules
+                .iter_mut()
+                .find(|r| r.rule_id == finding.rule_id)
+            {
                 Some(rule) => {
                     for id in &finding.evidence {
                         if !rule.evidence.contains(id) {
@@ -352,11 +337,14 @@ impl HouseholdRules {
                         }
                     }
                     rule.evidence.sort();
-                    let kept = open.reason_at.get(finding.rule_id).copied();
+                    let kept = alert.judgements.reasons.get(finding.rule_id).copied();
+                    rule.level = rule.level.max(finding.level);
                     if kept.is_none_or(|kept| at >= kept) {
-                        rule.level = rule.level.max(finding.level);
                         rule.reason = finding.reason;
-                        open.reason_at.insert(finding.rule_id.to_string(), at);
+                        alert
+                            .judgements
+                            .reasons
+                            .insert(finding.rule_id.to_string(), at);
                     }
                 }
                 None => {
@@ -369,7 +357,10 @@ impl HouseholdRules {
                         reason: finding.reason,
                         evidence,
                     });
-                    open.reason_at.insert(finding.rule_id.to_string(), at);
+                    alert
+                        .judgements
+                        .reasons
+                        .insert(finding.rule_id.to_string(), at);
                 }
             }
             alert.level = alert.level.max(finding.level);
@@ -397,8 +388,8 @@ impl HouseholdRules {
         alert.risk_types.sort();
         alert.hazards.sort();
         alert.evidence.sort();
-        if point >= open.income_at {
-            open.income_at = point;
+        if alert.judgements.income_at.is_none_or(|at| point >= at) {
+            alert.judgements.income_at = Some(point);
             alert.adjusted_per_capita_income_yuan = evaluation.adjusted_per_capita_income;
             alert.monitoring_line_yuan = line;
         }
@@ -447,7 +438,14 @@ impl HouseholdRules {
             }
         }
         if *alert != before {
-            alert.updated_at = now;
+            // Only a change users can see moves `updated_at`; a change of where a
+            // part was judged is still written, so a restart resumes it exactly.
+            let mut seen = before;
+            seen.judgements = alert.judgements.clone();
+            let visible = *alert != seen;
+            if visible {
+                alert.updated_at = now;
+            }
             self.dirty.insert(idx);
         }
     }

@@ -27,8 +27,8 @@ pub async fn commit_with_retry(
     let started = std::time::Instant::now();
     let mut backoff = Duration::from_millis(100);
     let cap = Duration::from_secs(settings.max_backoff_seconds);
-    let give_up = (settings.retry_for_seconds > 0)
-        .then(|| Duration::from_secs(settings.retry_for_seconds));
+    let give_up =
+        (settings.retry_for_seconds > 0).then(|| Duration::from_secs(settings.retry_for_seconds));
     loop {
         let attempt = std::time::Instant::now();
         match store.commit_batch(batch, positions, Utc::now()).await {

@@ -1,0 +1,547 @@
+//! The embedded default end to end: generated county -> import -> run -> alerts,
+//! tasks and dead letters in SQLite; bad input; kill and resume; stdin; exports.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use yujing::app::App;
+use yujing::commands::{self, ExportKind};
+use yujing::domain::alert::HouseholdAlert;
+use yujing::pipeline::sources::ndjson::Input;
+use yujing::schemas::Schemas;
+
+use crate::support::{Env, feeds, import_county, output};
+
+/// What must be equal between two runs over the same input.
+type AlertView = (
+    String,
+    String,
+    String,
+    String,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+);
+
+fn view(alert: &HouseholdAlert) -> AlertView {
+    (
+        alert.alert_id.clone(),
+        alert.household_id.to_string(),
+        alert.level.to_string(),
+        alert.action.to_string(),
+        alert.risk_types.iter().map(|r| r.to_string()).collect(),
+        alert
+            .rules
+            .iter()
+            .map(|r| format!("{} {} {}", r.rule_id, r.level, r.reason))
+            .collect(),
+        alert.evidence.iter().map(|e| e.to_string()).collect(),
+    )
+}
+
+async fn alerts(app: &App) -> BTreeMap<String, HouseholdAlert> {
+    let mut found = BTreeMap::new();
+    app.store
+        .export_alerts(&mut |alert| {
+            found.insert(alert.household_id.to_string(), alert);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    found
+}
+
+async fn run_files(app: &App, files: &[std::path::PathBuf]) -> yujing::pipeline::RunSummary {
+    let inputs = files.iter().cloned().map(Input::File).collect();
+    commands::run(app, inputs, CancellationToken::new(), false)
+        .await
+        .expect("run succeeds")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_county_meets_its_answer_key() {
+    let env = Env::new();
+    let (county, key) = env.county(3000, 120, 7);
+    let app = env.app("county.db").await;
+    import_county(&app, &county).await;
+    let summary = run_files(&app, &feeds(&county, &key)).await;
+    assert_eq!(summary.counts.records, key.lines);
+
+    let alerts = alerts(&app).await;
+    assert!(
+        key.must_alert.len() >= 30,
+        "every case planted at least once"
+    );
+    for case in &key.must_alert {
+        let alert = alerts
+            .get(&case.household_id)
+            .unwrap_or_else(|| panic!("{} ({}) not alerted", case.household_id, case.case));
+        assert!(
+            alert.level >= case.min_level,
+            "{} ({}): {} below {}",
+            case.household_id,
+            case.case,
+            alert.level,
+            case.min_level
+        );
+        assert_eq!(
+            alert.action, case.action,
+            "{} ({})",
+            case.household_id, case.case
+        );
+    }
+    for case in &key.must_not_alert {
+        assert!(
+            !alerts.contains_key(&case.household_id),
+            "decoy {} ({}) alerted: {:?}",
+            case.household_id,
+            case.case,
+            alerts[&case.household_id].rules
+        );
+    }
+    let report = app.store.report().await.unwrap();
+    assert_eq!(report.events_processed, key.lines);
+    assert_eq!(report.dead_letters, key.bad_lines);
+    assert_eq!(report.duplicates, key.duplicates);
+    assert_eq!(report.unmatched, key.unmatched);
+    assert_eq!(
+        report.events_accepted + report.duplicates + report.dead_letters,
+        report.events_processed
+    );
+    // Every alert at or above yellow has a task; blue ones do not.
+    let tasks: usize = report.tasks_by_status.values().sum::<u64>() as usize;
+    let tasked = alerts
+        .values()
+        .filter(|a| a.level >= yujing::domain::alert::Level::Yellow)
+        .count();
+    assert_eq!(tasks, tasked);
+}
+
+/// A feed of valid lines with a known set of bad ones mixed in.
+fn mixed_feed(env: &Env) -> (std::path::PathBuf, usize, Vec<(&'static str, Vec<u8>)>) {
+    let valid = |i: usize| {
+        format!(
+            r#"{{"event_id":"OK-{i}","source":"housing","kind":"housing_safety","occurred_at":"2024-05-01T10:00:00+08:00","reported_at":"2024-05-02T09:00:00+08:00","household_id":"H{i}","payload":{{"rating":"A"}}}}"#
+        )
+        .into_bytes()
+    };
+    let person = |id: &str, payload: &str| {
+        format!(
+            r#"{{"event_id":"BAD-{id}","source":"disabled_persons_federation","kind":"disability_certified","occurred_at":"2024-05-01T10:00:00+08:00","reported_at":"2024-05-02T09:00:00+08:00","person_id":"{id}","payload":{payload}}}"#
+        )
+        .into_bytes()
+    };
+    let mut two_mib = br#"{"event_id":"HUGE","note":""#.to_vec();
+    two_mib.extend(std::iter::repeat_n(b'x', 2 * 1024 * 1024));
+    two_mib.extend_from_slice(br#""}"#);
+    let mut not_utf8 = br#"{"event_id":"BIN","person_id":"11010519491231002X","x":""#.to_vec();
+    not_utf8.extend_from_slice(b"\xff\xfe");
+    not_utf8.extend_from_slice(br#""}"#);
+    let bad: Vec<(&'static str, Vec<u8>)> = vec![
+        ("json.syntax", br#"{"event_id": "BROKEN", "source": "#.to_vec()),
+        ("json.not_utf8", not_utf8),
+        ("line.too_long", two_mib),
+        (
+            "schema.type",
+            person("11010519491231002X", r#"{"grade":"two","category":"physical"}"#),
+        ),
+        (
+            "id.check_digit",
+            person("110105194912310021", r#"{"grade":2,"category":"physical"}"#),
+        ),
+        (
+            "schema.enum",
+            br#"{"event_id":"K1","source":"water","kind":"rainfall","occurred_at":"2024-05-01T10:00:00+08:00","reported_at":"2024-05-02T09:00:00+08:00","region_code":"522425000000","payload":{}}"#.to_vec(),
+        ),
+        (
+            "time.reported_in_future",
+            br#"{"event_id":"F1","source":"housing","kind":"housing_safety","occurred_at":"2099-05-01T10:00:00+08:00","reported_at":"2099-05-02T09:00:00+08:00","household_id":"H1","payload":{"rating":"C"}}"#.to_vec(),
+        ),
+    ];
+    let path = env.path("mixed.ndjson");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let mut valid_count = 0;
+    for (i, (_, line)) in bad.iter().enumerate() {
+        for j in 0..50 {
+            file.write_all(&valid(i * 50 + j)).unwrap();
+            file.write_all(b"\n").unwrap();
+            valid_count += 1;
+        }
+        file.write_all(line).unwrap();
+        file.write_all(b"\n").unwrap();
+    }
+    (path, valid_count, bad)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lines_become_dead_letters_and_the_rest_is_processed() {
+    let env = Env::new();
+    let (path, valid, bad) = mixed_feed(&env);
+    let app = env.app("mixed.db").await;
+    let summary = run_files(&app, std::slice::from_ref(&path)).await;
+    assert_eq!(summary.counts.dead_letters, bad.len() as u64);
+    assert_eq!(summary.counts.accepted, valid as u64);
+    assert_eq!(
+        summary.counts.unmatched, valid as u64,
+        "no registry imported"
+    );
+
+    let mut letters = Vec::new();
+    app.store
+        .export_dead_letters(&mut |letter| {
+            letters.push(letter);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let rules: Vec<String> = letters
+        .iter()
+        .map(|l| l["rule"].as_str().unwrap().to_string())
+        .collect();
+    for (rule, _) in &bad {
+        assert!(
+            rules.contains(&rule.to_string()),
+            "{rule} missing from {rules:?}"
+        );
+    }
+    for letter in &letters {
+        let violations = Schemas::get().violations("outputs/dead_letter.json", letter);
+        assert!(violations.is_empty(), "{violations:?}\n{letter}");
+        assert_eq!(letter["origin"]["kind"], "file");
+        let line = letter["origin"]["line"].as_u64().unwrap();
+        assert_eq!(line % 51, 0, "each bad line follows 50 good ones");
+    }
+    use base64::Engine;
+    let raw_of = |rule: &str| {
+        let letter = letters.iter().find(|l| l["rule"] == rule).unwrap();
+        base64::engine::general_purpose::STANDARD
+            .decode(letter["raw_base64"].as_str().unwrap())
+            .unwrap()
+    };
+    // Original bytes kept, non-UTF-8 included, with the resident ID masked in place.
+    let binary = raw_of("json.not_utf8");
+    assert_eq!(binary.len(), bad[1].1.len());
+    assert!(binary.ends_with(b"\xff\xfe\"}"));
+    assert!(binary.windows(18).any(|w| w == b"110105********002X"));
+    assert!(!binary.windows(17).any(|w| w == b"11010519491231002"));
+    // The 2 MiB line is kept up to the configured cap, with its full length.
+    let huge = letters
+        .iter()
+        .find(|l| l["rule"] == "line.too_long")
+        .unwrap();
+    assert_eq!(huge["raw_bytes"].as_u64().unwrap(), bad[2].1.len() as u64);
+    assert_eq!(huge["raw_truncated"], false, "2 MiB is under the 4 MiB cap");
+    assert_eq!(raw_of("line.too_long"), bad[2].1);
+    // Reasons name the field.
+    let typed = letters.iter().find(|l| l["rule"] == "schema.type").unwrap();
+    assert_eq!(typed["field"], "/payload/grade");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_are_deterministic_and_resuming_a_finished_file_adds_nothing() {
+    let env = Env::new();
+    let (county, key) = env.county(600, 90, 11);
+    let files = feeds(&county, &key);
+    let first = env.app("first.db").await;
+    import_county(&first, &county).await;
+    run_files(&first, &files).await;
+    // The same files again: positions say they are done.
+    let again = run_files(&first, &files).await;
+    assert_eq!(again.counts.records, 0);
+    let second = env.app("second.db").await;
+    import_county(&second, &county).await;
+    // Another order of files: the same alerts, ids included.
+    let mut reversed = files.clone();
+    reversed.reverse();
+    run_files(&second, &reversed).await;
+    let a: Vec<AlertView> = alerts(&first).await.values().map(view).collect();
+    let b: Vec<AlertView> = alerts(&second).await.values().map(view).collect();
+    assert!(!a.is_empty());
+    assert_eq!(a, b);
+}
+
+fn event_rows(db: &std::path::Path) -> i64 {
+    // Read-only peek at progress from outside the process under test.
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import sqlite3;c=sqlite3.connect('file:{}?mode=ro',uri=True);print(c.execute('select count(*) from events').fetchone()[0])",
+            db.display()
+        ))
+        .output();
+    match output {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_runs_resume_without_loss_or_duplicates() {
+    let env = Env::new();
+    let (county, key) = env.county(3000, 200, 5);
+    let files: Vec<String> = feeds(&county, &key)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    for db in ["whole.db", "killed.db"] {
+        let app = env.app(db).await;
+        import_county(&app, &county).await;
+        app.store.close().await;
+    }
+    output(
+        env.yujing("whole.db")
+            .env("YUJING__INPUT__BATCH_SIZE", "500")
+            .arg("run")
+            .args(&files),
+    );
+
+    // Kill the second run at three points, then let it finish.
+    let mut kills = 0;
+    for threshold in [key.lines / 5, key.lines / 2, key.lines * 4 / 5] {
+        let mut child = env
+            .yujing("killed.db")
+            .env("YUJING__INPUT__BATCH_SIZE", "500")
+            .arg("run")
+            .args(&files)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if event_rows(&env.path("killed.db")) as u64 >= threshold {
+                child.kill().unwrap(); // SIGKILL
+                kills += 1;
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "run did not progress"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait().unwrap();
+    }
+    assert!(kills >= 1, "at least one run was killed mid-stream");
+    output(
+        env.yujing("killed.db")
+            .env("YUJING__INPUT__BATCH_SIZE", "500")
+            .arg("run")
+            .args(&files),
+    );
+
+    let whole = env.app("whole.db").await;
+    let killed = env.app("killed.db").await;
+    let a: Vec<AlertView> = alerts(&whole).await.values().map(view).collect();
+    let b: Vec<AlertView> = alerts(&killed).await.values().map(view).collect();
+    assert_eq!(a.len(), b.len());
+    assert_eq!(a, b);
+    let (ra, rb) = (
+        whole.store.report().await.unwrap(),
+        killed.store.report().await.unwrap(),
+    );
+    assert_eq!(ra.events_processed, key.lines);
+    assert_eq!(
+        rb.events_processed, key.lines,
+        "no record lost or counted twice"
+    );
+    assert_eq!(ra.events_accepted, rb.events_accepted);
+    assert_eq!(ra.duplicates, rb.duplicates);
+    assert_eq!(ra.dead_letters, rb.dead_letters);
+    assert_eq!(ra.tasks_by_status, rb.tasks_by_status);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_input_and_exports_that_fit_their_schemas() {
+    let env = Env::new();
+    let (county, key) = env.county(500, 90, 3);
+    let app = env.app("stdin.db").await;
+    import_county(&app, &county).await;
+    app.store.close().await;
+    let mut stdin_text = Vec::new();
+    for feed in feeds(&county, &key) {
+        stdin_text.extend(std::fs::read(feed).unwrap());
+    }
+    let mut child = env
+        .yujing("stdin.db")
+        .args(["run", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&stdin_text).unwrap();
+    let result = child.wait_with_output().unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+
+    let report: serde_json::Value =
+        serde_json::from_str(&output(env.yujing("stdin.db").args(["report", "--json"]))).unwrap();
+    assert_eq!(report["events_processed"], key.lines);
+    for key_name in [
+        "events_processed",
+        "dead_letters",
+        "unmatched",
+        "duplicates",
+        "alerts_by_level",
+        "alerts_by_action",
+        "tasks_by_status",
+    ] {
+        assert!(report.get(key_name).is_some(), "report lacks {key_name}");
+    }
+    for (what, schema) in [
+        ("alerts", "outputs/household_alert.json"),
+        ("tasks", "outputs/screening_task.json"),
+        ("dead-letters", "outputs/dead_letter.json"),
+    ] {
+        let text = output(env.yujing("stdin.db").args(["export", what]));
+        let mut lines = 0;
+        for line in text.lines() {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            let violations = Schemas::get().violations(schema, &value);
+            assert!(violations.is_empty(), "{what}: {violations:?}\n{line}");
+            lines += 1;
+        }
+        assert!(lines > 0, "{what} export is empty");
+    }
+    // Stdin cannot be resumed, so it leaves no stored position.
+    let app = env.app("stdin.db").await;
+    assert_eq!(app.store.position("stdin").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_clear_resident_id_reaches_the_database() {
+    let env = Env::new();
+    let (county, key) = env.county(400, 60, 9);
+    let app = env.app("privacy.db").await;
+    import_county(&app, &county).await;
+    run_files(&app, &feeds(&county, &key)).await;
+    app.store.close().await;
+    let members = std::fs::read_to_string(county.join("members.csv")).unwrap();
+    let ids: Vec<&str> = members
+        .lines()
+        .skip(1)
+        .map(|line| line.split(',').next().unwrap())
+        .collect();
+    assert!(ids.len() > 1000);
+    let mut bytes = std::fs::read(env.path("privacy.db")).unwrap();
+    if let Ok(wal) = std::fs::read(env.path("privacy.db-wal")) {
+        bytes.extend(wal);
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    for id in &ids {
+        assert!(!text.contains(id), "a clear resident ID is stored");
+        // Not even the 14 digits that the mask hides together with the prefix.
+        assert!(!text.contains(&id[..14]));
+    }
+    assert!(text.contains(&format!("{}********", &ids[0][..6])));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_import_is_idempotent_and_reports_bad_rows() {
+    let env = Env::new();
+    let (county, _) = env.county(300, 10, 2);
+    let households = std::fs::read_to_string(county.join("households.csv")).unwrap();
+    let bad = format!(
+        "{households}BROKEN ROW,1,2\nH-X,522425101201,0,0,1,ordinary,,,,false,false,false\n"
+    );
+    std::fs::write(env.path("households.csv"), bad).unwrap();
+    let app = env.app("registry.db").await;
+    for round in 0..2 {
+        let summary = commands::import_registry(
+            &app,
+            &env.path("households.csv"),
+            &county.join("members.csv"),
+        )
+        .await
+        .unwrap();
+        let lines: Vec<u64> = summary.errors.iter().map(|(_, e)| e.line).collect();
+        let total_lines = households.lines().count() as u64;
+        assert_eq!(
+            lines,
+            vec![total_lines + 1, total_lines + 2],
+            "round {round}"
+        );
+        let report = app.store.report().await.unwrap();
+        assert_eq!(report.households, 300, "round {round}");
+    }
+}
+
+#[test]
+fn validate_reports_every_bad_line_and_exits_one() {
+    let env = Env::new();
+    let (path, valid, bad) = mixed_feed(&env);
+    let result = env
+        .yujing("unused.db")
+        .args(["validate", "--json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(result.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    assert_eq!(report["valid"], valid);
+    assert_eq!(report["bad"].as_array().unwrap().len(), bad.len());
+    let text = String::from_utf8_lossy(&result.stdout);
+    assert!(!text.contains("11010519491231002"), "validate masks IDs");
+    // A clean file passes.
+    let clean = env.path("clean.ndjson");
+    let good = String::from_utf8_lossy(&std::fs::read(&path).unwrap())
+        .lines()
+        .filter(|l| l.contains("\"OK-"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&clean, good).unwrap();
+    let status = env
+        .yujing("unused.db")
+        .arg("validate")
+        .arg(&clean)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn commands_without_a_key_say_how_to_set_it() {
+    let env = Env::new();
+    let result = env
+        .yujing("nokey.db")
+        .env_remove("YUJING__PRIVACY__PSEUDONYMISATION_KEY")
+        .args(["run", "x.ndjson"])
+        .output()
+        .unwrap();
+    assert!(!result.status.success());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        stderr.contains("YUJING__PRIVACY__PSEUDONYMISATION_KEY"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_writes_one_document_per_line() {
+    let env = Env::new();
+    let (county, key) = env.county(300, 60, 4);
+    let app = env.app("export.db").await;
+    import_county(&app, &county).await;
+    run_files(&app, &feeds(&county, &key)).await;
+    let mut buffer = Vec::new();
+    let count = commands::export(&app, ExportKind::Tasks, &mut buffer)
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(buffer).unwrap().lines().count() as u64,
+        count
+    );
+}

@@ -1,0 +1,7 @@
+//! Integration tests: one binary, one module per area.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod embedded;
+mod schemas;
+mod support;
