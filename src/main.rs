@@ -140,7 +140,7 @@ struct GenerateArgs {
     #[command(flatten)]
     size: SizeArgs,
     /// Medical settlements per person per year.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 4.0)]
     medical_rate: f64,
 }
 
@@ -233,10 +233,11 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             app.store.close().await;
             let c = summary.counts;
             eprintln!(
-                "processed {} records in {:.1}s ({:.0}/s): {} accepted, {} duplicates, {} dead letters, {} unmatched; {} alert changes, {} task changes",
+                "processed {} records in {:.1}s ({:.0}/s; core {:.1}s): {} accepted, {} duplicates, {} dead letters, {} unmatched; {} alert changes, {} task changes",
                 c.records,
                 summary.elapsed.as_secs_f64(),
                 summary.records_per_second(),
+                summary.core_time.as_secs_f64(),
                 c.accepted,
                 c.duplicates,
                 c.dead_letters,

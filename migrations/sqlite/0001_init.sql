@@ -39,9 +39,11 @@ CREATE TABLE members (
 CREATE INDEX members_household ON members (household_id);
 
 -- Every accepted event: the dedupe record, the household state's source on restart,
--- and the evidence behind alerts.
+-- and the evidence behind alerts. Rows append in arrival order (rowid); the unique
+-- index on event_id is the dedupe key and stays small enough to be cached.
 CREATE TABLE events (
-    event_id TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
     source TEXT NOT NULL,
     kind TEXT NOT NULL,
     occurred_at INTEGER NOT NULL,
@@ -54,7 +56,7 @@ CREATE TABLE events (
     payload TEXT NOT NULL,
     origin TEXT NOT NULL,
     processed_at INTEGER NOT NULL
-) WITHOUT ROWID;
+);
 
 CREATE VIEW unmatched_events AS
     SELECT event_id, source, kind, occurred_at, person_masked, origin, processed_at

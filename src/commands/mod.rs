@@ -198,8 +198,9 @@ pub fn validate(settings: &Settings, paths: &[PathBuf]) -> Result<ValidateReport
     for path in paths {
         let name = path.display().to_string();
         let reader = std::io::BufReader::new(open(path)?);
+        let shared: std::sync::Arc<str> = std::sync::Arc::from(name.as_str());
         let origin = |line, byte_offset| Origin::File {
-            path: name.clone(),
+            path: shared.clone(),
             line,
             byte_offset,
         };

@@ -544,6 +544,9 @@ pub struct Event {
     pub subject: Subject,
     /// Content.
     pub payload: Payload,
+    /// The payload as received: validated JSON, stored as is (payloads carry no
+    /// resident IDs), so accepting an event does not re-serialise it.
+    pub payload_json: String,
 }
 
 impl Event {

@@ -89,8 +89,10 @@ impl ResidentId {
 
     /// Display form: first 6 and last 4 characters, the rest starred
     /// (`522425********123X`).
-    pub fn masked(&self) -> String {
-        mask_id_bytes(&self.0)
+    pub fn masked(&self) -> MaskedId {
+        let mut masked = self.0;
+        masked[6..14].copy_from_slice(b"********");
+        MaskedId(masked)
     }
 
     /// The clear digits, for the pseudonymiser only.
@@ -129,6 +131,36 @@ fn plausible_birth_date(yyyymmdd: &[u8]) -> bool {
         && chrono::NaiveDate::from_ymd_opt(year as i32, month, day).is_some()
 }
 
+/// A masked resident ID (first 6 + 8 stars + last 4): what may be shown and stored.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MaskedId([u8; 18]);
+
+impl MaskedId {
+    /// The masked text.
+    pub fn as_str(&self) -> &str {
+        // Built only from ASCII digits, `X` and `*`.
+        std::str::from_utf8(&self.0).unwrap_or("******************")
+    }
+}
+
+impl fmt::Display for MaskedId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for MaskedId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MaskedId({})", self.as_str())
+    }
+}
+
+impl PartialEq<&str> for MaskedId {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 impl fmt::Debug for ResidentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ResidentId({})", self.masked())
@@ -137,7 +169,7 @@ impl fmt::Debug for ResidentId {
 
 impl fmt::Display for ResidentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.masked())
+        f.write_str(self.masked().as_str())
     }
 }
 
@@ -348,13 +380,13 @@ fn is_token(text: &str, max: usize, extra: &[u8]) -> bool {
 /// A household number in the registry (户编号).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-pub struct HouseholdId(Box<str>);
+pub struct HouseholdId(std::sync::Arc<str>);
 
 impl HouseholdId {
     /// Parses `[A-Za-z0-9][A-Za-z0-9_-]{0,63}`.
     pub fn parse(text: &str) -> Result<Self, IdError> {
         if is_token(text, 64, b"_-") {
-            Ok(HouseholdId(text.into()))
+            Ok(HouseholdId(std::sync::Arc::from(text)))
         } else {
             Err(IdError::HouseholdId)
         }
@@ -385,16 +417,17 @@ impl<'de> Deserialize<'de> for HouseholdId {
     }
 }
 
-/// A department's event id: the dedupe key.
+/// A department's event id: the dedupe key. Shared (`Arc`), since one id is cited
+/// by the event, the household windows and the alerts.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-pub struct EventId(Box<str>);
+pub struct EventId(std::sync::Arc<str>);
 
 impl EventId {
     /// Parses `[A-Za-z0-9][A-Za-z0-9._:-]{0,127}`.
     pub fn parse(text: &str) -> Result<Self, IdError> {
         if is_token(text, 128, b"._:-") {
-            Ok(EventId(text.into()))
+            Ok(EventId(std::sync::Arc::from(text)))
         } else {
             Err(IdError::EventId)
         }
@@ -406,6 +439,9 @@ impl EventId {
     }
 
     /// The 128-bit digest the dedupe set holds.
+    ///
+    /// xxh3 is not a cryptographic hash, but event ids come from departments, not
+    /// from adversaries, and a 128-bit collision among billions of ids is out of reach.
     pub fn digest(&self) -> u128 {
         xxhash_rust::xxh3::xxh3_128(self.0.as_bytes())
     }

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 pub enum Origin {
     /// A line of an NDJSON file.
     File {
-        /// The path as given (canonicalised).
-        path: String,
+        /// The path as given (canonicalised); shared by every record of the file.
+        path: std::sync::Arc<str>,
         /// 1-based line number.
         line: u64,
         /// Byte offset of the line's first byte.

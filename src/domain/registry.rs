@@ -5,6 +5,7 @@
 //! about 100 bytes a household and 48 a member.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -124,6 +125,24 @@ pub struct Region {
     pub latitude: Option<f64>,
 }
 
+/// Hashes a [`PersonKey`] by its first bytes: the key is already an HMAC, so its
+/// bytes are uniformly distributed and SipHash would only cost time.
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0u8; 8];
+        let take = bytes.len().min(8);
+        word[..take].copy_from_slice(&bytes[..take]);
+        self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+    }
+}
+
 /// Index of a household in [`Registry`]: compact, and stable while the registry
 /// is loaded.
 pub type HouseholdIdx = u32;
@@ -142,7 +161,7 @@ pub struct PersonEntry {
 pub struct Registry {
     households: Vec<Household>,
     by_id: HashMap<HouseholdId, HouseholdIdx>,
-    persons: HashMap<PersonKey, PersonEntry>,
+    persons: HashMap<PersonKey, PersonEntry, BuildHasherDefault<KeyHasher>>,
     /// Labour-capable members per household, counted from the member roster.
     labour_members: Vec<u16>,
     regions: HashMap<RegionCode, Region>,

@@ -57,7 +57,7 @@ impl Default for GenerateOptions {
             bad_line_ratio: 0.001,
             duplicate_ratio: 0.002,
             unmatched_ratio: 0.002,
-            medical_rate: 5.0,
+            medical_rate: 4.0,
         }
     }
 }
@@ -983,7 +983,7 @@ fn background(county: &mut County) {
             for _ in 0..visits {
                 let day = county.random_day();
                 let group = *county.rng.pick(&groups);
-                let out_of_pocket = county.rng.lognormal(180.0, 1.1).min(50_000.0);
+                let out_of_pocket = county.rng.lognormal(120.0, 1.0).min(50_000.0);
                 let serious = county.rng.chance(0.0005);
                 let payload = county.settlement(out_of_pocket, serious, group);
                 county.person_event(person, Kind::MedicalSettlement, day, payload);
@@ -1012,7 +1012,7 @@ fn background(county: &mut County) {
                     json!({"grade": grade, "category": category}),
                 );
             }
-            if county.persons[person].labour_capable && county.rng.chance(0.03 * years) {
+            if county.persons[person].labour_capable && county.rng.chance(0.015 * years) {
                 let day = county.random_day();
                 let reason = *county.rng.pick(&[
                     "laid_off",

@@ -13,7 +13,7 @@ use crate::config::Settings;
 use crate::domain::alert::HouseholdAlert;
 use crate::domain::dead_letter::{DeadLetter, Rejection, Salvage, Stage};
 use crate::domain::event::{Event, Kind, Source};
-use crate::domain::ids::{EventId, HouseholdId, PersonKey, Pseudonymiser, RegionCode};
+use crate::domain::ids::{EventId, HouseholdId, MaskedId, PersonKey, Pseudonymiser, RegionCode};
 use crate::domain::record::{Origin, RawRecord};
 use crate::domain::registry::{HouseholdIdx, Registry};
 use crate::domain::task::ScreeningTask;
@@ -61,7 +61,7 @@ pub struct StoredEvent {
     /// Pseudonym of the person.
     pub person_key: Option<PersonKey>,
     /// Masked person ID.
-    pub person_masked: Option<String>,
+    pub person_masked: Option<MaskedId>,
     /// Household, when matched to one.
     pub household_id: Option<HouseholdId>,
     /// The household's village, or the event's region.
@@ -294,7 +294,7 @@ impl Core {
                     Match::Matched,
                     Some(household.household_id.clone()),
                     Some(household.region_code),
-                    vec![*idx],
+                    std::slice::from_ref(idx),
                 )
             }
             Target::Households(list, _) => (
@@ -304,15 +304,15 @@ impl Core {
                     crate::domain::event::Subject::Region(code) => Some(*code),
                     _ => None,
                 },
-                list.clone(),
+                list.as_slice(),
             ),
-            Target::Regional(code) => (Match::Regional, None, Some(*code), Vec::new()),
-            Target::Unmatched => (Match::Unmatched, None, None, Vec::new()),
+            Target::Regional(code) => (Match::Regional, None, Some(*code), &[][..]),
+            Target::Unmatched => (Match::Unmatched, None, None, &[][..]),
         };
         if matched == Match::Unmatched {
             output.counts.unmatched += 1;
         }
-        for idx in households {
+        for &idx in households {
             let facts = person_facts(&self.registry, idx, resolved.person);
             if let Some(fact) = Fact::derive(&event.payload, facts, &self.rule_settings) {
                 let risk_event = RiskEvent {
@@ -323,9 +323,6 @@ impl Core {
                 self.rules.apply(&self.registry, idx, risk_event, now);
             }
         }
-        // Serialising a typed payload cannot fail (no maps with non-string keys).
-        let payload_json =
-            serde_json::to_string(&event.payload).expect("payload serialises to JSON");
         output.events.push(StoredEvent {
             kind: event.kind(),
             event_id: event.event_id,
@@ -337,7 +334,7 @@ impl Core {
             household_id,
             region_code,
             matched,
-            payload_json,
+            payload_json: event.payload_json,
             origin: origin.clone(),
         });
     }

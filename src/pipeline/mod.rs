@@ -135,8 +135,9 @@ pub async fn run_ndjson(
             match input {
                 Opened::File(path, reader, start) => {
                     let name = path.display().to_string();
+                    let shared: std::sync::Arc<str> = std::sync::Arc::from(name.as_str());
                     let origin = |line, byte_offset| Origin::File {
-                        path: name.clone(),
+                        path: shared.clone(),
                         line,
                         byte_offset,
                     };

@@ -5,7 +5,7 @@
 //! counted and stored, never a dead letter.
 
 use crate::domain::event::{Event, Payload, Subject};
-use crate::domain::ids::{PersonKey, Pseudonymiser, RegionCode};
+use crate::domain::ids::{MaskedId, PersonKey, Pseudonymiser, RegionCode};
 use crate::domain::registry::{HouseholdIdx, PersonEntry, Registry};
 
 /// How an event attaches to the registry.
@@ -28,7 +28,7 @@ pub struct Resolved {
     /// Pseudonym of the person, for person events.
     pub person_key: Option<PersonKey>,
     /// Masked ID of the person, for display.
-    pub person_masked: Option<String>,
+    pub person_masked: Option<MaskedId>,
     /// The person's registry entry, when known.
     pub person: Option<PersonEntry>,
     /// Where it attaches.

@@ -276,7 +276,7 @@ pub fn parse_members(
         })?;
         Ok(Member {
             person_key,
-            person_masked: id.masked(),
+            person_masked: id.masked().to_string(),
             household_id,
             relation,
             labour_capable: boolean(c.get(r, 3), "labour_capable")?,

@@ -19,7 +19,7 @@ use super::{
 use crate::config::StoreSettings;
 use crate::domain::alert::{HouseholdAlert, Level};
 use crate::domain::event::{Kind, Payload};
-use crate::domain::ids::{EventId, HouseholdId, PersonKey, RegionCode, RegionLevel};
+use crate::domain::ids::{EventId, HouseholdId, MaskedId, PersonKey, RegionCode, RegionLevel};
 use crate::domain::registry::{Household, HouseholdStatus, Member, MonitoringType, Region};
 use crate::domain::task::{Outcome, ScreeningTask, TaskKind, TaskStatus};
 use crate::pipeline::core::{BatchOutput, RestoredEvent};
@@ -67,7 +67,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
             .busy_timeout(Duration::from_secs(30))
-            .pragma("cache_size", "-65536")
+            // 256 MiB of page cache and memory-mapped reads: the event id index and
+            // the alerts stay in memory on a county-sized store.
+            .pragma("cache_size", "-262144")
+            .pragma("mmap_size", "4294967296")
             .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -104,7 +107,7 @@ impl SqliteStore {
                     .push_bind(event.occurred_at.timestamp_millis())
                     .push_bind(event.reported_at.timestamp_millis())
                     .push_bind(event.person_key.map(|k| k.0.to_vec()))
-                    .push_bind(event.person_masked.as_deref())
+                    .push_bind(event.person_masked.as_ref().map(MaskedId::as_str))
                     .push_bind(event.household_id.as_ref().map(HouseholdId::as_str))
                     .push_bind(event.region_code.map(|c| c.to_string()))
                     .push_bind(event.matched.as_str())
@@ -139,57 +142,69 @@ impl SqliteStore {
             });
             insert.build().execute(&mut *tx).await?;
         }
-        for alert in &batch.alerts {
-            let doc = serde_json::to_string(alert).map_err(corrupt)?;
-            let judgements = serde_json::to_string(&alert.judgements).map_err(corrupt)?;
-            let episode = i64::from(alert.episode);
-            // An alert a user closed meanwhile stays closed.
-            sqlx::query(
+        for chunk in batch.alerts.chunks(ROWS_PER_INSERT) {
+            let mut documents = Vec::with_capacity(chunk.len());
+            for alert in chunk {
+                documents.push((
+                    serde_json::to_string(alert).map_err(corrupt)?,
+                    serde_json::to_string(&alert.judgements).map_err(corrupt)?,
+                ));
+            }
+            let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO alerts (alert_id, household_id, region_code, episode, level, action, status, \
-                 opened_at, updated_at, closed_at, doc, judgements) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (alert_id) DO UPDATE SET level = excluded.level, action = excluded.action, \
+                 opened_at, updated_at, closed_at, doc, judgements) ",
+            );
+            upsert.push_values(
+                chunk.iter().zip(&documents),
+                |mut row, (alert, (doc, judgements))| {
+                    row.push_bind(alert.alert_id.as_str())
+                        .push_bind(alert.household_id.as_str())
+                        .push_bind(alert.region_code.to_string())
+                        .push_bind(i64::from(alert.episode))
+                        .push_bind(alert.level.as_str())
+                        .push_bind(alert.action.as_str())
+                        .push_bind(alert.status.as_str())
+                        .push_bind(time_text(alert.opened_at))
+                        .push_bind(time_text(alert.updated_at))
+                        .push_bind(alert.closed_at.map(time_text))
+                        .push_bind(doc.as_str())
+                        .push_bind(judgements.as_str());
+                },
+            );
+            // An alert a user closed meanwhile stays closed.
+            upsert.push(
+                " ON CONFLICT (alert_id) DO UPDATE SET level = excluded.level, action = excluded.action, \
                  updated_at = excluded.updated_at, doc = excluded.doc, judgements = excluded.judgements \
                  WHERE alerts.status = 'open'",
-            )
-            .bind(&alert.alert_id)
-            .bind(alert.household_id.as_str())
-            .bind(alert.region_code.to_string())
-            .bind(episode)
-            .bind(alert.level.as_str())
-            .bind(alert.action.as_str())
-            .bind(alert.status.as_str())
-            .bind(time_text(alert.opened_at))
-            .bind(time_text(alert.updated_at))
-            .bind(alert.closed_at.map(time_text))
-            .bind(doc)
-            .bind(judgements)
-            .execute(&mut *tx)
-            .await?;
+            );
+            upsert.build().execute(&mut *tx).await?;
         }
-        for task in &batch.tasks {
-            // The pipeline only raises a task's level; its lifecycle belongs to users.
-            sqlx::query(
+        for chunk in batch.tasks.chunks(ROWS_PER_INSERT) {
+            let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO tasks (task_id, kind, alert_id, signal_id, household_id, village_code, level, \
-                 status, due_at, created_at, updated_at, outcome, outcome_note, assignee) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (task_id) DO UPDATE SET level = excluded.level, updated_at = excluded.updated_at",
-            )
-            .bind(&task.task_id)
-            .bind(task.kind.as_str())
-            .bind(task.alert_id.as_deref())
-            .bind(task.signal_id.as_deref())
-            .bind(task.household_id.as_ref().map(HouseholdId::as_str))
-            .bind(task.village_code.to_string())
-            .bind(task.level.as_str())
-            .bind(task.status.as_str())
-            .bind(time_text(task.due_at))
-            .bind(time_text(task.created_at))
-            .bind(time_text(task.updated_at))
-            .bind(task.outcome.map(Outcome::as_str))
-            .bind(task.outcome_note.as_deref())
-            .bind(task.assignee.as_deref())
-            .execute(&mut *tx)
-            .await?;
+                 status, due_at, created_at, updated_at, outcome, outcome_note, assignee) ",
+            );
+            upsert.push_values(chunk, |mut row, task| {
+                row.push_bind(task.task_id.as_str())
+                    .push_bind(task.kind.as_str())
+                    .push_bind(task.alert_id.as_deref())
+                    .push_bind(task.signal_id.as_deref())
+                    .push_bind(task.household_id.as_ref().map(HouseholdId::as_str))
+                    .push_bind(task.village_code.to_string())
+                    .push_bind(task.level.as_str())
+                    .push_bind(task.status.as_str())
+                    .push_bind(time_text(task.due_at))
+                    .push_bind(time_text(task.created_at))
+                    .push_bind(time_text(task.updated_at))
+                    .push_bind(task.outcome.map(Outcome::as_str))
+                    .push_bind(task.outcome_note.as_deref())
+                    .push_bind(task.assignee.as_deref());
+            });
+            // The pipeline only raises a task's level; its lifecycle belongs to users.
+            upsert.push(
+                " ON CONFLICT (task_id) DO UPDATE SET level = excluded.level, updated_at = excluded.updated_at",
+            );
+            upsert.build().execute(&mut *tx).await?;
         }
         let counts = batch.counts;
         for (name, value) in [
@@ -438,8 +453,7 @@ impl SqliteStore {
         let since = events_since.map_or(i64::MIN, |t| t.timestamp_millis());
         let rows = sqlx::query(
             "SELECT event_id, kind, occurred_at, person_key, household_id, payload FROM events \
-             WHERE occurred_at >= ? AND (household_id IS NOT NULL OR kind = 'industry_project_failure') \
-             ORDER BY occurred_at, event_id",
+             WHERE occurred_at >= ? AND (household_id IS NOT NULL OR kind = 'industry_project_failure')",
         )
         .bind(since)
         .fetch_all(&self.pool)

@@ -13,11 +13,11 @@ use chrono::{DateTime, Datelike, Duration, Utc};
 
 use crate::config::{PolicySettings, RuleSettings};
 use crate::domain::alert::{Action, AlertStatus, HouseholdAlert, Level, RiskType, RuleFinding};
-use crate::domain::ids::{EventId, stable_id};
+use crate::domain::ids::{EventId, RegionCode, stable_id};
 use crate::domain::registry::{Household, HouseholdIdx, HouseholdStatus, MonitoringType, Registry};
 use crate::domain::task::{ScreeningTask, TaskKind, TaskStatus};
 
-use evaluate::{Evaluation, HouseholdContext, evaluate};
+use evaluate::{Detail, Evaluation, Gathered, HouseholdContext, evaluate_with};
 use facts::RiskEvent;
 
 /// A closed alert, as far as the cool-down needs it.
@@ -47,6 +47,9 @@ struct AlertSlot {
 struct OpenAlert {
     alert: HouseholdAlert,
     task: Option<ScreeningTask>,
+    /// The detail each rule's reason was last formatted from (in memory only: a
+    /// cache that spares formatting an unchanged reason).
+    details: HashMap<&'static str, Detail>,
 }
 
 /// What the stage changed since the last drain.
@@ -65,11 +68,17 @@ pub struct RuleOutputs {
 pub struct HouseholdRules {
     rules: RuleSettings,
     policy: PolicySettings,
-    windows: HashMap<HouseholdIdx, Vec<RiskEvent>>,
-    alerts: HashMap<HouseholdIdx, AlertSlot>,
+    /// Per household (by registry index): its risk events, in (time, id) order.
+    windows: Vec<Vec<RiskEvent>>,
+    /// Per household: its alerts, once it has had one.
+    alerts: Vec<Option<Box<AlertSlot>>>,
     dirty: BTreeSet<HouseholdIdx>,
     dirty_tasks: BTreeSet<HouseholdIdx>,
     suppressed: u64,
+    /// Scratch space of the evaluations.
+    scratch: Gathered,
+    /// Monitoring lines by (village, year): looked up once, not per evaluation.
+    lines: HashMap<(RegionCode, i32), f64>,
 }
 
 impl HouseholdRules {
@@ -78,11 +87,13 @@ impl HouseholdRules {
         HouseholdRules {
             rules,
             policy,
-            windows: HashMap::new(),
-            alerts: HashMap::new(),
+            windows: Vec::new(),
+            alerts: Vec::new(),
             dirty: BTreeSet::new(),
             dirty_tasks: BTreeSet::new(),
             suppressed: 0,
+            scratch: Gathered::default(),
+            lines: HashMap::new(),
         }
     }
 
@@ -93,7 +104,7 @@ impl HouseholdRules {
     /// Adds an event to a household's window without judging it (state rebuilt
     /// from the store). Returns false if the event was already there.
     pub fn restore_event(&mut self, household: HouseholdIdx, event: RiskEvent) -> bool {
-        self.insert(household, event).is_some()
+        self.insert(household, event)
     }
 
     /// Restores an open alert (and its task) read back from the store.
@@ -104,9 +115,13 @@ impl HouseholdRules {
         task: Option<ScreeningTask>,
         episode: u32,
     ) {
-        let slot = self.alerts.entry(household).or_default();
+        let slot = slot_mut(&mut self.alerts, household);
         slot.episodes = slot.episodes.max(episode + 1);
-        slot.open = Some(OpenAlert { alert, task });
+        slot.open = Some(OpenAlert {
+            alert,
+            task,
+            details: HashMap::new(),
+        });
     }
 
     /// Restores a closed alert read back from the store.
@@ -116,7 +131,7 @@ impl HouseholdRules {
         closed: ClosedAlert,
         episode: u32,
     ) {
-        let slot = self.alerts.entry(household).or_default();
+        let slot = slot_mut(&mut self.alerts, household);
         slot.episodes = slot.episodes.max(episode + 1);
         slot.handled.extend(closed.evidence.iter().cloned());
         slot.closed.push(closed);
@@ -129,7 +144,7 @@ impl HouseholdRules {
         household: HouseholdIdx,
         now: DateTime<Utc>,
     ) -> Option<HouseholdAlert> {
-        let slot = self.alerts.get_mut(&household)?;
+        let slot = self.alerts.get_mut(household as usize)?.as_mut()?;
         let mut open = slot.open.take()?;
         open.alert.status = AlertStatus::Closed;
         open.alert.closed_at = Some(now);
@@ -146,32 +161,47 @@ impl HouseholdRules {
 
     /// The open alert of a household, if any.
     pub fn open_alert(&self, household: HouseholdIdx) -> Option<&HouseholdAlert> {
-        self.alerts
-            .get(&household)
+        self.slot(household)
             .and_then(|slot| slot.open.as_ref())
             .map(|open| &open.alert)
     }
 
-    /// Inserts in (time, id) order; returns the index, or `None` for a duplicate.
-    fn insert(&mut self, household: HouseholdIdx, event: RiskEvent) -> Option<usize> {
+    fn slot(&self, household: HouseholdIdx) -> Option<&AlertSlot> {
+        self.alerts.get(household as usize)?.as_deref()
+    }
+
+    /// Inserts in (time, id) order; false for a duplicate.
+    fn insert(&mut self, household: HouseholdIdx, event: RiskEvent) -> bool {
         let keep = self.lookback() + Duration::days(self.rules.max_lateness_days);
-        let window = self.windows.entry(household).or_default();
-        let key = (event.occurred_at, event.event_id.clone());
-        let position =
-            match window.binary_search_by(|e| (e.occurred_at, &e.event_id).cmp(&(key.0, &key.1))) {
-                Ok(_) => return None,
+        let index = household as usize;
+        if self.windows.len() <= index {
+            self.windows.resize_with(index + 1, Vec::new);
+        }
+        let window = &mut self.windows[index];
+        // Most events arrive in time order: check the end before searching.
+        let position = match window.last() {
+            Some(last)
+                if (last.occurred_at, &last.event_id) < (event.occurred_at, &event.event_id) =>
+            {
+                window.len()
+            }
+            None => 0,
+            Some(_) => match window.binary_search_by(|e| {
+                (e.occurred_at, &e.event_id).cmp(&(event.occurred_at, &event.event_id))
+            }) {
+                Ok(_) => return false,
                 Err(position) => position,
-            };
+            },
+        };
         window.insert(position, event);
         // Prune what no judgement within the lateness bound can reach.
-        let newest = window.last().map(|e| e.occurred_at)?;
-        let cut = window.partition_point(|e| e.occurred_at < newest - keep);
-        if cut > 0 {
-            window.drain(..cut);
+        if let Some(newest) = window.last().map(|e| e.occurred_at) {
+            let cut = window.partition_point(|e| e.occurred_at < newest - keep);
+            if cut > 0 {
+                window.drain(..cut);
+            }
         }
-        window
-            .iter()
-            .position(|e| e.occurred_at == key.0 && e.event_id == key.1)
+        true
     }
 
     /// Adds a household event and judges every window it falls in.
@@ -183,271 +213,72 @@ impl HouseholdRules {
         now: DateTime<Utc>,
     ) {
         let occurred_at = event.occurred_at;
-        if self.insert(household, event).is_none() {
+        if !self.insert(household, event) {
             return;
         }
         let lookback = self.lookback();
-        let Some(window) = self.windows.get(&household) else {
+        let HouseholdRules {
+            rules,
+            policy,
+            windows,
+            alerts,
+            dirty,
+            dirty_tasks,
+            suppressed,
+            scratch,
+            lines,
+        } = self;
+        let Some(window) = windows.get(household as usize) else {
             return;
         };
+        let record = registry.household(household);
         // Judgement points: each distinct event time from this event's up to one
         // window later (later windows do not contain it).
-        let mut points: Vec<DateTime<Utc>> = window
-            .iter()
-            .map(|e| e.occurred_at)
-            .filter(|&t| t >= occurred_at && t < occurred_at + lookback)
-            .collect();
-        points.dedup();
-        let record = registry.household(household);
-        let mut evaluations = Vec::with_capacity(points.len());
-        for point in points {
+        let first = window.partition_point(|e| e.occurred_at < occurred_at);
+        let mut previous = None;
+        for judged in &window[first..] {
+            let point = judged.occurred_at;
+            if point >= occurred_at + lookback {
+                break;
+            }
+            if previous == Some(point) {
+                continue;
+            }
+            previous = Some(point);
             let start = window.partition_point(|e| e.occurred_at <= point - lookback);
             let end = window.partition_point(|e| e.occurred_at <= point);
-            let slice: Vec<&RiskEvent> = window[start..end].iter().collect();
-            let line = self.monitoring_line(record, point);
-            let evaluation = evaluate(
+            let events = &window[start..end];
+            let year = (point + Duration::hours(8)).year();
+            let line = *lines
+                .entry((record.region_code, year))
+                .or_insert_with(|| monitoring_line(policy, record, point));
+            let evaluation = evaluate_with(
+                scratch,
                 HouseholdContext {
                     household: record,
                     monitoring_line: line,
                 },
-                &slice,
-                &self.rules,
+                events,
+                rules,
             );
-            if !evaluation.findings.is_empty() {
-                let times: HashMap<EventId, DateTime<Utc>> = slice
-                    .iter()
-                    .map(|e| (e.event_id.clone(), e.occurred_at))
-                    .collect();
-                evaluations.push((point, line, evaluation, times));
+            if evaluation.findings.is_empty() {
+                continue;
             }
-        }
-        for (point, line, evaluation, times) in evaluations {
-            self.merge(household, record, point, line, evaluation, &times, now);
+            let slot = slot_mut(alerts, household);
+            let merged = merge(slot, record, point, line, evaluation, events, rules, now);
+            *suppressed += merged.suppressed;
+            if merged.alert_changed {
+                dirty.insert(household);
+            }
+            if merged.task_changed {
+                dirty_tasks.insert(household);
+            }
         }
     }
 
+    #[cfg(test)]
     fn monitoring_line(&self, household: &Household, at: DateTime<Utc>) -> f64 {
-        let year = (at + Duration::hours(8)).year();
-        let code = household.region_code.to_string();
-        // The settings check guarantees a national default line; a year before
-        // every configured line falls back to the earliest national one.
-        self.policy
-            .monitoring_line(&code, year)
-            .or_else(|| {
-                self.policy
-                    .monitoring_lines
-                    .iter()
-                    .filter(|l| l.region_prefix.is_empty())
-                    .min_by_key(|l| l.from_year)
-                    .map(|l| l.yuan_per_capita)
-            })
-            .unwrap_or(f64::INFINITY)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn merge(
-        &mut self,
-        idx: HouseholdIdx,
-        household: &Household,
-        point: DateTime<Utc>,
-        line: f64,
-        evaluation: Evaluation,
-        times: &HashMap<EventId, DateTime<Utc>>,
-        now: DateTime<Utc>,
-    ) {
-        let cooldown = Duration::days(self.rules.cooldown_days);
-        let slot = self.alerts.entry(idx).or_default();
-        // Drop findings that rest only on events a visit already handled, and
-        // findings of a risk still cooling down after a closed alert.
-        let mut suppressed = 0;
-        let findings: Vec<_> = evaluation
-            .findings
-            .into_iter()
-            .filter(|f| f.evidence.iter().any(|e| !slot.handled.contains(e)))
-            .filter(|f| {
-                let newest = f.evidence.iter().filter_map(|e| times.get(e)).max();
-                let cooling = f.risk_type.is_some_and(|risk| {
-                    slot.closed.iter().any(|c| {
-                        c.risk_types.contains(&risk)
-                            && f.level <= c.level
-                            && newest.is_some_and(|&t| t <= c.closed_at + cooldown)
-                    })
-                });
-                suppressed += u64::from(cooling);
-                !cooling
-            })
-            .collect();
-        self.suppressed += suppressed;
-        // A combined finding whose companions were all dropped has nothing to add.
-        if findings.iter().all(|f| f.risk_type.is_none()) {
-            return;
-        }
-        let open = slot.open.get_or_insert_with(|| {
-            let episode = slot.episodes;
-            slot.episodes += 1;
-            let alert_id = stable_id(
-                "alert",
-                &[
-                    household.household_id.as_str().as_bytes(),
-                    &episode.to_le_bytes(),
-                ],
-            );
-            OpenAlert {
-                alert: HouseholdAlert {
-                    alert_id,
-                    episode,
-                    judgements: Default::default(),
-                    household_id: household.household_id.clone(),
-                    region_code: household.region_code,
-                    level: Level::Blue,
-                    action: Action::Identify,
-                    proposed_monitoring_type: None,
-                    risk_types: Vec::new(),
-                    hazards: Vec::new(),
-                    rules: Vec::new(),
-                    evidence: Vec::new(),
-                    status: AlertStatus::Open,
-                    household_status: household.status,
-                    per_capita_income_yuan: household.per_capita_income(),
-                    adjusted_per_capita_income_yuan: evaluation.adjusted_per_capita_income,
-                    monitoring_line_yuan: line,
-                    task_id: None,
-                    opened_at: now,
-                    updated_at: now,
-                    closed_at: None,
-                    first_evidence_at: point,
-                    last_evidence_at: point,
-                },
-                task: None,
-            }
-        });
-        let before = open.alert.clone();
-        let alert = &mut open.alert;
-        for finding in findings {
-            let at = (finding.level, point);
-            match alert
-                .rules
-                .iter_mut()
-                .find(|r| r.rule_id == finding.rule_id)
-            {
-                Some(rule) => {
-                    for id in &finding.evidence {
-                        if !rule.evidence.contains(id) {
-                            rule.evidence.push(id.clone());
-                        }
-                    }
-                    rule.evidence.sort();
-                    let kept = alert.judgements.reasons.get(finding.rule_id).copied();
-                    rule.level = rule.level.max(finding.level);
-                    if kept.is_none_or(|kept| at >= kept) {
-                        rule.reason = finding.reason;
-                        alert
-                            .judgements
-                            .reasons
-                            .insert(finding.rule_id.to_string(), at);
-                    }
-                }
-                None => {
-                    let mut evidence = finding.evidence.clone();
-                    evidence.sort();
-                    alert.rules.push(RuleFinding {
-                        rule_id: finding.rule_id.to_string(),
-                        level: finding.level,
-                        risk_type: finding.risk_type,
-                        reason: finding.reason,
-                        evidence,
-                    });
-                    alert
-                        .judgements
-                        .reasons
-                        .insert(finding.rule_id.to_string(), at);
-                }
-            }
-            alert.level = alert.level.max(finding.level);
-            if let Some(risk) = finding.risk_type
-                && !alert.risk_types.contains(&risk)
-            {
-                alert.risk_types.push(risk);
-            }
-            if let Some(hazard) = finding.hazard
-                && !alert.hazards.contains(&hazard)
-            {
-                alert.hazards.push(hazard);
-            }
-            for id in finding.evidence {
-                if !alert.evidence.contains(&id) {
-                    if let Some(&t) = times.get(&id) {
-                        alert.first_evidence_at = alert.first_evidence_at.min(t);
-                        alert.last_evidence_at = alert.last_evidence_at.max(t);
-                    }
-                    alert.evidence.push(id);
-                }
-            }
-        }
-        alert.rules.sort_by(|a, b| a.rule_id.cmp(&b.rule_id));
-        alert.risk_types.sort();
-        alert.hazards.sort();
-        alert.evidence.sort();
-        if alert.judgements.income_at.is_none_or(|at| point >= at) {
-            alert.judgements.income_at = Some(point);
-            alert.adjusted_per_capita_income_yuan = evaluation.adjusted_per_capita_income;
-            alert.monitoring_line_yuan = line;
-        }
-        alert.household_status = household.status;
-        alert.per_capita_income_yuan = household.per_capita_income();
-        let (action, proposed) = action_for(
-            household,
-            alert.adjusted_per_capita_income_yuan,
-            alert.monitoring_line_yuan,
-            self.rules.hardship_income_ratio,
-        );
-        alert.action = action;
-        alert.proposed_monitoring_type = proposed;
-
-        // A task once the level reaches the configured minimum; its priority
-        // follows the alert's level.
-        if alert.level >= self.rules.task_min_level {
-            match &mut open.task {
-                None => {
-                    let task_id = stable_id("task", &[alert.alert_id.as_bytes()]);
-                    alert.task_id = Some(task_id.clone());
-                    open.task = Some(ScreeningTask {
-                        task_id,
-                        kind: TaskKind::from(alert.action),
-                        alert_id: Some(alert.alert_id.clone()),
-                        signal_id: None,
-                        household_id: Some(alert.household_id.clone()),
-                        village_code: alert.region_code,
-                        level: alert.level,
-                        status: TaskStatus::Open,
-                        due_at: now + Duration::days(self.rules.task_due_days),
-                        created_at: now,
-                        updated_at: now,
-                        outcome: None,
-                        outcome_note: None,
-                        assignee: None,
-                    });
-                    self.dirty_tasks.insert(idx);
-                }
-                Some(task) if task.level < alert.level => {
-                    task.level = alert.level;
-                    task.updated_at = now;
-                    self.dirty_tasks.insert(idx);
-                }
-                Some(_) => {}
-            }
-        }
-        if *alert != before {
-            // Only a change users can see moves `updated_at`; a change of where a
-            // part was judged is still written, so a restart resumes it exactly.
-            let mut seen = before;
-            seen.judgements = alert.judgements.clone();
-            let visible = *alert != seen;
-            if visible {
-                alert.updated_at = now;
-            }
-            self.dirty.insert(idx);
-        }
+        monitoring_line(&self.policy, household, at)
     }
 
     /// Takes what changed since the last call.
@@ -459,8 +290,7 @@ impl HouseholdRules {
         let tasks = std::mem::take(&mut self.dirty_tasks)
             .into_iter()
             .filter_map(|idx| {
-                self.alerts
-                    .get(&idx)
+                self.slot(idx)
                     .and_then(|slot| slot.open.as_ref())
                     .and_then(|open| open.task.clone())
             })
@@ -474,8 +304,287 @@ impl HouseholdRules {
 
     /// Households with a window (for memory accounting and tests).
     pub fn household_windows(&self) -> usize {
-        self.windows.len()
+        self.windows.iter().filter(|w| !w.is_empty()).count()
     }
+}
+
+/// The alert slot of a household, created on first use.
+fn slot_mut(alerts: &mut Vec<Option<Box<AlertSlot>>>, household: HouseholdIdx) -> &mut AlertSlot {
+    let index = household as usize;
+    if alerts.len() <= index {
+        alerts.resize_with(index + 1, || None);
+    }
+    alerts[index].get_or_insert_with(Box::default)
+}
+
+/// The monitoring line for a household at a time: its province's (or the national)
+/// line of that year in China Standard Time; before every configured year, the
+/// earliest national line.
+fn monitoring_line(policy: &PolicySettings, household: &Household, at: DateTime<Utc>) -> f64 {
+    let year = (at + Duration::hours(8)).year();
+    let code = household.region_code.to_string();
+    // The settings check guarantees a national default line.
+    policy
+        .monitoring_line(&code, year)
+        .or_else(|| {
+            policy
+                .monitoring_lines
+                .iter()
+                .filter(|l| l.region_prefix.is_empty())
+                .min_by_key(|l| l.from_year)
+                .map(|l| l.yuan_per_capita)
+        })
+        .unwrap_or(f64::INFINITY)
+}
+
+/// What merging one evaluation changed.
+#[derive(Debug, Default)]
+struct Merged {
+    alert_changed: bool,
+    task_changed: bool,
+    suppressed: u64,
+}
+
+/// Folds one evaluation (of the window `events` at `point`) into the household's
+/// open alert, opening one if needed, and opens or raises its task.
+#[allow(clippy::too_many_arguments)]
+fn merge(
+    slot: &mut AlertSlot,
+    household: &Household,
+    point: DateTime<Utc>,
+    line: f64,
+    evaluation: Evaluation,
+    events: &[RiskEvent],
+    rules: &RuleSettings,
+    now: DateTime<Utc>,
+) -> Merged {
+    let cooldown = Duration::days(rules.cooldown_days);
+    let mut merged = Merged::default();
+    // Drop findings that rest only on events a visit already handled, and findings
+    // of a risk still cooling down after a closed alert.
+    let mut findings = evaluation.findings;
+    if !slot.closed.is_empty() {
+        findings.retain(|f| {
+            let fresh = f
+                .evidence
+                .iter()
+                .any(|&i| !slot.handled.contains(&events[i as usize].event_id));
+            if !fresh {
+                return false;
+            }
+            let newest = f.evidence.last().map(|&i| events[i as usize].occurred_at);
+            let cooling = f.risk_type.is_some_and(|risk| {
+                slot.closed.iter().any(|c| {
+                    c.risk_types.contains(&risk)
+                        && f.level <= c.level
+                        && newest.is_some_and(|t| t <= c.closed_at + cooldown)
+                })
+            });
+            merged.suppressed += u64::from(cooling);
+            !cooling
+        });
+    }
+    // A combined finding whose companions were all dropped has nothing to add.
+    if findings.iter().all(|f| f.risk_type.is_none()) {
+        return merged;
+    }
+    let open = slot.open.get_or_insert_with(|| {
+        let episode = slot.episodes;
+        slot.episodes += 1;
+        let alert_id = stable_id(
+            "alert",
+            &[
+                household.household_id.as_str().as_bytes(),
+                &episode.to_le_bytes(),
+            ],
+        );
+        OpenAlert {
+            alert: HouseholdAlert {
+                alert_id,
+                episode,
+                judgements: Default::default(),
+                household_id: household.household_id.clone(),
+                region_code: household.region_code,
+                level: Level::Blue,
+                action: Action::Identify,
+                proposed_monitoring_type: None,
+                risk_types: Vec::new(),
+                hazards: Vec::new(),
+                rules: Vec::new(),
+                evidence: Vec::new(),
+                status: AlertStatus::Open,
+                household_status: household.status,
+                per_capita_income_yuan: household.per_capita_income(),
+                adjusted_per_capita_income_yuan: evaluation.adjusted_per_capita_income,
+                monitoring_line_yuan: line,
+                task_id: None,
+                opened_at: now,
+                updated_at: now,
+                closed_at: None,
+                first_evidence_at: point,
+                last_evidence_at: point,
+            },
+            task: None,
+            details: HashMap::new(),
+        }
+    });
+    let alert = &mut open.alert;
+    let mut visible = false;
+    for finding in findings {
+        let at = (finding.level, point);
+        let position = alert
+            .rules
+            .binary_search_by(|r| r.rule_id.as_str().cmp(finding.rule_id));
+        let rule = match position {
+            Ok(i) => &mut alert.rules[i],
+            Err(i) => {
+                alert.rules.insert(
+                    i,
+                    RuleFinding {
+                        rule_id: finding.rule_id.to_string(),
+                        level: finding.level,
+                        risk_type: finding.risk_type,
+                        reason: String::new(),
+                        evidence: Vec::new(),
+                    },
+                );
+                visible = true;
+                &mut alert.rules[i]
+            }
+        };
+        if finding.level > rule.level {
+            rule.level = finding.level;
+            visible = true;
+        }
+        for &i in &finding.evidence {
+            let id = &events[i as usize].event_id;
+            if let Err(at) = rule.evidence.binary_search(id) {
+                rule.evidence.insert(at, id.clone());
+                visible = true;
+            }
+        }
+        // The reason kept is the one judged at the highest (level, time), so it
+        // does not depend on the order evaluations ran in.
+        let kept = alert.judgements.reasons.get(finding.rule_id).copied();
+        if kept.is_none_or(|kept| at >= kept) {
+            if kept != Some(at) {
+                alert
+                    .judgements
+                    .reasons
+                    .insert(finding.rule_id.to_string(), at);
+                merged.alert_changed = true;
+            }
+            if rule.reason.is_empty() || open.details.get(finding.rule_id) != Some(&finding.detail)
+            {
+                let reason = finding.detail.reason();
+                if reason != rule.reason {
+                    rule.reason = reason;
+                    visible = true;
+                }
+                open.details.insert(finding.rule_id, finding.detail);
+            }
+        }
+        if finding.level > alert.level {
+            alert.level = finding.level;
+            visible = true;
+        }
+        if let Some(risk) = finding.risk_type
+            && let Err(at) = alert.risk_types.binary_search(&risk)
+        {
+            alert.risk_types.insert(at, risk);
+            visible = true;
+        }
+        if let Some(hazard) = finding.hazard
+            && let Err(at) = alert.hazards.binary_search(&hazard)
+        {
+            alert.hazards.insert(at, hazard);
+            visible = true;
+        }
+        for &i in &finding.evidence {
+            let event = &events[i as usize];
+            if let Err(at) = alert.evidence.binary_search(&event.event_id) {
+                alert.evidence.insert(at, event.event_id.clone());
+                alert.first_evidence_at = alert.first_evidence_at.min(event.occurred_at);
+                alert.last_evidence_at = alert.last_evidence_at.max(event.occurred_at);
+                visible = true;
+            }
+        }
+    }
+    if alert.judgements.income_at.is_none_or(|at| point >= at) {
+        if alert.judgements.income_at != Some(point) {
+            alert.judgements.income_at = Some(point);
+            merged.alert_changed = true;
+        }
+        if alert.adjusted_per_capita_income_yuan != evaluation.adjusted_per_capita_income
+            || alert.monitoring_line_yuan != line
+        {
+            alert.adjusted_per_capita_income_yuan = evaluation.adjusted_per_capita_income;
+            alert.monitoring_line_yuan = line;
+            visible = true;
+        }
+    }
+    let (action, proposed) = action_for(
+        household,
+        alert.adjusted_per_capita_income_yuan,
+        alert.monitoring_line_yuan,
+        rules.hardship_income_ratio,
+    );
+    if (action, proposed, household.status)
+        != (
+            alert.action,
+            alert.proposed_monitoring_type,
+            alert.household_status,
+        )
+        || household.per_capita_income() != alert.per_capita_income_yuan
+    {
+        alert.action = action;
+        alert.proposed_monitoring_type = proposed;
+        alert.household_status = household.status;
+        alert.per_capita_income_yuan = household.per_capita_income();
+        visible = true;
+    }
+
+    // A task once the level reaches the configured minimum; its priority follows
+    // the alert's level.
+    if alert.level >= rules.task_min_level {
+        match &mut open.task {
+            None => {
+                let task_id = stable_id("task", &[alert.alert_id.as_bytes()]);
+                alert.task_id = Some(task_id.clone());
+                open.task = Some(ScreeningTask {
+                    task_id,
+                    kind: TaskKind::from(alert.action),
+                    alert_id: Some(alert.alert_id.clone()),
+                    signal_id: None,
+                    household_id: Some(alert.household_id.clone()),
+                    village_code: alert.region_code,
+                    level: alert.level,
+                    status: TaskStatus::Open,
+                    due_at: now + Duration::days(rules.task_due_days),
+                    created_at: now,
+                    updated_at: now,
+                    outcome: None,
+                    outcome_note: None,
+                    assignee: None,
+                });
+                merged.task_changed = true;
+                visible = true;
+            }
+            Some(task) if task.level < alert.level => {
+                task.level = alert.level;
+                task.updated_at = now;
+                merged.task_changed = true;
+            }
+            Some(_) => {}
+        }
+    }
+    // Only a change users can see moves `updated_at`; a change of where a part was
+    // judged is still written, so a restart resumes it exactly.
+    if visible {
+        alert.updated_at = now;
+        merged.alert_changed = true;
+    }
+    merged
 }
 
 /// The action a household's status calls for, and for `identify` the category it

@@ -3,6 +3,7 @@
 
 use chrono::TimeZone;
 
+use super::evaluate::evaluate;
 use super::evaluate::rule_ids::*;
 use super::facts::Fact;
 use super::*;
@@ -58,13 +59,12 @@ fn medical(id: &str, d: i64, out_of_pocket: f64) -> RiskEvent {
 /// The rule ids and the overall level of judging `events` for `household`.
 fn judge(household: &Household, events: &[RiskEvent]) -> (Vec<&'static str>, Option<Level>) {
     let settings = settings();
-    let refs: Vec<&RiskEvent> = events.iter().collect();
     let evaluation = evaluate(
         HouseholdContext {
             household,
             monitoring_line: 8300.0,
         },
-        &refs,
+        events,
         &settings.rules,
     );
     let level = evaluation.level();
@@ -136,13 +136,12 @@ fn medical_out_of_pocket_relative_to_income() {
     let h = household(HouseholdStatus::Lifted, 1, 60_000.0);
     for (oop, fires) in [(29_999.0, false), (30_000.0, true)] {
         let events = [medical("M1", 0, oop)];
-        let refs: Vec<&RiskEvent> = events.iter().collect();
         let evaluation = evaluate(
             HouseholdContext {
                 household: &h,
                 monitoring_line: 8300.0,
             },
-            &refs,
+            &events,
             &settings.rules,
         );
         assert_eq!(
@@ -168,13 +167,12 @@ fn accident_cost_is_accident_risk() {
             accident: true,
         },
     )];
-    let refs: Vec<&RiskEvent> = events.iter().collect();
     let evaluation = evaluate(
         HouseholdContext {
             household: &h,
             monitoring_line: 8300.0,
         },
-        &refs,
+        &events,
         &settings().rules,
     );
     assert_eq!(evaluation.findings[0].risk_type, Some(RiskType::Accident));
