@@ -8,6 +8,7 @@
 
 pub mod core;
 pub mod decode;
+pub mod detect;
 pub mod resolve;
 pub mod rules;
 pub mod sinks;

@@ -627,7 +627,7 @@ fn digamma_trigamma_shift(theta: f64, y: f64) -> (f64, f64) {
 
 /// ψ(x) for x > 0: recurrence up to x ≥ 20, then the asymptotic series to x⁻¹⁰
 /// (truncation error below 1e-17).
-pub(crate) fn digamma(mut x: f64) -> f64 {
+fn digamma(mut x: f64) -> f64 {
     let mut acc = 0.0;
     while x < 20.0 {
         acc -= 1.0 / x;
@@ -643,7 +643,7 @@ pub(crate) fn digamma(mut x: f64) -> f64 {
 
 /// ψ'(x) for x > 0: recurrence up to x ≥ 20, then the asymptotic series to x⁻⁹
 /// (truncation error below 1e-15 relative).
-pub(crate) fn trigamma(mut x: f64) -> f64 {
+fn trigamma(mut x: f64) -> f64 {
     let mut acc = 0.0;
     while x < 20.0 {
         acc += 1.0 / (x * x);
