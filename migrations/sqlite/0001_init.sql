@@ -1,5 +1,5 @@
 -- yujing store, SQLite. Times: events use integer milliseconds since the epoch (compact,
--- sortable); everything users read uses RFC 3339 text. Resident IDs never appear in
+-- sortable); other times are RFC 3339 text as sqlx writes it. Resident IDs never appear in
 -- clear: members and events hold the HMAC pseudonym and the masked form only.
 
 CREATE TABLE regions (
@@ -128,6 +128,18 @@ CREATE TABLE counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+
+-- Outputs waiting for Kafka: written in the batch's transaction, published by the
+-- relay with deterministic ids (at least once), then marked sent.
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    message_key TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    sent_at TEXT
+);
+CREATE INDEX outbox_pending ON outbox (id) WHERE sent_at IS NULL;
 
 -- Who changed what (谁修改谁负责).
 CREATE TABLE audit_log (

@@ -301,7 +301,7 @@ pub async fn export(
             app.store
                 .export_dead_letters(&mut |letter| {
                     count += 1;
-                    write_line(out, &letter)
+                    write_line(out, &letter.to_document())
                 })
                 .await?
         }

@@ -127,6 +127,32 @@ pub fn mask_text(text: &str) -> String {
     String::from_utf8(bytes).unwrap_or_else(|_| text.to_string())
 }
 
+impl DeadLetter {
+    /// The exported document (`schemas/outputs/dead_letter.json`): what
+    /// `yujing export dead-letters` prints and what `yujing.dead-letters` carries.
+    pub fn to_document(&self) -> serde_json::Value {
+        use base64::Engine;
+        serde_json::json!({
+            "dead_letter_id": self.dead_letter_id,
+            "origin": self.origin,
+            "stage": self.rejection.stage.as_str(),
+            "rule": self.rejection.rule,
+            "field": self.rejection.field,
+            "reason": self.rejection.reason,
+            "raw_base64": base64::engine::general_purpose::STANDARD.encode(&self.raw),
+            "raw_utf8": std::str::from_utf8(&self.raw).ok(),
+            "raw_truncated": self.raw_truncated,
+            "raw_bytes": self.raw_bytes,
+            "event_id": self.salvage.event_id,
+            "source": self.salvage.source,
+            "kind": self.salvage.kind,
+            "received_at": self
+                .received_at
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        })
+    }
+}
+
 /// Masks, in place, every run of 17 ASCII digits followed by a digit or `X`/`x`
 /// that is not part of a longer run of digits: the shape of a resident ID, valid
 /// or not. Digits 7–14 become `*`, so lengths and offsets are unchanged.

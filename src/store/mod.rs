@@ -4,6 +4,8 @@
 //! positions that produced them commit in one transaction. Errors say whether a
 //! retry can help ([`StoreError::is_transient`]).
 
+pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -13,6 +15,7 @@ use serde::Serialize;
 
 use crate::config::StoreSettings;
 use crate::domain::alert::HouseholdAlert;
+use crate::domain::dead_letter::DeadLetter;
 use crate::domain::ids::{HouseholdId, PersonKey};
 use crate::domain::registry::{Household, Member, Region};
 use crate::domain::task::ScreeningTask;
@@ -148,52 +151,119 @@ pub struct EvidenceItem {
     pub person_masked: Option<String>,
 }
 
-/// A dead letter as exported (`schemas/outputs/dead_letter.json`).
-pub type DeadLetterDoc = serde_json::Value;
+/// Kafka topics the outbox writes to (none: no outbox rows are written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxTopics {
+    /// Alert snapshots, keyed by household id.
+    pub household_alerts: String,
+    /// Task snapshots, keyed by village code.
+    pub screening_tasks: String,
+    /// Regional signals, keyed by region code.
+    pub regional_signals: String,
+    /// Dead letters, keyed by dead-letter id.
+    pub dead_letters: String,
+}
+
+/// One message waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// Row id (publication order).
+    pub id: i64,
+    /// Topic.
+    pub topic: String,
+    /// Message key.
+    pub key: String,
+    /// JSON document.
+    pub payload: String,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
+}
+
+/// Calls the same method on whichever backend.
+macro_rules! dispatch {
+    ($self:expr, $store:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($store) => $call,
+            Backend::Postgres($store) => $call,
+        }
+    };
+}
 
 /// The store, whichever backend.
 #[derive(Debug, Clone)]
-pub enum Store {
-    /// The embedded default.
-    Sqlite(sqlite::SqliteStore),
+pub struct Store {
+    backend: Backend,
+    outbox: Option<std::sync::Arc<OutboxTopics>>,
 }
 
 impl Store {
-    /// Opens (creating if needed) and migrates the store at `url`.
+    /// Opens (creating if needed) and migrates the store at `url`:
+    /// `sqlite://PATH` or `postgres://...`.
     pub async fn connect(url: &str, settings: &StoreSettings) -> Result<Store, StoreError> {
-        if url.starts_with("sqlite:") {
-            Ok(Store::Sqlite(
-                sqlite::SqliteStore::connect(url, settings).await?,
-            ))
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite(sqlite::SqliteStore::connect(url, settings).await?)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres(postgres::PgStore::connect(url, settings).await?)
         } else {
-            Err(StoreError::UnsupportedUrl(redact_url(url)))
+            return Err(StoreError::UnsupportedUrl(redact_url(url)));
+        };
+        Ok(Store {
+            backend,
+            outbox: None,
+        })
+    }
+
+    /// The same store, writing outbox rows for `topics` with every batch.
+    pub fn with_outbox(mut self, topics: OutboxTopics) -> Store {
+        self.outbox = Some(std::sync::Arc::new(topics));
+        self
+    }
+
+    /// Whether batches write outbox rows.
+    pub fn outbox_topics(&self) -> Option<&OutboxTopics> {
+        self.outbox.as_deref()
+    }
+
+    /// The backend's name, for logs and metrics.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
         }
     }
 
-    /// Commits a batch's results and the positions that produced them, atomically.
+    /// Commits a batch's results, its outbox rows and the positions that produced
+    /// them, atomically.
     pub async fn commit_batch(
         &self,
         batch: &BatchOutput,
         positions: &[SourcePosition],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(store) => store.commit_batch(batch, positions, now).await,
-        }
+        let outbox = self.outbox.as_deref();
+        dispatch!(self, store => store.commit_batch(batch, positions, outbox, now).await)
     }
 
     /// The stored position of an input.
     pub async fn position(&self, source_key: &str) -> Result<Option<SourcePosition>, StoreError> {
-        match self {
-            Store::Sqlite(store) => store.position(source_key).await,
-        }
+        dispatch!(self, store => store.position(source_key).await)
+    }
+
+    /// Every stored position whose key starts with `prefix`.
+    pub async fn positions_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<SourcePosition>, StoreError> {
+        dispatch!(self, store => store.positions_with_prefix(prefix).await)
     }
 
     /// Inserts or updates regions.
     pub async fn upsert_regions(&self, regions: &[Region]) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(store) => store.upsert_regions(regions).await,
-        }
+        dispatch!(self, store => store.upsert_regions(regions).await)
     }
 
     /// Inserts or updates households.
@@ -202,9 +272,7 @@ impl Store {
         households: &[Household],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(store) => store.upsert_households(households, now).await,
-        }
+        dispatch!(self, store => store.upsert_households(households, now).await)
     }
 
     /// Inserts or updates members.
@@ -213,16 +281,12 @@ impl Store {
         members: &[Member],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(store) => store.upsert_members(members, now).await,
-        }
+        dispatch!(self, store => store.upsert_members(members, now).await)
     }
 
     /// Reads the registry.
     pub async fn load_registry(&self) -> Result<StoredRegistry, StoreError> {
-        match self {
-            Store::Sqlite(store) => store.load_registry().await,
-        }
+        dispatch!(self, store => store.load_registry().await)
     }
 
     /// Reads the pipeline state: seen ids, household events since `events_since`,
@@ -232,67 +296,75 @@ impl Store {
         events_since: Option<DateTime<Utc>>,
         closed_since: DateTime<Utc>,
     ) -> Result<StoredState, StoreError> {
-        match self {
-            Store::Sqlite(store) => store.load_state(events_since, closed_since).await,
-        }
+        dispatch!(self, store => store.load_state(events_since, closed_since).await)
     }
 
     /// The latest event time stored, if any.
     pub async fn latest_event_time(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        match self {
-            Store::Sqlite(store) => store.latest_event_time().await,
-        }
+        dispatch!(self, store => store.latest_event_time().await)
     }
 
     /// The report figures.
     pub async fn report(&self) -> Result<Report, StoreError> {
-        match self {
-            Store::Sqlite(store) => store.report().await,
-        }
-    }
-
-    /// Every alert, as exported.
-    pub async fn export_alerts(
-        &self,
-        each: &mut (dyn FnMut(HouseholdAlert) -> std::io::Result<()> + Send),
-    ) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(store) => store.export_alerts(each).await,
-        }
-    }
-
-    /// Every task, as exported.
-    pub async fn export_tasks(
-        &self,
-        each: &mut (dyn FnMut(ScreeningTask) -> std::io::Result<()> + Send),
-    ) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(store) => store.export_tasks(each).await,
-        }
-    }
-
-    /// Every dead letter, as exported.
-    pub async fn export_dead_letters(
-        &self,
-        each: &mut (dyn FnMut(DeadLetterDoc) -> std::io::Result<()> + Send),
-    ) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(store) => store.export_dead_letters(each).await,
-        }
+        dispatch!(self, store => store.report().await)
     }
 
     /// For display: each event's kind and masked person (if a person event).
     pub async fn evidence(&self, event_ids: &[String]) -> Result<Vec<EvidenceItem>, StoreError> {
-        match self {
-            Store::Sqlite(store) => store.evidence(event_ids).await,
-        }
+        dispatch!(self, store => store.evidence(event_ids).await)
+    }
+
+    /// Every alert, in household order.
+    pub async fn export_alerts(
+        &self,
+        each: &mut (dyn FnMut(HouseholdAlert) -> std::io::Result<()> + Send),
+    ) -> Result<(), StoreError> {
+        dispatch!(self, store => store.export_alerts(each).await)
+    }
+
+    /// Every task.
+    pub async fn export_tasks(
+        &self,
+        each: &mut (dyn FnMut(ScreeningTask) -> std::io::Result<()> + Send),
+    ) -> Result<(), StoreError> {
+        dispatch!(self, store => store.export_tasks(each).await)
+    }
+
+    /// Every dead letter.
+    pub async fn export_dead_letters(
+        &self,
+        each: &mut (dyn FnMut(DeadLetter) -> std::io::Result<()> + Send),
+    ) -> Result<(), StoreError> {
+        dispatch!(self, store => store.export_dead_letters(each).await)
+    }
+
+    /// Up to `limit` unsent outbox rows, oldest first.
+    pub async fn outbox_pending(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        dispatch!(self, store => store.outbox_pending(limit).await)
+    }
+
+    /// Marks outbox rows as published.
+    pub async fn outbox_mark_sent(
+        &self,
+        ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, store => store.outbox_mark_sent(ids, now).await)
+    }
+
+    /// Unsent outbox rows.
+    pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
+        dispatch!(self, store => store.outbox_backlog().await)
+    }
+
+    /// Deletes rows published before `sent_before`; returns how many.
+    pub async fn outbox_purge(&self, sent_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        dispatch!(self, store => store.outbox_purge(sent_before).await)
     }
 
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
-        match self {
-            Store::Sqlite(store) => store.close().await,
-        }
+        dispatch!(self, store => store.close().await)
     }
 }
 

@@ -192,7 +192,7 @@ async fn bad_lines_become_dead_letters_and_the_rest_is_processed() {
     let mut letters = Vec::new();
     app.store
         .export_dead_letters(&mut |letter| {
-            letters.push(letter);
+            letters.push(letter.to_document());
             Ok(())
         })
         .await

@@ -1,0 +1,781 @@
+//! The store's SQL, written once and expanded for each backend by `sql_store!`:
+//! SQLite and PostgreSQL accept the same statements here (`$n` placeholders,
+//! `ON CONFLICT`, multi-row `VALUES`), and sqlx maps the Rust types to each
+//! backend's column types. One transaction per batch: events, dead letters, alert
+//! and task snapshots, counters, outbox rows and source positions together.
+
+/// Rows per multi-row INSERT (14 columns × 500 stays below SQLite's 32 766 and
+/// PostgreSQL's 65 535 bound parameters).
+pub const ROWS_PER_INSERT: usize = 500;
+
+use chrono::{DateTime, Utc};
+
+use super::StoreError;
+
+pub(super) fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+pub(super) fn millis_to_time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| corrupt(format!("time {ms} ms")))
+}
+
+/// Expands the store for one backend: `$store` (struct name), `$db` (sqlx database),
+/// `$row` (its row type).
+macro_rules! sql_store {
+    ($store:ident, $db:ty, $row:ty) => {
+        mod queries {
+        use std::collections::BTreeMap;
+
+        use chrono::{DateTime, NaiveDate, Utc};
+        use futures::TryStreamExt;
+        use sqlx::{QueryBuilder, Row};
+
+        use $crate::domain::alert::{HouseholdAlert, Level};
+        use $crate::domain::dead_letter::{DeadLetter, Rejection, Salvage, Stage};
+        use $crate::domain::event::{Kind, Payload};
+        use $crate::domain::ids::{
+            EventId, HouseholdId, MaskedId, PersonKey, RegionCode, RegionLevel,
+        };
+        use $crate::domain::registry::{
+            Household, HouseholdStatus, Member, MonitoringType, Region,
+        };
+        use $crate::domain::task::{Outcome, ScreeningTask, TaskKind, TaskStatus};
+        use $crate::pipeline::core::{BatchOutput, RestoredEvent};
+        use $crate::pipeline::rules::ClosedAlert;
+        use $crate::store::sql::{ROWS_PER_INSERT, corrupt, millis_to_time};
+        use $crate::store::{
+            EvidenceItem, OutboxRow, OutboxTopics, Report, SourcePosition, StoreError,
+            StoredRegistry, StoredState,
+        };
+
+        use super::$store;
+
+        impl $store {
+            /// See [`crate::store::Store::commit_batch`].
+            pub async fn commit_batch(
+                &self,
+                batch: &BatchOutput,
+                positions: &[SourcePosition],
+                outbox: Option<&OutboxTopics>,
+                now: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let processed_at = now.timestamp_millis();
+                for chunk in batch.events.chunks(ROWS_PER_INSERT) {
+                    let mut insert: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO events (event_id, source, kind, occurred_at, reported_at, \
+                         person_key, person_masked, household_id, region_code, match, payload, origin, processed_at) ",
+                    );
+                    insert.push_values(chunk, |mut row, event| {
+                        row.push_bind(event.event_id.as_str())
+                            .push_bind(event.source.as_str())
+                            .push_bind(event.kind.as_str())
+                            .push_bind(event.occurred_at.timestamp_millis())
+                            .push_bind(event.reported_at.timestamp_millis())
+                            .push_bind(event.person_key.map(|k| k.0.to_vec()))
+                            .push_bind(event.person_masked.as_ref().map(MaskedId::as_str))
+                            .push_bind(event.household_id.as_ref().map(HouseholdId::as_str))
+                            .push_bind(event.region_code.map(|c| c.to_string()))
+                            .push_bind(event.matched.as_str())
+                            .push_bind(event.payload_json.as_str())
+                            .push_bind(event.origin.locator())
+                            .push_bind(processed_at);
+                    });
+                    insert.push(" ON CONFLICT (event_id) DO NOTHING");
+                    insert.build().execute(&mut *tx).await?;
+                }
+                for chunk in batch.dead_letters.chunks(ROWS_PER_INSERT) {
+                    let mut insert: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO dead_letters (dead_letter_id, origin, stage, rule, field, reason, \
+                         raw, raw_truncated, raw_bytes, event_id, source, kind, received_at) ",
+                    );
+                    insert.push_values(chunk, |mut row, letter| {
+                        row.push_bind(letter.dead_letter_id.as_str())
+                            .push_bind(
+                                serde_json::to_string(&letter.origin)
+                                    .unwrap_or_else(|_| letter.origin.locator()),
+                            )
+                            .push_bind(letter.rejection.stage.as_str())
+                            .push_bind(letter.rejection.rule.as_str())
+                            .push_bind(letter.rejection.field.as_deref())
+                            .push_bind(letter.rejection.reason.as_str())
+                            .push_bind(letter.raw.as_slice())
+                            .push_bind(letter.raw_truncated)
+                            .push_bind(letter.raw_bytes as i64)
+                            .push_bind(letter.salvage.event_id.as_deref())
+                            .push_bind(letter.salvage.source.as_deref())
+                            .push_bind(letter.salvage.kind.as_deref())
+                            .push_bind(letter.received_at);
+                    });
+                    insert.push(" ON CONFLICT (dead_letter_id) DO NOTHING");
+                    insert.build().execute(&mut *tx).await?;
+                }
+                let mut documents = Vec::with_capacity(batch.alerts.len());
+                for alert in &batch.alerts {
+                    documents.push((
+                        serde_json::to_string(alert).map_err(corrupt)?,
+                        serde_json::to_string(&alert.judgements).map_err(corrupt)?,
+                    ));
+                }
+                for (alerts, documents) in batch
+                    .alerts
+                    .chunks(ROWS_PER_INSERT)
+                    .zip(documents.chunks(ROWS_PER_INSERT))
+                {
+                    let mut upsert: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO alerts (alert_id, household_id, region_code, episode, level, action, status, \
+                         opened_at, updated_at, closed_at, doc, judgements) ",
+                    );
+                    upsert.push_values(alerts.iter().zip(documents), |mut row, (alert, (doc, judgements))| {
+                        row.push_bind(alert.alert_id.as_str())
+                            .push_bind(alert.household_id.as_str())
+                            .push_bind(alert.region_code.to_string())
+                            .push_bind(i64::from(alert.episode))
+                            .push_bind(alert.level.as_str())
+                            .push_bind(alert.action.as_str())
+                            .push_bind(alert.status.as_str())
+                            .push_bind(alert.opened_at)
+                            .push_bind(alert.updated_at)
+                            .push_bind(alert.closed_at)
+                            .push_bind(doc.as_str())
+                            .push_bind(judgements.as_str());
+                    });
+                    // An alert a user closed meanwhile stays closed.
+                    upsert.push(
+                        " ON CONFLICT (alert_id) DO UPDATE SET level = excluded.level, action = excluded.action, \
+                         updated_at = excluded.updated_at, doc = excluded.doc, judgements = excluded.judgements \
+                         WHERE alerts.status = 'open'",
+                    );
+                    upsert.build().execute(&mut *tx).await?;
+                }
+                for chunk in batch.tasks.chunks(ROWS_PER_INSERT) {
+                    let mut upsert: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO tasks (task_id, kind, alert_id, signal_id, household_id, village_code, level, \
+                         status, due_at, created_at, updated_at, outcome, outcome_note, assignee) ",
+                    );
+                    upsert.push_values(chunk, |mut row, task| {
+                        row.push_bind(task.task_id.as_str())
+                            .push_bind(task.kind.as_str())
+                            .push_bind(task.alert_id.as_deref())
+                            .push_bind(task.signal_id.as_deref())
+                            .push_bind(task.household_id.as_ref().map(HouseholdId::as_str))
+                            .push_bind(task.village_code.to_string())
+                            .push_bind(task.level.as_str())
+                            .push_bind(task.status.as_str())
+                            .push_bind(task.due_at)
+                            .push_bind(task.created_at)
+                            .push_bind(task.updated_at)
+                            .push_bind(task.outcome.map(Outcome::as_str))
+                            .push_bind(task.outcome_note.as_deref())
+                            .push_bind(task.assignee.as_deref());
+                    });
+                    // The pipeline only raises a task's level; its lifecycle belongs to users.
+                    upsert.push(
+                        " ON CONFLICT (task_id) DO UPDATE SET level = excluded.level, updated_at = excluded.updated_at",
+                    );
+                    upsert.build().execute(&mut *tx).await?;
+                }
+                if let Some(topics) = outbox {
+                    let mut rows: Vec<(&str, String, String)> = Vec::new();
+                    for (alert, (doc, _)) in batch.alerts.iter().zip(&documents) {
+                        rows.push((
+                            topics.household_alerts.as_str(),
+                            alert.household_id.to_string(),
+                            doc.clone(),
+                        ));
+                    }
+                    for task in &batch.tasks {
+                        rows.push((
+                            topics.screening_tasks.as_str(),
+                            task.village_code.to_string(),
+                            serde_json::to_string(task).map_err(corrupt)?,
+                        ));
+                    }
+                    for letter in &batch.dead_letters {
+                        rows.push((
+                            topics.dead_letters.as_str(),
+                            letter.dead_letter_id.clone(),
+                            letter.to_document().to_string(),
+                        ));
+                    }
+                    for chunk in rows.chunks(ROWS_PER_INSERT) {
+                        let mut insert: QueryBuilder<$db> = QueryBuilder::new(
+                            "INSERT INTO outbox (topic, message_key, payload, created_at) ",
+                        );
+                        insert.push_values(chunk, |mut row, (topic, key, payload)| {
+                            row.push_bind(*topic)
+                                .push_bind(key.as_str())
+                                .push_bind(payload.as_str())
+                                .push_bind(now);
+                        });
+                        insert.build().execute(&mut *tx).await?;
+                    }
+                }
+                let counts = batch.counts;
+                for (name, value) in [
+                    ("records", counts.records),
+                    ("accepted", counts.accepted),
+                    ("duplicates", counts.duplicates),
+                    ("dead_letters", counts.dead_letters),
+                    ("unmatched", counts.unmatched),
+                    ("suppressed", counts.suppressed),
+                ] {
+                    if value > 0 {
+                        sqlx::query(
+                            "INSERT INTO counters (name, value) VALUES ($1, $2) \
+                             ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
+                        )
+                        .bind(name)
+                        .bind(value as i64)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                for position in positions {
+                    sqlx::query(
+                        "INSERT INTO source_positions (source_key, position, line, fingerprint, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source_key) DO UPDATE SET \
+                         position = excluded.position, line = excluded.line, \
+                         fingerprint = excluded.fingerprint, updated_at = excluded.updated_at",
+                    )
+                    .bind(&position.source_key)
+                    .bind(position.position as i64)
+                    .bind(position.line as i64)
+                    .bind(position.fingerprint.as_deref())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            /// See [`crate::store::Store::position`].
+            pub async fn position(
+                &self,
+                source_key: &str,
+            ) -> Result<Option<SourcePosition>, StoreError> {
+                let row = sqlx::query(
+                    "SELECT position, line, fingerprint FROM source_positions WHERE source_key = $1",
+                )
+                .bind(source_key)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|row| SourcePosition {
+                    source_key: source_key.to_string(),
+                    position: row.get::<i64, _>(0) as u64,
+                    line: row.get::<i64, _>(1) as u64,
+                    fingerprint: row.get(2),
+                }))
+            }
+
+            /// See [`crate::store::Store::positions_with_prefix`].
+            pub async fn positions_with_prefix(
+                &self,
+                prefix: &str,
+            ) -> Result<Vec<SourcePosition>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT source_key, position, line, fingerprint FROM source_positions \
+                     WHERE source_key LIKE $1",
+                )
+                .bind(format!("{prefix}%"))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| SourcePosition {
+                        source_key: row.get(0),
+                        position: row.get::<i64, _>(1) as u64,
+                        line: row.get::<i64, _>(2) as u64,
+                        fingerprint: row.get(3),
+                    })
+                    .collect())
+            }
+
+            /// See [`crate::store::Store::upsert_regions`].
+            pub async fn upsert_regions(&self, regions: &[Region]) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                for chunk in regions.chunks(ROWS_PER_INSERT) {
+                    let mut insert: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO regions (code, name, level, parent, longitude, latitude) ",
+                    );
+                    insert.push_values(chunk, |mut row, region| {
+                        row.push_bind(region.code.to_string())
+                            .push_bind(region.name.as_str())
+                            .push_bind(region.level.as_str())
+                            .push_bind(region.parent.map(|p| p.to_string()))
+                            .push_bind(region.longitude)
+                            .push_bind(region.latitude);
+                    });
+                    insert.push(
+                        " ON CONFLICT (code) DO UPDATE SET name = excluded.name, level = excluded.level, \
+                         parent = excluded.parent, longitude = excluded.longitude, latitude = excluded.latitude",
+                    );
+                    insert.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            /// See [`crate::store::Store::upsert_households`].
+            pub async fn upsert_households(
+                &self,
+                households: &[Household],
+                now: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                for chunk in households.chunks(ROWS_PER_INSERT) {
+                    let mut insert: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO households (household_id, region_code, members, labour_capable, \
+                         annual_net_income_yuan, status, monitoring_type, identified_on, risk_eliminated_on, \
+                         safety_net, dibao, tekun, updated_at) ",
+                    );
+                    insert.push_values(chunk, |mut row, h| {
+                        row.push_bind(h.household_id.as_str())
+                            .push_bind(h.region_code.to_string())
+                            .push_bind(i64::from(h.members))
+                            .push_bind(i64::from(h.labour_capable))
+                            .push_bind(h.annual_net_income_yuan)
+                            .push_bind(h.status.as_str())
+                            .push_bind(h.monitoring_type.map(MonitoringType::as_str))
+                            .push_bind(h.identified_on)
+                            .push_bind(h.risk_eliminated_on)
+                            .push_bind(h.safety_net)
+                            .push_bind(h.dibao)
+                            .push_bind(h.tekun)
+                            .push_bind(now);
+                    });
+                    insert.push(
+                        " ON CONFLICT (household_id) DO UPDATE SET region_code = excluded.region_code, \
+                         members = excluded.members, labour_capable = excluded.labour_capable, \
+                         annual_net_income_yuan = excluded.annual_net_income_yuan, status = excluded.status, \
+                         monitoring_type = excluded.monitoring_type, identified_on = excluded.identified_on, \
+                         risk_eliminated_on = excluded.risk_eliminated_on, safety_net = excluded.safety_net, \
+                         dibao = excluded.dibao, tekun = excluded.tekun, updated_at = excluded.updated_at",
+                    );
+                    insert.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            /// See [`crate::store::Store::upsert_members`].
+            pub async fn upsert_members(
+                &self,
+                members: &[Member],
+                now: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                for chunk in members.chunks(ROWS_PER_INSERT) {
+                    let mut insert: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO members (person_key, person_masked, household_id, relation, labour_capable, updated_at) ",
+                    );
+                    insert.push_values(chunk, |mut row, m| {
+                        row.push_bind(m.person_key.0.to_vec())
+                            .push_bind(m.person_masked.as_str())
+                            .push_bind(m.household_id.as_str())
+                            .push_bind(m.relation.as_str())
+                            .push_bind(m.labour_capable)
+                            .push_bind(now);
+                    });
+                    insert.push(
+                        " ON CONFLICT (person_key) DO UPDATE SET person_masked = excluded.person_masked, \
+                         household_id = excluded.household_id, relation = excluded.relation, \
+                         labour_capable = excluded.labour_capable, updated_at = excluded.updated_at",
+                    );
+                    insert.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            /// See [`crate::store::Store::load_registry`].
+            pub async fn load_registry(&self) -> Result<StoredRegistry, StoreError> {
+                let mut registry = StoredRegistry::default();
+                let mut rows = sqlx::query(
+                    "SELECT household_id, region_code, members, labour_capable, annual_net_income_yuan, status, \
+                     monitoring_type, identified_on, risk_eliminated_on, safety_net, dibao, tekun \
+                     FROM households ORDER BY household_id",
+                )
+                .fetch(&self.pool);
+                while let Some(row) = rows.try_next().await? {
+                    let monitoring_type: Option<String> = row.get(6);
+                    registry.households.push(Household {
+                        household_id: HouseholdId::parse(row.get(0)).map_err(corrupt)?,
+                        region_code: RegionCode::parse(row.get(1)).map_err(corrupt)?,
+                        members: row.get::<i64, _>(2) as u32,
+                        labour_capable: row.get::<i64, _>(3) as u32,
+                        annual_net_income_yuan: row.get(4),
+                        status: HouseholdStatus::parse(row.get(5))
+                            .ok_or_else(|| corrupt("household status"))?,
+                        monitoring_type: monitoring_type
+                            .map(|t| {
+                                MonitoringType::parse(&t).ok_or_else(|| corrupt("monitoring type"))
+                            })
+                            .transpose()?,
+                        identified_on: row.get::<Option<NaiveDate>, _>(7),
+                        risk_eliminated_on: row.get::<Option<NaiveDate>, _>(8),
+                        safety_net: row.get(9),
+                        dibao: row.get(10),
+                        tekun: row.get(11),
+                    });
+                }
+                drop(rows);
+                let mut rows =
+                    sqlx::query("SELECT person_key, household_id, labour_capable FROM members")
+                        .fetch(&self.pool);
+                while let Some(row) = rows.try_next().await? {
+                    let key: Vec<u8> = row.get(0);
+                    registry.members.push((
+                        PersonKey::from_slice(&key).ok_or_else(|| corrupt("person key"))?,
+                        HouseholdId::parse(row.get(1)).map_err(corrupt)?,
+                        row.get(2),
+                    ));
+                }
+                drop(rows);
+                let rows = sqlx::query(
+                    "SELECT code, name, level, parent, longitude, latitude FROM regions",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                for row in rows {
+                    let parent: Option<String> = row.get(3);
+                    registry.regions.push(Region {
+                        code: RegionCode::parse(row.get(0)).map_err(corrupt)?,
+                        name: row.get(1),
+                        level: RegionLevel::parse(row.get(2))
+                            .ok_or_else(|| corrupt("region level"))?,
+                        parent: parent
+                            .map(|p| RegionCode::parse(&p).map_err(corrupt))
+                            .transpose()?,
+                        longitude: row.get(4),
+                        latitude: row.get(5),
+                    });
+                }
+                Ok(registry)
+            }
+
+            /// See [`crate::store::Store::latest_event_time`].
+            pub async fn latest_event_time(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+                let latest: Option<i64> = sqlx::query_scalar("SELECT MAX(occurred_at) FROM events")
+                    .fetch_one(&self.pool)
+                    .await?;
+                latest.map(millis_to_time).transpose()
+            }
+
+            /// See [`crate::store::Store::load_state`].
+            pub async fn load_state(
+                &self,
+                events_since: Option<DateTime<Utc>>,
+                closed_since: DateTime<Utc>,
+            ) -> Result<StoredState, StoreError> {
+                let mut state = StoredState::default();
+                let mut ids = sqlx::query("SELECT event_id FROM events").fetch(&self.pool);
+                while let Some(row) = ids.try_next().await? {
+                    let id: &str = row.get(0);
+                    state.seen.push(xxhash_rust::xxh3::xxh3_128(id.as_bytes()));
+                }
+                drop(ids);
+                let since = events_since.map_or(i64::MIN, |t| t.timestamp_millis());
+                let mut rows = sqlx::query(
+                    "SELECT event_id, kind, occurred_at, person_key, household_id, payload FROM events \
+                     WHERE occurred_at >= $1 AND (household_id IS NOT NULL OR kind = 'industry_project_failure')",
+                )
+                .bind(since)
+                .fetch(&self.pool);
+                while let Some(row) = rows.try_next().await? {
+                    let kind = Kind::parse(row.get(1)).ok_or_else(|| corrupt("event kind"))?;
+                    let payload = Payload::from_json(kind, row.get(5)).ok();
+                    let household: Option<&str> = row.get(4);
+                    let households = match (household, &payload) {
+                        (Some(id), _) => vec![HouseholdId::parse(id).map_err(corrupt)?],
+                        (None, Some(Payload::IndustryProjectFailure(failure))) => {
+                            failure.household_ids.clone()
+                        }
+                        _ => Vec::new(),
+                    };
+                    let key: Option<Vec<u8>> = row.get(3);
+                    state.events.push(RestoredEvent {
+                        event_id: EventId::parse(row.get(0)).map_err(corrupt)?,
+                        occurred_at: millis_to_time(row.get(2))?,
+                        person_key: key.and_then(|k| PersonKey::from_slice(&k)),
+                        households,
+                        payload,
+                    });
+                }
+                drop(rows);
+                let rows = sqlx::query(
+                    "SELECT a.doc, a.episode, a.status, a.closed_at, a.judgements, \
+                            t.task_id, t.kind, t.alert_id, t.signal_id, t.household_id, t.village_code, t.level, \
+                            t.status, t.due_at, t.created_at, t.updated_at, t.outcome, t.outcome_note, t.assignee \
+                     FROM alerts a LEFT JOIN tasks t ON t.alert_id = a.alert_id \
+                     WHERE a.status = 'open' OR a.closed_at >= $1",
+                )
+                .bind(closed_since)
+                .fetch_all(&self.pool)
+                .await?;
+                for row in rows {
+                    let mut alert: HouseholdAlert =
+                        serde_json::from_str(row.get(0)).map_err(corrupt)?;
+                    let episode = row.get::<i64, _>(1) as u32;
+                    alert.episode = episode;
+                    alert.judgements = serde_json::from_str(row.get(4)).map_err(corrupt)?;
+                    let status: &str = row.get(2);
+                    if status == "open" {
+                        let task = match row.get::<Option<String>, _>(5) {
+                            Some(_) => Some(task_from_row(&row, 5)?),
+                            None => None,
+                        };
+                        state.open_alerts.push((alert, task, episode));
+                    } else {
+                        let closed_at: Option<DateTime<Utc>> = row.get(3);
+                        let closed_at = closed_at.ok_or_else(|| corrupt("closed alert without closed_at"))?;
+                        state.closed_alerts.push((
+                            alert.household_id.clone(),
+                            ClosedAlert {
+                                risk_types: alert.risk_types.clone(),
+                                level: alert.level,
+                                closed_at,
+                                evidence: alert.evidence.clone(),
+                            },
+                            episode,
+                        ));
+                    }
+                }
+                Ok(state)
+            }
+
+            /// See [`crate::store::Store::report`].
+            pub async fn report(&self) -> Result<Report, StoreError> {
+                let mut report = Report::default();
+                let counters = sqlx::query("SELECT name, value FROM counters")
+                    .fetch_all(&self.pool)
+                    .await?;
+                for row in counters {
+                    let name: &str = row.get(0);
+                    let value = row.get::<i64, _>(1) as u64;
+                    match name {
+                        "records" => report.events_processed = value,
+                        "accepted" => report.events_accepted = value,
+                        "duplicates" => report.duplicates = value,
+                        "dead_letters" => report.dead_letters = value,
+                        "unmatched" => report.unmatched = value,
+                        "suppressed" => report.suppressed = value,
+                        _ => {}
+                    }
+                }
+                report.alerts_by_level = self
+                    .grouped("SELECT level, COUNT(*) FROM alerts GROUP BY level")
+                    .await?;
+                report.alerts_by_action = self
+                    .grouped("SELECT action, COUNT(*) FROM alerts GROUP BY action")
+                    .await?;
+                report.tasks_by_status = self
+                    .grouped("SELECT status, COUNT(*) FROM tasks GROUP BY status")
+                    .await?;
+                report.dead_letters_by_rule = self
+                    .grouped("SELECT rule, COUNT(*) FROM dead_letters GROUP BY rule")
+                    .await?;
+                report.households = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM households")
+                    .fetch_one(&self.pool)
+                    .await? as u64;
+                report.members = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM members")
+                    .fetch_one(&self.pool)
+                    .await? as u64;
+                Ok(report)
+            }
+
+            async fn grouped(
+                &self,
+                sql: &'static str,
+            ) -> Result<BTreeMap<String, u64>, StoreError> {
+                let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| (row.get::<String, _>(0), row.get::<i64, _>(1) as u64))
+                    .collect())
+            }
+
+            /// See [`crate::store::Store::evidence`].
+            pub async fn evidence(
+                &self,
+                event_ids: &[String],
+            ) -> Result<Vec<EvidenceItem>, StoreError> {
+                let mut found = Vec::with_capacity(event_ids.len());
+                for id in event_ids {
+                    if let Some(row) = sqlx::query(
+                        "SELECT event_id, kind, person_masked FROM events WHERE event_id = $1",
+                    )
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    {
+                        found.push(EvidenceItem {
+                            event_id: row.get(0),
+                            kind: row.get(1),
+                            person_masked: row.get(2),
+                        });
+                    }
+                }
+                Ok(found)
+            }
+
+            /// See [`crate::store::Store::export_alerts`].
+            pub async fn export_alerts(
+                &self,
+                each: &mut (dyn FnMut(HouseholdAlert) -> std::io::Result<()> + Send),
+            ) -> Result<(), StoreError> {
+                let mut rows =
+                    sqlx::query("SELECT doc, episode FROM alerts ORDER BY household_id, episode")
+                        .fetch(&self.pool);
+                while let Some(row) = rows.try_next().await? {
+                    let mut alert: HouseholdAlert =
+                        serde_json::from_str(row.get(0)).map_err(corrupt)?;
+                    alert.episode = row.get::<i64, _>(1) as u32;
+                    each(alert).map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
+                }
+                Ok(())
+            }
+
+            /// See [`crate::store::Store::export_tasks`].
+            pub async fn export_tasks(
+                &self,
+                each: &mut (dyn FnMut(ScreeningTask) -> std::io::Result<()> + Send),
+            ) -> Result<(), StoreError> {
+                let mut rows = sqlx::query(
+                    "SELECT task_id, kind, alert_id, signal_id, household_id, village_code, level, status, \
+                     due_at, created_at, updated_at, outcome, outcome_note, assignee FROM tasks ORDER BY task_id",
+                )
+                .fetch(&self.pool);
+                while let Some(row) = rows.try_next().await? {
+                    each(task_from_row(&row, 0)?)
+                        .map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
+                }
+                Ok(())
+            }
+
+            /// See [`crate::store::Store::export_dead_letters`].
+            pub async fn export_dead_letters(
+                &self,
+                each: &mut (dyn FnMut(DeadLetter) -> std::io::Result<()> + Send),
+            ) -> Result<(), StoreError> {
+                let mut rows = sqlx::query(
+                    "SELECT dead_letter_id, origin, stage, rule, field, reason, raw, raw_truncated, raw_bytes, \
+                     event_id, source, kind, received_at FROM dead_letters ORDER BY received_at, dead_letter_id",
+                )
+                .fetch(&self.pool);
+                while let Some(row) = rows.try_next().await? {
+                    let letter = DeadLetter {
+                        dead_letter_id: row.get(0),
+                        origin: serde_json::from_str(row.get(1)).map_err(corrupt)?,
+                        rejection: Rejection {
+                            stage: Stage::parse(row.get(2)).ok_or_else(|| corrupt("stage"))?,
+                            rule: row.get(3),
+                            field: row.get(4),
+                            reason: row.get(5),
+                        },
+                        raw: row.get(6),
+                        raw_truncated: row.get(7),
+                        raw_bytes: row.get::<i64, _>(8) as u64,
+                        salvage: Salvage {
+                            event_id: row.get(9),
+                            source: row.get(10),
+                            kind: row.get(11),
+                        },
+                        received_at: row.get(12),
+                    };
+                    each(letter).map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
+                }
+                Ok(())
+            }
+
+            /// See [`crate::store::Store::outbox_pending`].
+            pub async fn outbox_pending(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT id, topic, message_key, payload FROM outbox WHERE sent_at IS NULL \
+                     ORDER BY id LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| OutboxRow {
+                        id: row.get(0),
+                        topic: row.get(1),
+                        key: row.get(2),
+                        payload: row.get(3),
+                    })
+                    .collect())
+            }
+
+            /// See [`crate::store::Store::outbox_mark_sent`].
+            pub async fn outbox_mark_sent(
+                &self,
+                ids: &[i64],
+                now: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                for chunk in ids.chunks(ROWS_PER_INSERT) {
+                    let mut update: QueryBuilder<$db> =
+                        QueryBuilder::new("UPDATE outbox SET sent_at = ");
+                    update.push_bind(now);
+                    update.push(" WHERE id IN (");
+                    let mut list = update.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    update.push(")");
+                    update.build().execute(&self.pool).await?;
+                }
+                Ok(())
+            }
+
+            /// See [`crate::store::Store::outbox_backlog`].
+            pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
+                Ok(
+                    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+                        .fetch_one(&self.pool)
+                        .await?,
+                )
+            }
+
+            /// See [`crate::store::Store::outbox_purge`].
+            pub async fn outbox_purge(&self, sent_before: DateTime<Utc>) -> Result<u64, StoreError> {
+                let result = sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
+                    .bind(sent_before)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(result.rows_affected())
+            }
+        }
+
+        fn task_from_row(row: &$row, at: usize) -> Result<ScreeningTask, StoreError> {
+            let text = |i: usize| -> String { row.get(at + i) };
+            let optional = |i: usize| -> Option<String> { row.get(at + i) };
+            Ok(ScreeningTask {
+                task_id: text(0),
+                kind: TaskKind::parse(&text(1)).ok_or_else(|| corrupt("task kind"))?,
+                alert_id: optional(2),
+                signal_id: optional(3),
+                household_id: optional(4)
+                    .map(|h| HouseholdId::parse(&h).map_err(corrupt))
+                    .transpose()?,
+                village_code: RegionCode::parse(&text(5)).map_err(corrupt)?,
+                level: Level::parse(&text(6)).ok_or_else(|| corrupt("task level"))?,
+                status: TaskStatus::parse(&text(7)).ok_or_else(|| corrupt("task status"))?,
+                due_at: row.get(at + 8),
+                created_at: row.get(at + 9),
+                updated_at: row.get(at + 10),
+                outcome: optional(11)
+                    .map(|o| Outcome::parse(&o).ok_or_else(|| corrupt("task outcome")))
+                    .transpose()?,
+                outcome_note: optional(12),
+                assignee: optional(13),
+            })
+        }
+        }
+    };
+}
+
+pub(crate) use sql_store;
