@@ -8,7 +8,7 @@ use crate::config::{ConfigError, Settings};
 use crate::domain::ids::Pseudonymiser;
 use crate::domain::registry::Registry;
 use crate::pipeline::core::Core;
-use crate::store::{Store, StoreError};
+use crate::store::{OutboxTopics, Store, StoreError};
 use crate::telemetry::Metrics;
 
 /// Why the application could not start.
@@ -36,7 +36,17 @@ pub struct App {
 impl App {
     /// Connects the store named by the settings.
     pub async fn build(settings: Settings) -> Result<App, AppError> {
-        let store = Store::connect(settings.store.url.expose(), &settings.store).await?;
+        let mut store = Store::connect(settings.store.url.expose(), &settings.store).await?;
+        let kafka = &settings.kafka;
+        if kafka.enabled() && kafka.publish_outputs {
+            let topics = &kafka.output_topics;
+            store = store.with_outbox(OutboxTopics {
+                household_alerts: topics.household_alerts.clone(),
+                screening_tasks: topics.screening_tasks.clone(),
+                regional_signals: topics.regional_signals.clone(),
+                dead_letters: topics.dead_letters.clone(),
+            });
+        }
         Ok(App {
             settings,
             store,

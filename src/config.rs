@@ -70,6 +70,8 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// `[http]`
     pub http: HttpSettings,
+    /// `[kafka]`
+    pub kafka: KafkaSettings,
 }
 
 /// `[store]`: where results go.
@@ -229,6 +231,66 @@ pub struct TelemetrySettings {
 pub struct HttpSettings {
     /// Listen address, empty = off.
     pub listen: String,
+}
+
+/// `[kafka.output_topics]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct OutputTopics {
+    /// Household alerts (key: household id).
+    pub household_alerts: String,
+    /// Screening tasks (key: village code).
+    pub screening_tasks: String,
+    /// Regional signals (key: region code).
+    pub regional_signals: String,
+    /// Dead letters (key: dead-letter id).
+    pub dead_letters: String,
+}
+
+/// `[kafka]`: the production source and the outbox relay.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct KafkaSettings {
+    /// Bootstrap servers; empty = Kafka off.
+    pub brokers: String,
+    /// Consumer group.
+    pub group_id: String,
+    /// Client id.
+    pub client_id: String,
+    /// Input topic per department (source name → topic).
+    pub input_topics: BTreeMap<String, String>,
+    /// Output topics.
+    pub output_topics: OutputTopics,
+    /// Publish alerts, tasks, signals and dead letters through the outbox.
+    pub publish_outputs: bool,
+    /// Messages per batch (= per transaction).
+    pub batch_max_messages: usize,
+    /// Longest wait before a partial batch is processed.
+    pub batch_max_wait_ms: u64,
+    /// Consumer group session timeout.
+    pub session_timeout_ms: u64,
+    /// Longest pause between polls before the group evicts the consumer.
+    pub max_poll_interval_ms: u64,
+    /// librdkafka statistics interval (consumer lag metrics); 0 = off.
+    pub statistics_interval_ms: u64,
+    /// Outbox rows published per round.
+    pub outbox_batch: i64,
+    /// On shutdown, how long to keep publishing the outbox.
+    pub outbox_flush_timeout_seconds: u64,
+    /// Extra librdkafka consumer properties.
+    pub consumer_properties: BTreeMap<String, String>,
+    /// Extra librdkafka producer properties.
+    pub producer_properties: BTreeMap<String, String>,
+}
+
+impl KafkaSettings {
+    /// Whether Kafka is configured.
+    pub fn enabled(&self) -> bool {
+        !self.brokers.trim().is_empty()
+    }
+
+    /// The input topic of a department.
+    pub fn topic_for(&self, source: crate::domain::event::Source) -> Option<&str> {
+        self.input_topics.get(source.as_str()).map(String::as_str)
+    }
 }
 
 /// Where the layers come from.
@@ -447,6 +509,40 @@ impl Check for TelemetrySettings {
     }
 }
 
+impl Check for KafkaSettings {
+    fn check(&self, require: &mut dyn FnMut(bool, &str)) {
+        for source in self.input_topics.keys() {
+            require(
+                crate::domain::event::Source::parse(source).is_some(),
+                &format!("kafka.input_topics.{source}: not a department (see the feed catalogue)"),
+            );
+        }
+        let mut topics: Vec<&String> = self.input_topics.values().collect();
+        topics.sort();
+        topics.dedup();
+        require(
+            topics.len() == self.input_topics.len(),
+            "kafka.input_topics: two departments share a topic",
+        );
+        require(
+            !self.group_id.is_empty(),
+            "kafka.group_id: must not be empty",
+        );
+        require(
+            self.batch_max_messages >= 1,
+            "kafka.batch_max_messages: must be at least 1",
+        );
+        require(
+            self.session_timeout_ms >= 1000,
+            "kafka.session_timeout_ms: must be at least 1000",
+        );
+        require(
+            self.outbox_batch >= 1,
+            "kafka.outbox_batch: must be at least 1",
+        );
+    }
+}
+
 impl Check for HttpSettings {
     fn check(&self, require: &mut dyn FnMut(bool, &str)) {
         require(
@@ -496,6 +592,7 @@ fn from_table(mut table: toml::Table, problems: &mut Vec<String>) -> Option<Sett
     let rules = section(&mut table, "rules", problems);
     let telemetry = section(&mut table, "telemetry", problems);
     let http = section(&mut table, "http", problems);
+    let kafka = section(&mut table, "kafka", problems);
     for key in table.keys() {
         problems.push(format!("{key}: unknown section"));
     }
@@ -508,6 +605,7 @@ fn from_table(mut table: toml::Table, problems: &mut Vec<String>) -> Option<Sett
         rules: rules?,
         telemetry: telemetry?,
         http: http?,
+        kafka: kafka?,
     })
 }
 

@@ -21,6 +21,7 @@
 //! - [`schemas`]: the published JSON Schemas, compiled. [`telemetry`]: logs, metrics.
 //! - [`commands`]: what each CLI command does.
 
+pub mod api;
 pub mod app;
 pub mod commands;
 pub mod config;

@@ -32,10 +32,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Process department feeds (NDJSON files, or - for stdin) into alerts and tasks.
+    /// Process department feeds into alerts and tasks: NDJSON files (or - for
+    /// stdin), or the Kafka topics of the config (kafka.brokers).
     Run {
-        /// Inputs; default: input.paths from the config.
+        /// Inputs; default: input.paths from the config, else Kafka.
         inputs: Vec<String>,
+        /// Consume the configured Kafka topics (the default when no file is given
+        /// and kafka.brokers is set).
+        #[arg(long, conflicts_with = "inputs")]
+        kafka: bool,
+    },
+    /// Publish NDJSON feed files to Kafka, each line to its department's topic,
+    /// keyed by household.
+    Produce {
+        /// One topic for every line (default: by kind, from kafka.input_topics).
+        #[arg(long)]
+        topic: Option<String>,
+        /// NDJSON files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// The household registry.
     Registry {
@@ -214,7 +229,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     yujing::telemetry::init(&settings.telemetry);
     let progress = std::io::stderr().is_terminal();
     match cli.command {
-        Command::Run { inputs } => {
+        Command::Run { inputs, kafka } => {
             let inputs: Vec<Input> = if inputs.is_empty() {
                 settings
                     .input
@@ -225,11 +240,32 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 inputs.iter().map(|p| Input::parse(p)).collect()
             };
-            if inputs.is_empty() {
-                anyhow::bail!("no inputs: give files (or - for stdin), or set input.paths");
+            let use_kafka = kafka || (inputs.is_empty() && settings.kafka.enabled());
+            if use_kafka && !settings.kafka.enabled() {
+                anyhow::bail!("--kafka needs kafka.brokers (YUJING__KAFKA__BROKERS)");
             }
+            if !use_kafka && inputs.is_empty() {
+                anyhow::bail!(
+                    "no inputs: give files (or - for stdin), set input.paths, or set kafka.brokers"
+                );
+            }
+            let listen = settings.http.listen.clone();
             let app = App::build(settings).await?;
-            let summary = commands::run(&app, inputs, shutdown_token(), progress).await?;
+            let shutdown = shutdown_token();
+            let http = if listen.is_empty() {
+                None
+            } else {
+                Some(yujing::api::serve(&listen, app.metrics.clone(), shutdown.clone()).await?)
+            };
+            let summary = if use_kafka {
+                commands::run_kafka(&app, shutdown.clone()).await?
+            } else {
+                commands::run(&app, inputs, shutdown.clone(), progress).await?
+            };
+            shutdown.cancel();
+            if let Some((_, task)) = http {
+                let _ = task.await;
+            }
             app.store.close().await;
             let c = summary.counts;
             eprintln!(
@@ -245,6 +281,42 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 summary.alert_changes,
                 summary.task_changes
             );
+        }
+        Command::Produce { topic, files } => {
+            if !settings.kafka.enabled() {
+                anyhow::bail!("produce needs kafka.brokers (YUJING__KAFKA__BROKERS)");
+            }
+            // The store's registry, when there is one, keys persons by household
+            // (an SQLite file is not created just for that).
+            let url = settings.store.url.expose();
+            let missing_file = url
+                .strip_prefix("sqlite://")
+                .is_some_and(|path| !std::path::Path::new(path).exists());
+            let store = if missing_file {
+                None
+            } else {
+                yujing::store::Store::connect(url, &settings.store)
+                    .await
+                    .ok()
+            };
+            let options = commands::produce::ProduceOptions {
+                topic,
+                files,
+                progress,
+            };
+            let summary = commands::produce::produce(&settings, store.as_ref(), &options).await?;
+            for (topic, count) in &summary.delivered {
+                println!("{topic}: {count} messages");
+            }
+            if summary.unroutable > 0 {
+                println!(
+                    "{} lines had no topic (give --topic to send them anyway)",
+                    summary.unroutable
+                );
+            }
+            if summary.failed > 0 {
+                anyhow::bail!("{} messages were not delivered", summary.failed);
+            }
         }
         Command::Registry {
             command:

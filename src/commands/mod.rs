@@ -3,6 +3,7 @@
 //! binary's business, except for exports, which stream to the writer given.
 
 pub mod demo;
+pub mod produce;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,12 @@ pub enum CommandError {
     /// Generating failed.
     #[error(transparent)]
     Generate(#[from] crate::generate::GenerateError),
+    /// A Kafka client failed.
+    #[error("kafka: {0}")]
+    Kafka(String),
+    /// The HTTP listener failed.
+    #[error(transparent)]
+    Listen(#[from] crate::api::ListenError),
 }
 
 fn open(path: &Path) -> Result<std::fs::File, CommandError> {
@@ -63,7 +70,9 @@ fn open(path: &Path) -> Result<std::fs::File, CommandError> {
     })
 }
 
-/// `yujing run`: processes the inputs into the store.
+/// `yujing run` on files or stdin: processes the inputs into the store. With
+/// Kafka outputs configured, the outbox is published as the run goes and flushed
+/// at its end.
 pub async fn run(
     app: &App,
     inputs: Vec<Input>,
@@ -71,7 +80,23 @@ pub async fn run(
     progress: bool,
 ) -> Result<RunSummary, CommandError> {
     let core = app.load_core().await?;
-    let (summary, _core) = run_ndjson(
+    let relay_cancel = CancellationToken::new();
+    let relay = match app.store.outbox_topics() {
+        Some(_) => {
+            let producer = crate::pipeline::sinks::outbox::producer(&app.settings.kafka)
+                .map_err(|e| CommandError::Kafka(e.to_string()))?;
+            Some(tokio::spawn(crate::pipeline::sinks::outbox::relay(
+                app.store.clone(),
+                producer,
+                app.settings.kafka.clone(),
+                app.metrics.clone(),
+                std::sync::Arc::new(tokio::sync::Notify::new()),
+                relay_cancel.clone(),
+            )))
+        }
+        None => None,
+    };
+    let result = run_ndjson(
         core,
         &app.store,
         &app.settings,
@@ -80,8 +105,17 @@ pub async fn run(
         cancel,
         progress,
     )
-    .await?;
-    Ok(summary)
+    .await;
+    relay_cancel.cancel();
+    if let Some(relay) = relay {
+        let _ = relay.await;
+    }
+    Ok(result?.0)
+}
+
+/// `yujing run` on Kafka: consumes the department topics until cancelled.
+pub async fn run_kafka(app: &App, cancel: CancellationToken) -> Result<RunSummary, CommandError> {
+    Ok(crate::pipeline::run_kafka(app, cancel).await?)
 }
 
 /// What an import did.

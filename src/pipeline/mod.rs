@@ -1,9 +1,11 @@
-//! The pipeline: sources -> core -> store sink, joined by bounded channels, so a
-//! slow store stalls the readers instead of growing memory. This module is the only
-//! one that knows about threads and channels; the core itself is pure.
+//! The pipeline: a source -> the core -> the store sink, joined by bounded
+//! channels, so a slow store stalls the source instead of growing memory. This
+//! module is the only one that knows about threads and channels; the core itself
+//! is pure.
 //!
 //! ```text
-//! reader thread ──(RawBatch, cap N)──▶ core thread ──(BatchOutput, cap N)──▶ store sink
+//! source ──(RawBatch, cap N)──▶ core thread ──(BatchOutput, cap N)──▶ store sink ──▶ outbox relay
+//! NDJSON reader thread, or the Kafka consumer task          (results + positions in one transaction)
 //! ```
 
 pub mod core;
@@ -14,17 +16,21 @@ pub mod rules;
 pub mod sinks;
 pub mod sources;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::mpsc;
+use rdkafka::consumer::Consumer;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::app::{App, AppError};
 use crate::config::Settings;
 use crate::domain::record::Origin;
 use crate::store::{SourcePosition, Store, StoreError};
 use crate::telemetry::Metrics;
 use core::{BatchCounts, BatchOutput, Core};
+use sources::kafka::{KafkaSourceError, Progress};
 use sources::ndjson::{Input, RawBatch, ReadLimits, SourceError};
 
 /// A run failed.
@@ -33,9 +39,15 @@ pub enum PipelineError {
     /// An input could not be read.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// The Kafka source could not start.
+    #[error(transparent)]
+    Kafka(#[from] KafkaSourceError),
     /// The store failed permanently (or for longer than the retry budget).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The state could not be reloaded after a rebalance.
+    #[error(transparent)]
+    Reload(#[from] Box<AppError>),
     /// A pipeline thread panicked (a bug).
     #[error("pipeline thread failed: {0}")]
     Thread(String),
@@ -78,10 +90,102 @@ impl RunSummary {
     }
 }
 
+/// What the core thread receives.
+enum CoreInput {
+    /// A batch, with its sequence number.
+    Batch(u64, RawBatch),
+    /// Replace the core (its state reloaded from the store after a rebalance).
+    Replace(Box<Core>),
+}
+
+/// A processed batch on its way to the store.
+struct Processed {
+    seq: u64,
+    output: BatchOutput,
+    positions: Vec<SourcePosition>,
+}
+
+/// Runs the core on a blocking thread until its input closes.
+fn spawn_core(
+    mut core: Core,
+    mut input: mpsc::Receiver<CoreInput>,
+    output: mpsc::Sender<Processed>,
+    metrics: Metrics,
+) -> tokio::task::JoinHandle<(Core, Duration)> {
+    tokio::task::spawn_blocking(move || {
+        let mut core_time = Duration::ZERO;
+        while let Some(message) = input.blocking_recv() {
+            match message {
+                CoreInput::Replace(fresh) => core = *fresh,
+                CoreInput::Batch(seq, batch) => {
+                    let began = Instant::now();
+                    let processed = core.process(&batch.records, Utc::now());
+                    let elapsed = began.elapsed();
+                    core_time += elapsed;
+                    metrics.batch_processed(elapsed);
+                    let processed = Processed {
+                        seq,
+                        output: processed,
+                        positions: batch.positions,
+                    };
+                    if output.blocking_send(processed).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        (core, core_time)
+    })
+}
+
+/// A fault-injection point for the crash tests: `YUJING_FAILPOINT=abort_after_commit:N`
+/// aborts the process right after the N-th batch commit, before the outbox relay
+/// hears of it. Read once; unset in normal operation.
+fn abort_after_commit() -> Option<u64> {
+    std::env::var("YUJING_FAILPOINT")
+        .ok()?
+        .strip_prefix("abort_after_commit:")?
+        .parse()
+        .ok()
+}
+
+/// Commits processed batches in order until the channel closes; calls
+/// `committed` after each commit. Stops at the first permanent store error.
+async fn write_all(
+    mut input: mpsc::Receiver<Processed>,
+    store: &Store,
+    settings: &Settings,
+    metrics: &Metrics,
+    cancel: &CancellationToken,
+    mut committed: impl FnMut(u64, &[SourcePosition]),
+) -> Result<RunSummary, StoreError> {
+    let mut summary = RunSummary::default();
+    let abort_after = abort_after_commit();
+    while let Some(processed) = input.recv().await {
+        sinks::store::commit_with_retry(
+            store,
+            &processed.output,
+            &processed.positions,
+            &settings.store,
+            metrics,
+            cancel,
+        )
+        .await
+        .inspect_err(|error| tracing::error!(error = %error, "store commit failed; stopping"))?;
+        summary.add(&processed.output);
+        if abort_after.is_some_and(|n| summary.batches >= n) {
+            tracing::error!("failpoint abort_after_commit reached; aborting");
+            std::process::abort();
+        }
+        committed(processed.seq, &processed.positions);
+    }
+    Ok(summary)
+}
+
 /// Runs NDJSON inputs to their end through `core` into `store`. Files resume from
 /// their stored positions. Returns the summary and the core (with its state).
 pub async fn run_ndjson(
-    mut core: Core,
+    core: Core,
     store: &Store,
     settings: &Settings,
     metrics: &Metrics,
@@ -115,8 +219,8 @@ pub async fn run_ndjson(
     };
     let bar = progress.then(|| progress_bar(total_bytes));
     let capacity = settings.input.channel_capacity;
-    let (raw_tx, mut raw_rx) = mpsc::channel::<RawBatch>(capacity);
-    let (out_tx, mut out_rx) = mpsc::channel::<(BatchOutput, Vec<SourcePosition>)>(capacity);
+    let (raw_tx, raw_rx) = mpsc::channel::<CoreInput>(capacity);
+    let (out_tx, out_rx) = mpsc::channel::<Processed>(capacity);
 
     let reader_cancel = cancel.clone();
     let reader_bar = bar.clone();
@@ -126,8 +230,11 @@ pub async fn run_ndjson(
                 bar.inc(bytes);
             }
         };
+        let mut seq = 0;
         let mut emit = |batch: RawBatch| -> bool {
-            !reader_cancel.is_cancelled() && raw_tx.blocking_send(batch).is_ok()
+            seq += 1;
+            !reader_cancel.is_cancelled()
+                && raw_tx.blocking_send(CoreInput::Batch(seq, batch)).is_ok()
         };
         for input in opened {
             if reader_cancel.is_cancelled() {
@@ -136,7 +243,7 @@ pub async fn run_ndjson(
             match input {
                 Opened::File(path, reader, start) => {
                     let name = path.display().to_string();
-                    let shared: std::sync::Arc<str> = std::sync::Arc::from(name.as_str());
+                    let shared: Arc<str> = Arc::from(name.as_str());
                     let origin = |line, byte_offset| Origin::File {
                         path: shared.clone(),
                         line,
@@ -179,51 +286,15 @@ pub async fn run_ndjson(
         }
         Ok(())
     });
-
-    let core_metrics = metrics.clone();
-    let core_task = tokio::task::spawn_blocking(move || {
-        let mut core_time = Duration::ZERO;
-        while let Some(batch) = raw_rx.blocking_recv() {
-            let began = Instant::now();
-            let output = core.process(&batch.records, Utc::now());
-            let elapsed = began.elapsed();
-            core_time += elapsed;
-            core_metrics.batch_processed(elapsed);
-            if out_tx.blocking_send((output, batch.positions)).is_err() {
-                break;
-            }
-        }
-        (core, core_time)
-    });
-
-    let mut summary = RunSummary::default();
-    let mut failure = None;
-    while let Some((output, positions)) = out_rx.recv().await {
-        // Stdin positions cannot be resumed from; they are not stored.
-        let positions: Vec<SourcePosition> = positions
-            .into_iter()
-            .filter(|p| p.source_key != "stdin")
-            .collect();
-        match sinks::store::commit_with_retry(
-            store,
-            &output,
-            &positions,
-            &settings.store,
-            metrics,
-            &cancel,
-        )
-        .await
-        {
-            Ok(()) => summary.add(&output),
-            Err(error) => {
-                tracing::error!(error = %error, "store commit failed; stopping");
-                failure = Some(error);
-                cancel.cancel();
-                break;
-            }
-        }
+    let core_task = spawn_core(core, raw_rx, out_tx, metrics.clone());
+    // Stdin positions cannot be resumed from; they are not stored.
+    let (stdin_free_tx, stdin_free_rx) = mpsc::channel::<Processed>(capacity);
+    let filter = tokio::spawn(strip_stdin_positions(out_rx, stdin_free_tx));
+    let written = write_all(stdin_free_rx, store, settings, metrics, &cancel, |_, _| {}).await;
+    if written.is_err() {
+        cancel.cancel();
     }
-    drop(out_rx);
+    let _ = filter.await;
     let read_result = reader
         .await
         .map_err(|e| PipelineError::Thread(e.to_string()))?;
@@ -233,13 +304,23 @@ pub async fn run_ndjson(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    if let Some(error) = failure {
-        return Err(error.into());
-    }
+    let mut summary = written?;
     read_result?;
     summary.elapsed = started.elapsed();
     summary.core_time = core_time;
     Ok((summary, core))
+}
+
+async fn strip_stdin_positions(
+    mut input: mpsc::Receiver<Processed>,
+    output: mpsc::Sender<Processed>,
+) {
+    while let Some(mut processed) = input.recv().await {
+        processed.positions.retain(|p| p.source_key != "stdin");
+        if output.send(processed).await.is_err() {
+            break;
+        }
+    }
 }
 
 enum Opened {
@@ -249,6 +330,216 @@ enum Opened {
         SourcePosition,
     ),
     Stdin,
+}
+
+/// Consumes the configured Kafka topics until `cancel` fires: batches go through
+/// the core into the store with their offsets, outputs leave through the outbox.
+/// On cancel: the partial batch is processed and committed, the outbox flushed,
+/// offsets committed to the group, then it returns.
+pub async fn run_kafka(app: &App, cancel: CancellationToken) -> Result<RunSummary, PipelineError> {
+    let started = Instant::now();
+    let settings = &app.settings;
+    let kafka = &settings.kafka;
+    let progress = Arc::new(Progress::default());
+    let consumer = sources::kafka::subscribe(
+        kafka,
+        app.store.clone(),
+        progress.clone(),
+        app.metrics.clone(),
+    )?;
+    let core = app.load_core().await.map_err(Box::new)?;
+    let capacity = settings.input.channel_capacity;
+    let (raw_tx, raw_rx) = mpsc::channel::<CoreInput>(capacity);
+    let (out_tx, out_rx) = mpsc::channel::<Processed>(capacity);
+    let core_task = spawn_core(core, raw_rx, out_tx, app.metrics.clone());
+
+    // The outbox relay runs until the writer is done and the backlog is flushed.
+    let wake = Arc::new(Notify::new());
+    let relay_cancel = CancellationToken::new();
+    let relay = match (kafka.publish_outputs, app.store.outbox_topics()) {
+        (true, Some(_)) => {
+            let producer = sinks::outbox::producer(kafka).map_err(KafkaSourceError::from)?;
+            Some(tokio::spawn(sinks::outbox::relay(
+                app.store.clone(),
+                producer,
+                kafka.clone(),
+                app.metrics.clone(),
+                wake.clone(),
+                relay_cancel.clone(),
+            )))
+        }
+        _ => None,
+    };
+
+    let writer_progress = progress.clone();
+    let writer_consumer = consumer.clone();
+    let writer_wake = wake.clone();
+    let writer_cancel = cancel.clone();
+    let store = app.store.clone();
+    let writer_settings = settings.clone();
+    let metrics = app.metrics.clone();
+    let writer = tokio::spawn(async move {
+        let result = write_all(
+            out_rx,
+            &store,
+            &writer_settings,
+            &metrics,
+            &writer_cancel,
+            |seq, positions| {
+                writer_progress.committed(seq, positions);
+                sources::kafka::commit_group_offsets(&writer_consumer, positions);
+                writer_wake.notify_one();
+            },
+        )
+        .await;
+        if result.is_err() {
+            writer_cancel.cancel();
+        }
+        result
+    });
+
+    // The consumer loop: accumulate a batch, hand it over when full or old enough.
+    let mut seq = 0u64;
+    let mut batch = RawBatch::default();
+    let mut offsets: std::collections::BTreeMap<(String, i32), i64> = Default::default();
+    let mut generation = progress.generation();
+    let mut first_assignment = true;
+    let wait = Duration::from_millis(kafka.batch_max_wait_ms);
+    let mut deadline = tokio::time::Instant::now() + wait;
+    let mut failure = None;
+    loop {
+        let received = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            message = consumer.recv() => Some(message),
+            _ = tokio::time::sleep_until(deadline) => None,
+        };
+        if progress.generation() != generation {
+            // The assignment changed: records read before it are read again from
+            // the stored offsets by whoever owns their partitions now.
+            generation = progress.generation();
+            batch = RawBatch::default();
+            offsets.clear();
+        }
+        if progress.take_reload() {
+            if !first_assignment {
+                let drained =
+                    tokio::task::block_in_place(|| progress.wait_drained(Duration::from_secs(120)));
+                if !drained {
+                    tracing::warn!("batches in flight did not commit before the reload");
+                }
+                match app.load_core().await {
+                    Ok(core) => {
+                        if raw_tx
+                            .send(CoreInput::Replace(Box::new(core)))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        failure = Some(PipelineError::Reload(Box::new(error)));
+                        break;
+                    }
+                }
+            }
+            first_assignment = false;
+        }
+        match received {
+            Some(Ok(message)) => {
+                use rdkafka::message::Message;
+                let record = sources::kafka::record(
+                    &message,
+                    settings.input.max_line_bytes,
+                    settings.input.max_dead_letter_bytes,
+                );
+                app.metrics.messages_consumed(message.topic(), 1);
+                offsets.insert(
+                    (message.topic().to_string(), message.partition()),
+                    message.offset() + 1,
+                );
+                if batch.records.is_empty() {
+                    deadline = tokio::time::Instant::now() + wait;
+                }
+                batch.records.push(record);
+                if batch.records.len() < kafka.batch_max_messages {
+                    continue;
+                }
+            }
+            Some(Err(error)) => {
+                // Broker gone, partition errors: librdkafka retries by itself.
+                tracing::warn!(error = %error, "kafka consumer error");
+                continue;
+            }
+            None => {
+                deadline = tokio::time::Instant::now() + wait;
+                if batch.records.is_empty() {
+                    continue;
+                }
+            }
+        }
+        seq += 1;
+        if hand_over(&raw_tx, &progress, seq, &mut batch, &mut offsets)
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    // Drain: the partial batch is processed and committed too.
+    if failure.is_none() && !batch.records.is_empty() && progress.generation() == generation {
+        seq += 1;
+        let _ = hand_over(&raw_tx, &progress, seq, &mut batch, &mut offsets).await;
+    }
+    drop(raw_tx);
+    let (_, core_time) = core_task
+        .await
+        .map_err(|e| PipelineError::Thread(e.to_string()))?;
+    let written = writer
+        .await
+        .map_err(|e| PipelineError::Thread(e.to_string()))?;
+    relay_cancel.cancel();
+    if let Some(relay) = relay {
+        let _ = relay.await;
+    }
+    // A last synchronous group commit, for lag monitoring.
+    if let Ok(positions) = app.store.positions_with_prefix("kafka:").await {
+        sources::kafka::commit_group_offsets(&consumer, &positions);
+    }
+    consumer.unsubscribe();
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+    let mut summary = written?;
+    summary.elapsed = started.elapsed();
+    summary.core_time = core_time;
+    Ok(summary)
+}
+
+/// Hands the accumulated batch, with the next offset of each partition in it, to
+/// the core.
+async fn hand_over(
+    core: &mpsc::Sender<CoreInput>,
+    progress: &Progress,
+    seq: u64,
+    batch: &mut RawBatch,
+    offsets: &mut std::collections::BTreeMap<(String, i32), i64>,
+) -> Result<(), ()> {
+    let mut taken = std::mem::take(batch);
+    taken.positions = std::mem::take(offsets)
+        .into_iter()
+        .map(|((topic, partition), next)| SourcePosition {
+            source_key: sources::kafka::partition_key(&topic, partition),
+            position: next as u64,
+            line: 0,
+            fingerprint: None,
+        })
+        .collect();
+    progress.handed(seq);
+    core.send(CoreInput::Batch(seq, taken))
+        .await
+        .map_err(|_| ())
 }
 
 /// A byte progress bar on stderr.

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::pipeline::core::BatchOutput;
@@ -27,6 +27,37 @@ pub struct Metrics {
     commit_retries: IntCounter,
     core_seconds: Histogram,
     registry_households: IntGauge,
+    kafka_messages: IntCounterVec,
+    kafka_lag: IntGaugeVec,
+    kafka_high_watermark: IntGaugeVec,
+    kafka_rebalances: IntCounter,
+    outbox_backlog: IntGauge,
+    outbox_published: IntCounterVec,
+    outbox_errors: IntCounter,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("metric names are valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric registered once");
+    metric
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("metric names are valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric registered once");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let metric = IntGauge::new(name, help).expect("metric names are valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric registered once");
+    metric
 }
 
 impl std::fmt::Debug for Metrics {
@@ -130,6 +161,45 @@ impl Metrics {
                 "Time the pure core spent on one batch",
                 prometheus::exponential_buckets(0.0001, 2.0, 14).expect("valid buckets"),
             ),
+            kafka_messages: counter_vec(
+                &registry,
+                "yujing_kafka_messages_total",
+                "Messages consumed, by topic",
+                &["topic"],
+            ),
+            kafka_lag: gauge_vec(
+                &registry,
+                "yujing_kafka_consumer_lag",
+                "High watermark minus the next offset committed with the results, by partition",
+                &["topic", "partition"],
+            ),
+            kafka_high_watermark: gauge_vec(
+                &registry,
+                "yujing_kafka_high_watermark",
+                "Partition high watermark seen in fetch responses",
+                &["topic", "partition"],
+            ),
+            kafka_rebalances: counter(
+                &registry,
+                "yujing_kafka_rebalances_total",
+                "Partition assignments and revocations",
+            ),
+            outbox_backlog: gauge(
+                &registry,
+                "yujing_outbox_backlog",
+                "Outbox rows not yet published",
+            ),
+            outbox_published: counter_vec(
+                &registry,
+                "yujing_outbox_published_total",
+                "Outbox rows published, by topic",
+                &["topic"],
+            ),
+            outbox_errors: counter(
+                &registry,
+                "yujing_outbox_publish_errors_total",
+                "Outbox rows whose publication failed (retried)",
+            ),
             dead_letters,
             registry_households,
             registry,
@@ -168,6 +238,46 @@ impl Metrics {
     /// The registry was loaded.
     pub fn registry_loaded(&self, households: usize) {
         self.registry_households.set(households as i64);
+    }
+
+    /// Messages were consumed from a topic.
+    pub fn messages_consumed(&self, topic: &str, count: u64) {
+        self.kafka_messages
+            .with_label_values(&[topic])
+            .inc_by(count);
+    }
+
+    /// A partition's lag and high watermark, from client statistics.
+    pub fn partition_lag(&self, topic: &str, partition: i32, high_watermark: i64, lag: i64) {
+        let partition = partition.to_string();
+        self.kafka_high_watermark
+            .with_label_values(&[topic, &partition])
+            .set(high_watermark);
+        self.kafka_lag
+            .with_label_values(&[topic, &partition])
+            .set(lag);
+    }
+
+    /// The group assignment changed.
+    pub fn rebalanced(&self) {
+        self.kafka_rebalances.inc();
+    }
+
+    /// The outbox backlog was measured.
+    pub fn outbox_backlog(&self, rows: i64) {
+        self.outbox_backlog.set(rows);
+    }
+
+    /// Outbox rows were published.
+    pub fn outbox_published(&self, topic: &str, rows: u64) {
+        self.outbox_published
+            .with_label_values(&[topic])
+            .inc_by(rows);
+    }
+
+    /// Outbox rows failed to publish (they are retried).
+    pub fn outbox_failed(&self, rows: u64) {
+        self.outbox_errors.inc_by(rows);
     }
 
     /// The registry (for adding subsystem metrics).

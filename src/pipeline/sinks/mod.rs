@@ -1,3 +1,4 @@
 //! Sinks: where results go.
 
+pub mod outbox;
 pub mod store;

@@ -1,3 +1,4 @@
 //! Sources: where raw records come from.
 
+pub mod kafka;
 pub mod ndjson;
