@@ -70,6 +70,8 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// `[http]`
     pub http: HttpSettings,
+    /// `[detect]`: regional detection.
+    pub detect: crate::pipeline::detect::DetectSettings,
     /// `[kafka]`
     pub kafka: KafkaSettings,
 }
@@ -543,6 +545,14 @@ impl Check for KafkaSettings {
     }
 }
 
+impl Check for crate::pipeline::detect::DetectSettings {
+    fn check(&self, require: &mut dyn FnMut(bool, &str)) {
+        for problem in self.problems() {
+            require(false, &problem);
+        }
+    }
+}
+
 impl Check for HttpSettings {
     fn check(&self, require: &mut dyn FnMut(bool, &str)) {
         require(
@@ -592,6 +602,7 @@ fn from_table(mut table: toml::Table, problems: &mut Vec<String>) -> Option<Sett
     let rules = section(&mut table, "rules", problems);
     let telemetry = section(&mut table, "telemetry", problems);
     let http = section(&mut table, "http", problems);
+    let detect = section(&mut table, "detect", problems);
     let kafka = section(&mut table, "kafka", problems);
     for key in table.keys() {
         problems.push(format!("{key}: unknown section"));
@@ -605,6 +616,7 @@ fn from_table(mut table: toml::Table, problems: &mut Vec<String>) -> Option<Sett
         rules: rules?,
         telemetry: telemetry?,
         http: http?,
+        detect: detect?,
         kafka: kafka?,
     })
 }
@@ -762,6 +774,18 @@ mod tests {
         assert_eq!(policy.monitoring_line("522425101201", 2023), None);
         assert_eq!(policy.monitoring_line("320101001001", 2024), Some(9000.0));
         assert_eq!(policy.monitoring_line("320101001001", 2026), Some(9500.0));
+    }
+
+    #[test]
+    fn the_production_file_loads() {
+        let sources = Sources {
+            file: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/production.toml")),
+            env: Vec::new(),
+        };
+        let settings = Settings::load(&sources).unwrap();
+        assert!(settings.kafka.enabled());
+        assert_eq!(settings.http.listen, "0.0.0.0:9464");
+        assert!(settings.store.url.expose().starts_with("postgres://"));
     }
 
     #[test]

@@ -269,11 +269,12 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             app.store.close().await;
             let c = summary.counts;
             eprintln!(
-                "processed {} records in {:.1}s ({:.0}/s; core {:.1}s): {} accepted, {} duplicates, {} dead letters, {} unmatched; {} alert changes, {} task changes",
+                "processed {} records in {:.1}s ({:.0}/s; core {:.1}s; peak memory {} MiB): {} accepted, {} duplicates, {} dead letters, {} unmatched; {} alert changes, {} task changes",
                 c.records,
                 summary.elapsed.as_secs_f64(),
                 summary.records_per_second(),
                 summary.core_time.as_secs_f64(),
+                yujing::telemetry::peak_memory_bytes().unwrap_or(0) / (1024 * 1024),
                 c.accepted,
                 c.duplicates,
                 c.dead_letters,

@@ -90,6 +90,10 @@ pub const FILES: &[(&str, &str)] = &[
         "outputs/dead_letter.json",
         include_str!("../schemas/outputs/dead_letter.json"),
     ),
+    (
+        "outputs/regional_signal.json",
+        include_str!("../schemas/outputs/regional_signal.json"),
+    ),
 ];
 
 /// One schema violation: where in the instance, which keyword, and the message.

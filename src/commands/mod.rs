@@ -3,6 +3,8 @@
 //! binary's business, except for exports, which stream to the writer given.
 
 pub mod demo;
+pub mod detect;
+pub mod evaluate;
 pub mod produce;
 
 use std::io::Write;

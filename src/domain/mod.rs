@@ -9,4 +9,5 @@ pub mod event;
 pub mod ids;
 pub mod record;
 pub mod registry;
+pub mod signal;
 pub mod task;

@@ -19,6 +19,7 @@ use crate::domain::alert::{Action, Level};
 use crate::domain::event::Kind;
 use crate::domain::ids::check_character;
 use crate::domain::registry::{HouseholdStatus, MonitoringType};
+use crate::domain::signal::{Method, RiskKind};
 use rng::Rng;
 
 /// The synthetic county's code prefix (a Guizhou county, 522425).
@@ -45,6 +46,9 @@ pub struct GenerateOptions {
     pub unmatched_ratio: f64,
     /// Medical settlements per person per year.
     pub medical_rate: f64,
+    /// Plant the cases (household cases and decoys, regional scenarios, the declared
+    /// flood, failed projects); `false` gives a background-only county.
+    pub planted: bool,
 }
 
 impl Default for GenerateOptions {
@@ -58,6 +62,7 @@ impl Default for GenerateOptions {
             duplicate_ratio: 0.002,
             unmatched_ratio: 0.002,
             medical_rate: 4.0,
+            planted: true,
         }
     }
 }
@@ -111,6 +116,27 @@ pub struct AnswerKey {
     pub must_alert: Vec<MustAlert>,
     /// Decoys that must not be.
     pub must_not_alert: Vec<MustNotAlert>,
+    /// Planted regional scenarios that must be signalled.
+    pub regional: Vec<RegionalCase>,
+}
+
+/// One planted regional scenario the regional stage must signal.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionalCase {
+    /// The scenario (`factory_closure`, `dibao_surge`, `flood`, `industry_project_failure`).
+    pub scenario: String,
+    /// The region that must be signalled.
+    pub region_code: String,
+    /// Its level (`village`, `township`, `county`).
+    pub level: String,
+    /// The risk kind of the signal.
+    pub kind: RiskKind,
+    /// The method expected to fire first.
+    pub method: Method,
+    /// First day of the scenario (CST).
+    pub onset: NaiveDate,
+    /// Households involved (for a declared disaster: registry households of the region).
+    pub households: usize,
 }
 
 /// Why generation failed.
@@ -469,10 +495,14 @@ fn candidates(county: &County, size: usize) -> impl Iterator<Item = usize> + '_ 
     exact.chain(larger)
 }
 
-fn plant(county: &mut County) -> (Vec<MustAlert>, Vec<MustNotAlert>) {
+fn plant(county: &mut County) -> (Vec<MustAlert>, Vec<MustNotAlert>, Vec<RegionalCase>) {
     use HouseholdStatus::*;
     let mut must = Vec::new();
     let mut must_not = Vec::new();
+    let mut regional = Vec::new();
+    if !county.options.planted {
+        return (must, must_not, regional);
+    }
     let reps = (county.households.len() / 1000).max(1);
     let take = |county: &mut County, size: usize| -> Option<usize> {
         let household = candidates(county, size).next()?;
@@ -949,6 +979,15 @@ fn plant(county: &mut County) -> (Vec<MustAlert>, Vec<MustNotAlert>) {
                 day,
                 json!({"project_id": format!("P-{village}-{day}"), "project_name": "精品水果种植基地", "household_ids": ids, "loss_yuan": 420_000}),
             );
+            regional.push(RegionalCase {
+                scenario: "industry_project_failure".into(),
+                region_code: format!("{village:012}"),
+                level: "village".into(),
+                kind: RiskKind::IndustryFailure,
+                method: Method::IndustryProjectFailure,
+                onset: county.options.start + Duration::days(i64::from(day)),
+                households: ids.len(),
+            });
             for id in ids {
                 must.push(MustAlert {
                     household_id: id,
@@ -959,10 +998,10 @@ fn plant(county: &mut County) -> (Vec<MustAlert>, Vec<MustNotAlert>) {
             }
         }
     }
-    (must, must_not)
+    (must, must_not, regional)
 }
 
-fn background(county: &mut County) {
+fn background(county: &mut County) -> Vec<RegionalCase> {
     let years = f64::from(county.options.days) / 365.0;
     let groups = [
         "respiratory",
@@ -1077,11 +1116,33 @@ fn background(county: &mut County) {
             );
         }
     }
-    // One flood across up to three villages (a tenth of them), with household impacts.
-    let flooded = (county.villages.len() / 10).clamp(1, 3);
+    let mut regional = Vec::new();
+    if !county.options.planted {
+        background_water(county);
+        return regional;
+    }
+    // One flood declared for two or three villages, with household impacts.
+    let flooded = (county.villages.len() / 4)
+        .clamp(1, 3)
+        .max(county.villages.len().min(2));
     let flood_villages: Vec<u64> = county.villages.iter().copied().take(flooded).collect();
     let flood_day = county.options.days / 2;
     let county_code = COUNTY * 1_000_000;
+    for &village in &flood_villages {
+        regional.push(RegionalCase {
+            scenario: "flood".into(),
+            region_code: format!("{village:012}"),
+            level: "village".into(),
+            kind: RiskKind::Disaster,
+            method: Method::DisasterDeclared,
+            onset: county.options.start + Duration::days(i64::from(flood_day)),
+            households: county
+                .households
+                .iter()
+                .filter(|h| h.village == village)
+                .count(),
+        });
+    }
     county.region_event(
         county_code,
         Kind::DisasterDeclared,
@@ -1110,6 +1171,12 @@ fn background(county: &mut County) {
             json!({"hazard": "flood", "loss_yuan": loss, "house_damage": damage}),
         );
     }
+    background_water(county);
+    regional
+}
+
+/// Two drinking-water outages in random villages.
+fn background_water(county: &mut County) {
     for _ in 0..2 {
         let village = *county.rng.pick(&county.villages.clone());
         let day = county.random_day();
@@ -1121,6 +1188,118 @@ fn background(county: &mut County) {
             json!({"households_affected": affected, "expected_days": 3}),
         );
     }
+}
+
+/// Regional scenarios after the background: a factory closure (layoffs from one
+/// employer across one township's villages over three days) and a surge of 低保
+/// applications in a township over six days, late in the span so the detectors have
+/// history.
+fn regional_scenarios(county: &mut County) -> Vec<RegionalCase> {
+    let mut cases = Vec::new();
+    if !county.options.planted || county.options.days < 40 {
+        return cases;
+    }
+    let mut pick = county.rng.fork("regional");
+    let townships = county.townships.clone();
+    let factory_township = *pick.pick(&townships);
+    let surge_township = townships
+        .iter()
+        .copied()
+        .find(|&t| t != factory_township)
+        .unwrap_or(factory_township);
+    let start = county.options.start;
+    let days = county.options.days;
+
+    // Factory closure: 12 workers of one employer, 4 a day.
+    let onset = days * 7 / 10;
+    let workers = free_households(county, factory_township, 12, true);
+    for (i, &household) in workers.iter().enumerate() {
+        let worker = county.households[household]
+            .members
+            .iter()
+            .copied()
+            .find(|&p| county.persons[p].labour_capable)
+            .unwrap_or(county.households[household].members[0]);
+        let income = money(pick.lognormal(3_800.0, 0.2));
+        county.person_event(
+            worker,
+            Kind::Unemployment,
+            onset + (i % 3) as u32,
+            json!({"reason": "business_closed", "employer_id": "E522425-F001", "industry": "manufacturing", "previous_monthly_income_yuan": income}),
+        );
+    }
+    cases.push(RegionalCase {
+        scenario: "factory_closure".into(),
+        region_code: format!("{factory_township:012}"),
+        level: "township".into(),
+        kind: RiskKind::Unemployment,
+        method: Method::MassLayoff,
+        onset: start + Duration::days(i64::from(onset)),
+        households: workers.len(),
+    });
+
+    // A surge of 低保 applications: 18 households over six days, 3 a day.
+    let onset = days * 3 / 4;
+    let applicants = free_households(county, surge_township, 18, false);
+    for (i, &household) in applicants.iter().enumerate() {
+        let head = county.households[household].members[0];
+        county.person_event(
+            head,
+            Kind::AssistanceApplication,
+            onset + (i / 3) as u32,
+            json!({"program": "dibao", "decision": "applied"}),
+        );
+    }
+    cases.push(RegionalCase {
+        scenario: "dibao_surge".into(),
+        region_code: format!("{surge_township:012}"),
+        level: "township".into(),
+        kind: RiskKind::LowIncome,
+        method: Method::Cusum,
+        onset: start + Duration::days(i64::from(onset)),
+        households: applicants.len(),
+    });
+    cases
+}
+
+/// Up to `count` unreserved households of `township`, spread over its villages in turn
+/// (with a labour-capable member when `workers`), reserved from now on.
+fn free_households(county: &mut County, township: u64, count: usize, workers: bool) -> Vec<usize> {
+    let mut by_village: Vec<Vec<usize>> = county
+        .villages
+        .iter()
+        .filter(|&&v| v / 1000 * 1000 == township)
+        .map(|&v| {
+            (0..county.households.len())
+                .filter(|&h| {
+                    let row = &county.households[h];
+                    row.village == v
+                        && !row.reserved
+                        && (!workers
+                            || row
+                                .members
+                                .iter()
+                                .any(|&p| county.persons[p].labour_capable))
+                })
+                .collect()
+        })
+        .collect();
+    let mut chosen = Vec::new();
+    let mut round = 0;
+    while chosen.len() < count && by_village.iter().any(|list| list.len() > round) {
+        for list in &mut by_village {
+            if chosen.len() < count
+                && let Some(&household) = list.get(round)
+            {
+                chosen.push(household);
+            }
+        }
+        round += 1;
+    }
+    for &household in &chosen {
+        county.households[household].reserved = true;
+    }
+    chosen
 }
 
 /// Events about persons of the neighbouring county (not in the registry).
@@ -1200,8 +1379,9 @@ fn bad_lines(county: &mut County) -> u64 {
 /// `feeds/<source>.ndjson` and `expected.json`.
 pub fn generate(out: &Path, options: &GenerateOptions) -> Result<AnswerKey, GenerateError> {
     let mut county = build_county(options);
-    let (must_alert, must_not_alert) = plant(&mut county);
-    background(&mut county);
+    let (must_alert, must_not_alert, mut regional) = plant(&mut county);
+    regional.extend(background(&mut county));
+    regional.extend(regional_scenarios(&mut county));
     let unmatched = unmatched(&mut county);
     let bad_lines = bad_lines(&mut county);
     let duplicates = county.sequences.get("duplicates").copied().unwrap_or(0);
@@ -1248,6 +1428,7 @@ pub fn generate(out: &Path, options: &GenerateOptions) -> Result<AnswerKey, Gene
         feeds: feed_names,
         must_alert,
         must_not_alert,
+        regional,
     };
     let path = out.join("expected.json");
     let text = serde_json::to_string_pretty(&key).expect("answer key serialises");

@@ -170,9 +170,13 @@ macro_rules! sql_store {
                             .push_bind(task.outcome_note.as_deref())
                             .push_bind(task.assignee.as_deref());
                     });
-                    // The pipeline only raises a task's level; its lifecycle belongs to users.
+                    // The pipeline only raises a task's level (a stale snapshot never
+                    // lowers it); its lifecycle belongs to users.
                     upsert.push(
-                        " ON CONFLICT (task_id) DO UPDATE SET level = excluded.level, updated_at = excluded.updated_at",
+                        " ON CONFLICT (task_id) DO UPDATE SET level = CASE WHEN \
+                         (CASE excluded.level WHEN 'red' THEN 3 WHEN 'orange' THEN 2 WHEN 'yellow' THEN 1 ELSE 0 END) > \
+                         (CASE tasks.level WHEN 'red' THEN 3 WHEN 'orange' THEN 2 WHEN 'yellow' THEN 1 ELSE 0 END) \
+                         THEN excluded.level ELSE tasks.level END, updated_at = excluded.updated_at",
                     );
                     upsert.build().execute(&mut *tx).await?;
                 }
@@ -275,11 +279,13 @@ macro_rules! sql_store {
                 &self,
                 prefix: &str,
             ) -> Result<Vec<SourcePosition>, StoreError> {
+                // A plain prefix comparison, not LIKE: topic names hold `_`, and
+                // SQLite's LIKE ignores case where Kafka does not.
                 let rows = sqlx::query(
                     "SELECT source_key, position, line, fingerprint FROM source_positions \
-                     WHERE source_key LIKE $1",
+                     WHERE substr(source_key, 1, length($1)) = $1",
                 )
-                .bind(format!("{prefix}%"))
+                .bind(prefix)
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(rows

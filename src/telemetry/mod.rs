@@ -23,3 +23,12 @@ pub fn init(settings: &TelemetrySettings) {
         builder.try_init()
     };
 }
+
+/// Peak resident memory of this process (Linux `VmHWM`), in bytes; `None`
+/// elsewhere.
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

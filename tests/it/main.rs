@@ -4,5 +4,7 @@
 
 mod detect_reference;
 mod embedded;
+mod kafka;
+mod regional;
 mod schemas;
 mod support;

@@ -20,7 +20,9 @@ fn fixtures_root() -> PathBuf {
 fn schema_for(folder: &str) -> String {
     match folder {
         "household" | "member" | "region" => format!("registry/{folder}.json"),
-        "household_alert" | "screening_task" | "dead_letter" => format!("outputs/{folder}.json"),
+        "household_alert" | "screening_task" | "dead_letter" | "regional_signal" => {
+            format!("outputs/{folder}.json")
+        }
         _ => format!("events/{folder}.json"),
     }
 }

@@ -108,3 +108,149 @@ pub fn output(command: &mut Command) -> String {
 pub fn feeds(county: &Path, key: &AnswerKey) -> Vec<PathBuf> {
     key.feeds.iter().map(|f| county.join(f)).collect()
 }
+
+/// The PostgreSQL server the test command started (or `DATABASE_URL` named).
+/// Tests that need it fail, never skip, when it is missing.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "DATABASE_URL is not set: PostgreSQL tests need a server. Run them with \
+             scripts/test, which starts a private cluster, or set DATABASE_URL."
+        )
+    })
+}
+
+/// A fresh, empty PostgreSQL database for one test; returns its URL.
+pub async fn fresh_postgres(name: &str) -> String {
+    use sqlx::Connection;
+    let admin = database_url();
+    let database = format!(
+        "yj_{}_{}",
+        name,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_nanos()
+            % 1_000_000_000_000
+    );
+    let mut connection = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to DATABASE_URL ({admin}): {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(&mut connection)
+        .await
+        .expect("CREATE DATABASE");
+    let base = admin
+        .rsplit_once('/')
+        .map(|(base, _)| base.to_string())
+        .expect("DATABASE_URL ends with /database");
+    format!("{base}/{database}")
+}
+
+/// The Kafka-protocol broker the test command started. Tests that need it fail,
+/// never skip, when it is missing.
+pub fn kafka_brokers() -> String {
+    std::env::var("YUJING_TEST_KAFKA_BROKERS").unwrap_or_else(|_| {
+        panic!(
+            "YUJING_TEST_KAFKA_BROKERS is not set: Kafka tests need a broker. Run them with \
+             scripts/test, which starts Tansu."
+        )
+    })
+}
+
+/// Creates `topics` with `partitions` each (an existing topic is fine).
+pub async fn create_topics(brokers: &str, topics: &[String], partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(&new, &AdminOptions::new())
+        .await
+        .expect("CreateTopics");
+    for result in results {
+        if let Err((topic, code)) = result {
+            assert_eq!(
+                code,
+                rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
+                "cannot create {topic}"
+            );
+        }
+    }
+}
+
+/// A unique prefix for one test's topics and group.
+pub fn unique(name: &str) -> String {
+    format!(
+        "t{}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_micros()
+            % 10_000_000_000,
+        name
+    )
+}
+
+/// The environment variables that point yujing at per-test topics under `prefix`.
+pub fn kafka_env(brokers: &str, prefix: &str) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("YUJING__KAFKA__BROKERS".to_string(), brokers.to_string()),
+        (
+            "YUJING__KAFKA__GROUP_ID".to_string(),
+            format!("{prefix}-group"),
+        ),
+        (
+            "YUJING__KAFKA__SESSION_TIMEOUT_MS".to_string(),
+            "6000".to_string(),
+        ),
+        (
+            "YUJING__KAFKA__BATCH_MAX_WAIT_MS".to_string(),
+            "200".to_string(),
+        ),
+        (
+            "YUJING__KAFKA__STATISTICS_INTERVAL_MS".to_string(),
+            "1000".to_string(),
+        ),
+    ];
+    for source in yujing::domain::event::Source::ALL {
+        env.push((
+            format!(
+                "YUJING__KAFKA__INPUT_TOPICS__{}",
+                source.as_str().to_ascii_uppercase()
+            ),
+            format!("{prefix}.{}", source.as_str()),
+        ));
+    }
+    for output in [
+        "household_alerts",
+        "screening_tasks",
+        "regional_signals",
+        "dead_letters",
+    ] {
+        env.push((
+            format!(
+                "YUJING__KAFKA__OUTPUT_TOPICS__{}",
+                output.to_ascii_uppercase()
+            ),
+            format!("{prefix}.out.{output}"),
+        ));
+    }
+    env
+}
+
+/// Every topic `kafka_env(prefix)` names.
+pub fn kafka_topics(prefix: &str) -> Vec<String> {
+    kafka_env("", prefix)
+        .into_iter()
+        .filter(|(k, _)| k.contains("_TOPICS__"))
+        .map(|(_, v)| v)
+        .collect()
+}

@@ -11,7 +11,7 @@ use super::ears::{DetectError, Judgement};
 
 /// The count distribution of the in-control model. Validated form; build the negative binomial
 /// with [`CountFamily::negative_binomial`].
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum CountFamily {
     /// Var = μ.
     Poisson,
@@ -262,6 +262,18 @@ impl CusumState {
     /// A chart at rest (S = 0).
     pub fn new() -> Self {
         CusumState::default()
+    }
+
+    /// A chart carrying `statistic` in (a checkpointed S_{t−1}; negative or non-finite
+    /// values are taken as 0, the chart at rest).
+    pub fn with_statistic(statistic: f64) -> Self {
+        CusumState {
+            statistic: if statistic.is_finite() && statistic > 0.0 {
+                statistic
+            } else {
+                0.0
+            },
+        }
     }
 
     /// S_{t−1}: the statistic carried into the next day (0 right after an alarm).

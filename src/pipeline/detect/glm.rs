@@ -65,7 +65,7 @@ impl Default for SeasonalSpec {
 }
 
 /// How the dispersion is handled.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 enum Dispersion {
     /// Poisson (α = 0).
     Poisson,
@@ -76,7 +76,7 @@ enum Dispersion {
 }
 
 /// A validated [`SeasonalSpec`].
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SeasonalModel {
     harmonics: usize,
     period_days: f64,
@@ -86,7 +86,7 @@ pub struct SeasonalModel {
 }
 
 /// Why a fit is the floored constant mean rather than the GLM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FallbackReason {
     /// Every count in the history is zero: the GLM's MLE does not exist.
     AllZero,
@@ -97,7 +97,7 @@ pub enum FallbackReason {
 }
 
 /// Which model a [`SeasonalFit`] holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FitKind {
     /// The requested GLM, fitted by IRLS.
     Glm,
@@ -108,8 +108,9 @@ pub enum FitKind {
 }
 
 /// A fitted in-control model. The GLM's predictions are not floored (as in R): a weekday with
-/// no events in the whole history gets a mean near 0.
-#[derive(Debug, Clone, PartialEq)]
+/// no events in the whole history gets a mean near 0. Serialisable, so a checkpoint can carry
+/// it (check a deserialised one with [`SeasonalFit::is_consistent`] before use).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeasonalFit {
     model: SeasonalModel,
     kind: FitKind,
@@ -268,6 +269,16 @@ impl SeasonalFit {
             &mut row[..p],
         );
         dot(&row[..p], &self.beta).exp()
+    }
+
+    /// Whether the coefficients fit the model's design (a stored fit read back from a
+    /// checkpoint could be corrupt; [`SeasonalFit::mean_at`] would panic on a short one).
+    pub fn is_consistent(&self) -> bool {
+        self.beta.len() == self.model.coefficient_count()
+            && self.beta.iter().all(|b| b.is_finite())
+            && self.trend_scale.is_finite()
+            && self.trend_scale > 0.0
+            && self.trend_center.is_finite()
     }
 
     /// The model kind: the GLM, or the fallback and why.

@@ -196,7 +196,8 @@ impl HouseholdRules {
         window.insert(position, event);
         // Prune what no judgement within the lateness bound can reach.
         if let Some(newest) = window.last().map(|e| e.occurred_at) {
-            let cut = window.partition_point(|e| e.occurred_at < newest - keep);
+            let oldest_kept = newest - keep;
+            let cut = window.partition_point(|e| e.occurred_at < oldest_kept);
             if cut > 0 {
                 window.drain(..cut);
             }
@@ -235,17 +236,19 @@ impl HouseholdRules {
         // Judgement points: each distinct event time from this event's up to one
         // window later (later windows do not contain it).
         let first = window.partition_point(|e| e.occurred_at < occurred_at);
+        let last_point = occurred_at + lookback;
         let mut previous = None;
         for judged in &window[first..] {
             let point = judged.occurred_at;
-            if point >= occurred_at + lookback {
+            if point >= last_point {
                 break;
             }
             if previous == Some(point) {
                 continue;
             }
             previous = Some(point);
-            let start = window.partition_point(|e| e.occurred_at <= point - lookback);
+            let window_start = point - lookback;
+            let start = window.partition_point(|e| e.occurred_at <= window_start);
             let end = window.partition_point(|e| e.occurred_at <= point);
             let events = &window[start..end];
             let year = (point + Duration::hours(8)).year();

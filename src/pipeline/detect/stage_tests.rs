@@ -1,0 +1,774 @@
+//! Unit tests of the regional stage: counting, watermark, late corrections, idle timeout,
+//! signals and their lifecycle, systemic rules, campaigns, exact restore, and property
+//! tests of order independence.
+
+use std::collections::BTreeMap;
+
+use chrono::{TimeZone, Utc};
+use proptest::prelude::*;
+
+use super::*;
+use crate::config::Settings;
+use crate::domain::alert::Level;
+use crate::domain::event::{
+    AssistanceApplication, Decision, DisasterDeclared, DisasterLevel, Event, Hazard,
+    IndustryProjectFailure, Payload, Program, Subject, Unemployment, UnemploymentReason,
+};
+use crate::domain::ids::{EventId, HouseholdId};
+use crate::domain::registry::{Household, HouseholdStatus};
+use crate::domain::signal::SignalStatus;
+
+const TOWNSHIP_A: &str = "522425101000";
+const TOWNSHIP_B: &str = "522425102000";
+const COUNTY: &str = "522425000000";
+
+fn code(text: &str) -> RegionCode {
+    RegionCode::parse(text).unwrap()
+}
+
+/// Two townships, three villages each, 40 households per village.
+fn registry() -> Registry {
+    let mut households = Vec::new();
+    for township in [101, 102] {
+        for village in 201..204 {
+            for i in 0..40 {
+                households.push(Household {
+                    household_id: HouseholdId::parse(&format!("H{township}{village}{i:03}"))
+                        .unwrap(),
+                    region_code: code(&format!("522425{township}{village}")),
+                    members: 3,
+                    labour_capable: 2,
+                    annual_net_income_yuan: 30_000.0,
+                    status: HouseholdStatus::Ordinary,
+                    monitoring_type: None,
+                    identified_on: None,
+                    risk_eliminated_on: None,
+                    safety_net: false,
+                    dibao: false,
+                    tekun: false,
+                });
+            }
+        }
+    }
+    Registry::build(households, vec![], vec![]).0
+}
+
+fn settings() -> DetectSettings {
+    Settings::defaults().detect
+}
+
+/// Noon (CST) of day `day` after 2024-01-01.
+fn at(day: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 1, 1, 4, 0, 0).unwrap() + Duration::days(day)
+}
+
+fn event(id: &str, day: i64, payload: Payload, subject: Subject) -> Event {
+    Event {
+        event_id: EventId::parse(id).unwrap(),
+        source: payload.kind().source(),
+        occurred_at: at(day),
+        reported_at: at(day),
+        subject,
+        payload_json: "{}".into(),
+        payload,
+    }
+}
+
+fn dibao(id: &str, day: i64) -> Event {
+    event(
+        id,
+        day,
+        Payload::AssistanceApplication(AssistanceApplication {
+            program: Program::Dibao,
+            decision: Decision::Applied,
+            monthly_amount_yuan: None,
+        }),
+        Subject::Household(HouseholdId::parse("H0").unwrap()),
+    )
+}
+
+fn layoff(id: &str, day: i64, employer: &str) -> Event {
+    event(
+        id,
+        day,
+        Payload::Unemployment(Unemployment {
+            reason: UnemploymentReason::LaidOff,
+            employer_id: Some(employer.into()),
+            industry: None,
+            previous_monthly_income_yuan: None,
+        }),
+        Subject::Household(HouseholdId::parse("H0").unwrap()),
+    )
+}
+
+/// A heartbeat event (no household) that moves event time to `day`.
+fn tick(id: &str, day: i64) -> Event {
+    event(
+        id,
+        day,
+        Payload::DisasterDeclared(DisasterDeclared {
+            hazard: Hazard::Other,
+            level: DisasterLevel::Iv,
+            region_codes: vec![],
+            ends_at: None,
+        }),
+        Subject::Region(code(COUNTY)),
+    )
+}
+
+fn day_date(day: i64) -> NaiveDate {
+    date_of(day_of(at(day)))
+}
+
+#[test]
+fn counts_distinct_households_at_every_level() {
+    let registry = registry();
+    let mut stage = RegionalStage::new(&settings());
+    let h0 = 0; // village 522425101201
+    let h1 = 1;
+    stage.observe(&dibao("a", 10), &[h0], &registry);
+    stage.observe(&dibao("b", 10), &[h0], &registry); // same household, same day
+    stage.observe(&dibao("c", 10), &[h1], &registry);
+    stage.observe(&dibao("d", 11), &[h0], &registry); // another day
+    let output = stage.flush(&registry, at(11));
+    let village = code("522425101201");
+    for region in [village, code(TOWNSHIP_A), code(COUNTY)] {
+        assert_eq!(stage.count(region, RiskKind::LowIncome, day_date(10)), 2);
+        assert_eq!(stage.count(region, RiskKind::AnyRisk, day_date(10)), 2);
+        assert_eq!(stage.count(region, RiskKind::LowIncome, day_date(11)), 1);
+    }
+    assert_eq!(
+        stage.count(code(TOWNSHIP_B), RiskKind::LowIncome, day_date(10)),
+        0
+    );
+    // 3 regions × 2 kinds × 2 days, absolute values.
+    assert_eq!(output.counts.len(), 12);
+    assert!(
+        output
+            .counts
+            .iter()
+            .all(|r| r.count == if r.day == day_date(10) { 2 } else { 1 })
+    );
+}
+
+#[test]
+fn watermark_closes_days_and_never_goes_backwards() {
+    let registry = registry();
+    let mut stage = RegionalStage::new(&settings());
+    stage.observe(&dibao("a", 10), &[0], &registry);
+    let first = stage.flush(&registry, at(10));
+    let mark = first.watermark.expect("clock changed").watermark.unwrap();
+    assert_eq!(mark, at(10) - Duration::days(3));
+    assert_eq!(
+        first.days_judged, 0,
+        "days before the first event's are not series days"
+    );
+    // An older event does not move the watermark back; it becomes the origin and the
+    // closed days from it are judged.
+    stage.observe(&dibao("b", 2), &[1], &registry);
+    let second = stage.flush(&registry, at(10) + Duration::hours(1));
+    let state = second.watermark.expect("days judged");
+    assert_eq!(state.watermark, Some(mark));
+    assert_eq!(state.origin, Some(day_date(2)));
+    assert_eq!(state.judged_through, Some(day_date(6)));
+    assert_eq!(second.days_judged, 5);
+    stage.observe(&dibao("c", 20), &[2], &registry);
+    let third = stage.flush(&registry, at(20));
+    let state = third.watermark.expect("moved");
+    assert_eq!(state.watermark, Some(at(17)));
+    assert_eq!(state.judged_through, Some(day_date(16)));
+    assert_eq!(third.days_judged, 10);
+    // Older events never move it back.
+    stage.observe(&dibao("d", 1), &[3], &registry);
+    stage.flush(&registry, at(20) + Duration::hours(1));
+    assert_eq!(stage.watermark().watermark, Some(at(17)));
+}
+
+#[test]
+fn idle_timeout_advances_the_watermark() {
+    let registry = registry();
+    let mut stage = RegionalStage::new(&settings());
+    stage.observe(&dibao("a", 10), &[0], &registry);
+    stage.flush(&registry, at(10));
+    // 23 hours later: still held back by the lateness allowance.
+    assert!(
+        stage
+            .flush(&registry, at(10) + Duration::hours(23))
+            .watermark
+            .is_none()
+    );
+    // Idle for the timeout: the watermark jumps to the latest event time...
+    let idle = stage.flush(&registry, at(10) + Duration::hours(24));
+    assert_eq!(idle.watermark.unwrap().watermark, Some(at(10)));
+    // ...and then follows the clock, never beyond it.
+    let later = stage.flush(&registry, at(10) + Duration::hours(24 + 36));
+    assert_eq!(
+        later.watermark.unwrap().watermark,
+        Some(at(10) + Duration::hours(36))
+    );
+    // A new event restarts the lateness allowance but the watermark stays.
+    stage.observe(&dibao("b", 11), &[1], &registry);
+    let resumed = stage.flush(&registry, at(12));
+    assert_eq!(
+        stage.watermark().watermark,
+        Some(at(10) + Duration::hours(36))
+    );
+    assert!(resumed.watermark.is_some(), "max event time moved");
+}
+
+/// Feeds `per_day(day)` households of low-income applications in village 0 for days
+/// `0..days`, one flush per day.
+fn steady(stage: &mut RegionalStage, registry: &Registry, days: i64, per_day: impl Fn(i64) -> u32) {
+    let mut n = 0;
+    for day in 0..days {
+        for k in 0..per_day(day) {
+            n += 1;
+            let household = (k as usize + day as usize * 7) % 40;
+            stage.observe(&dibao(&format!("s{n}"), day), &[household as u32], registry);
+        }
+        stage.observe(&tick(&format!("t{day}"), day), &[], registry);
+        stage.flush(registry, at(day));
+    }
+}
+
+#[test]
+fn a_late_event_corrects_a_judged_day_and_re_judges_it() {
+    let registry = registry();
+    let mut stage = RegionalStage::new(&settings());
+    // 120 quiet days of background: one application every 10 days in village 0.
+    steady(&mut stage, &registry, 120, |d| u32::from(d % 10 == 0));
+    let judged = stage.watermark().judged_through.unwrap();
+    let target = 110; // judged, not yet an alarm
+    assert!(day_date(target) <= judged);
+    assert!(
+        stage.signals().next().is_none(),
+        "quiet background raises nothing"
+    );
+    // Eight late applications for day 110 from distinct households.
+    for k in 0..8 {
+        stage.observe(&dibao(&format!("late{k}"), target), &[20 + k], &registry);
+    }
+    let output = stage.flush(&registry, at(120) + Duration::hours(1));
+    assert_eq!(output.late_events, 8);
+    assert_eq!(output.late_corrections, 8);
+    let village = code("522425101201");
+    let row = output
+        .counts
+        .iter()
+        .find(|r| r.region_code == village && r.kind == RiskKind::LowIncome)
+        .expect("corrected row");
+    assert_eq!((row.day, row.count), (day_date(target), 9));
+    let signal = output
+        .signals
+        .iter()
+        .find(|s| s.region_code == village && s.risk_kind == RiskKind::LowIncome)
+        .expect("the corrected day alarms");
+    assert_eq!(signal.day, day_date(target));
+    assert_eq!(signal.methods, vec![Method::Cusum]);
+    assert_eq!(signal.observed, 9.0);
+    // The same event again (distinct-household dedupe): no correction.
+    stage.observe(&dibao("late0-again", target), &[20], &registry);
+    let again = stage.flush(&registry, at(120) + Duration::hours(2));
+    assert_eq!((again.late_events, again.late_corrections), (1, 0));
+    assert!(again.counts.is_empty());
+}
+
+#[test]
+fn signals_clear_after_quiet_days_and_campaigns_open_once() {
+    let registry = registry();
+    let mut stage = RegionalStage::new(&settings());
+    // A surge of 12 households on day 100 after a quiet background.
+    steady(&mut stage, &registry, 150, |d| {
+        if d == 100 { 12 } else { u32::from(d % 15 == 0) }
+    });
+    let signals: Vec<&RegionalSignal> = stage
+        .signals()
+        .filter(|s| s.risk_kind == RiskKind::LowIncome)
+        .collect();
+    let village = signals
+        .iter()
+        .find(|s| s.region_code == code("522425101201"))
+        .expect("village signal");
+    assert_eq!(village.onset_day, day_date(100));
+    assert_eq!(village.status, SignalStatus::Cleared, "14 quiet days later");
+    assert!(village.levels_agreeing >= 2, "township and county agree");
+    assert!(village.severity >= Level::Orange);
+    assert!(village.campaign);
+    assert!(signals.iter().all(|s| s.onset_day == day_date(100)));
+}
+
+#[test]
+fn campaigns_cover_every_village_of_the_region() {
+    let registry = registry();
+    let mut stage = RegionalStage::new(&settings());
+    let declared = event(
+        "flood",
+        50,
+        Payload::DisasterDeclared(DisasterDeclared {
+            hazard: Hazard::Flood,
+            level: DisasterLevel::Ii,
+            region_codes: vec![code(TOWNSHIP_A), code("522425102201")],
+            ends_at: Some(at(55)),
+        }),
+        Subject::Region(code(COUNTY)),
+    );
+    stage.observe(&declared, &[], &registry);
+    let output = stage.flush(&registry, at(50));
+    assert_eq!(output.signals.len(), 2);
+    let township = output
+        .signals
+        .iter()
+        .find(|s| s.region_code == code(TOWNSHIP_A))
+        .unwrap();
+    assert_eq!(township.households_affected, 120);
+    assert_eq!(township.severity, Level::Orange);
+    assert_eq!(township.methods, vec![Method::DisasterDeclared]);
+    assert_eq!(township.evidence_until, day_date(55));
+    assert!(township.campaign);
+    let villages: Vec<String> = output
+        .tasks
+        .iter()
+        .filter(|t| t.signal_id.as_deref() == Some(township.signal_id.as_str()))
+        .map(|t| t.village_code.to_string())
+        .collect();
+    assert_eq!(villages, ["522425101201", "522425101202", "522425101203"]);
+    assert!(output.tasks.iter().all(|t| t.kind == TaskKind::Campaign
+        && t.household_id.is_none()
+        && t.alert_id.is_none()
+        && t.due_at == at(50) + Duration::days(15)));
+    assert_eq!(output.tasks.len(), 4);
+    // More evidence updates the same signal and opens no second campaign.
+    stage.observe(&declared_again(), &[], &registry);
+    let again = stage.flush(&registry, at(51));
+    assert!(again.tasks.is_empty());
+    assert!(
+        again
+            .signals
+            .iter()
+            .all(|s| s.status == SignalStatus::Updated)
+    );
+}
+
+fn declared_again() -> Event {
+    event(
+        "flood-2",
+        51,
+        Payload::DisasterDeclared(DisasterDeclared {
+            hazard: Hazard::Flood,
+            level: DisasterLevel::Ii,
+            region_codes: vec![code(TOWNSHIP_A)],
+            ends_at: None,
+        }),
+        Subject::Region(code(COUNTY)),
+    )
+}
+
+#[test]
+fn mass_layoff_and_failed_project_rules() {
+    let registry = registry();
+    let mut stage = RegionalStage::new(&settings());
+    // Four layoffs from one employer in township A on days 30–32: not yet.
+    for k in 0..4u32 {
+        stage.observe(
+            &layoff(&format!("l{k}"), 30 + i64::from(k % 3), "E1"),
+            &[k * 3],
+            &registry,
+        );
+    }
+    // Others from different employers do not add up.
+    stage.observe(&layoff("x1", 31, "E2"), &[50], &registry);
+    assert!(stage.flush(&registry, at(32)).signals.is_empty());
+    // The fifth, in another village of the same township, six days after the first.
+    stage.observe(&layoff("l5", 36, "E1"), &[45], &registry);
+    let output = stage.flush(&registry, at(36));
+    let mut regions: Vec<String> = output
+        .signals
+        .iter()
+        .filter(|s| s.methods == vec![Method::MassLayoff])
+        .map(|s| s.region_code.to_string())
+        .collect();
+    regions.sort();
+    assert_eq!(regions, [COUNTY, TOWNSHIP_A]);
+    let township = output
+        .signals
+        .iter()
+        .find(|s| s.region_code == code(TOWNSHIP_A))
+        .unwrap();
+    assert_eq!((township.observed, township.day), (5.0, day_date(36)));
+    assert_eq!(township.risk_kind, RiskKind::Unemployment);
+    assert_eq!(township.severity, Level::Yellow);
+    // A failed project with 3 households.
+    let failure = event(
+        "p1",
+        40,
+        Payload::IndustryProjectFailure(IndustryProjectFailure {
+            project_id: "P1".into(),
+            project_name: "茶园".into(),
+            household_ids: vec![],
+            loss_yuan: 1000.0,
+        }),
+        Subject::Region(code("522425101202")),
+    );
+    stage.observe(&failure, &[40, 41, 42], &registry);
+    let output = stage.flush(&registry, at(40));
+    let project = output
+        .signals
+        .iter()
+        .find(|s| s.risk_kind == RiskKind::IndustryFailure)
+        .expect("failed project signal");
+    assert_eq!(project.region_code, code("522425101202"));
+    assert_eq!(project.households_affected, 3);
+}
+
+#[test]
+fn village_share_rule() {
+    let registry = registry();
+    let mut stage = RegionalStage::new(&settings());
+    // 5 % of 40 households = 2, but at least 5 households: four are not enough.
+    for k in 0..4u32 {
+        stage.observe(&dibao(&format!("v{k}"), 20 + i64::from(k)), &[k], &registry);
+    }
+    assert!(
+        stage
+            .flush(&registry, at(23))
+            .signals
+            .iter()
+            .all(|s| s.methods != vec![Method::VillageShare])
+    );
+    stage.observe(&dibao("v5", 26), &[5], &registry);
+    let output = stage.flush(&registry, at(26));
+    let share = output
+        .signals
+        .iter()
+        .find(|s| s.methods.contains(&Method::VillageShare))
+        .expect("share reached");
+    assert_eq!(share.region_code, code("522425101201"));
+    assert_eq!(share.risk_kind, RiskKind::AnyRisk);
+    assert_eq!(share.observed, 5.0);
+    // 5/40 = 12.5 % is 2.5 times the 5 % share: orange.
+    assert_eq!(share.severity, Level::Orange);
+}
+
+/// The store's part, in memory: what a restart gives back.
+#[derive(Default)]
+struct FakeStore {
+    counts: BTreeMap<(RegionCode, RiskKind, NaiveDate), u32>,
+    checkpoints: BTreeMap<(RegionCode, RiskKind), SeriesCheckpoint>,
+    watermark: WatermarkState,
+    signals: BTreeMap<(RegionCode, RiskKind), RegionalSignal>,
+    events: Vec<(Event, Vec<HouseholdIdx>)>,
+}
+
+impl FakeStore {
+    fn commit(&mut self, output: &RegionalOutput) {
+        for row in &output.counts {
+            self.counts
+                .insert((row.region_code, row.kind, row.day), row.count);
+        }
+        for checkpoint in &output.checkpoints {
+            self.checkpoints.insert(
+                (checkpoint.region_code, checkpoint.kind),
+                checkpoint.clone(),
+            );
+        }
+        if let Some(state) = output.watermark {
+            self.watermark = state;
+        }
+        for signal in &output.signals {
+            // The episode is stored beside the document; JSON round trip as the store does.
+            let mut back: RegionalSignal =
+                serde_json::from_str(&serde_json::to_string(signal).unwrap()).unwrap();
+            back.episode = signal.episode;
+            self.signals
+                .insert((signal.region_code, signal.risk_kind), back);
+        }
+    }
+
+    fn restore(&self, registry: &Registry) -> RegionalStage {
+        let mut stage = RegionalStage::new(&settings());
+        stage.restore_watermark(self.watermark);
+        let from = stage.counts_needed_from();
+        stage.restore_counts(
+            self.counts
+                .iter()
+                .filter(|(k, _)| from.is_none_or(|f| k.2 >= f))
+                .map(|(&(region_code, kind, day), &count)| CountRow {
+                    region_code,
+                    kind,
+                    day,
+                    count,
+                }),
+        );
+        for checkpoint in self.checkpoints.values() {
+            let json = serde_json::to_string(checkpoint).unwrap();
+            stage
+                .restore_checkpoint(serde_json::from_str(&json).unwrap())
+                .unwrap();
+        }
+        for signal in self.signals.values() {
+            stage.restore_signal(signal.clone());
+        }
+        let since = stage.events_needed_from();
+        for (event, households) in &self.events {
+            if since.is_some_and(|s| event.occurred_at < s) {
+                continue;
+            }
+            let restored = RestoredEvent {
+                event_id: event.event_id.clone(),
+                occurred_at: event.occurred_at,
+                person_key: None,
+                households: households
+                    .iter()
+                    .map(|&h| registry.household(h).household_id.clone())
+                    .collect(),
+                payload: Some(event.payload.clone()),
+            };
+            stage.restore_event(&restored, registry);
+        }
+        stage.finish_restore();
+        stage
+    }
+}
+
+/// A day of mixed events, deterministic in `day`.
+fn day_events(day: i64) -> Vec<(Event, Vec<HouseholdIdx>)> {
+    let mut out = Vec::new();
+    let n = (day * 7919 % 5) as u32;
+    for k in 0..n {
+        let household = ((day as u32) * 13 + k * 29) % 240;
+        out.push((
+            dibao(&format!("d{day}-{k}"), day - i64::from(k % 3)),
+            vec![household],
+        ));
+    }
+    if day % 9 == 0 {
+        for k in 0..3u32 {
+            out.push((
+                layoff(&format!("u{day}-{k}"), day, "E9"),
+                vec![(day as u32 + k * 50) % 240],
+            ));
+        }
+    }
+    if day == 140 {
+        for k in 0..10u32 {
+            out.push((dibao(&format!("surge{k}"), day), vec![100 + k]));
+        }
+    }
+    out.push((tick(&format!("t{day}"), day), vec![]));
+    out
+}
+
+/// A restart anywhere continues exactly: the restored stage produces the same outputs
+/// as the one that kept running.
+#[test]
+fn restore_continues_exactly() {
+    let registry = registry();
+    let mut running = RegionalStage::new(&settings());
+    let mut store = FakeStore::default();
+    for day in 0..130 {
+        for (event, households) in day_events(day) {
+            running.observe(&event, &households, &registry);
+            store.events.push((event, households));
+        }
+        let output = running.flush(&registry, at(day));
+        store.commit(&output);
+    }
+    let mut restored = store.restore(&registry);
+    assert_eq!(restored.watermark(), running.watermark());
+    for day in 130..200 {
+        // Include late events (three days back) in the comparison.
+        for (event, households) in day_events(day) {
+            running.observe(&event, &households, &registry);
+            restored.observe(&event, &households, &registry);
+        }
+        let a = running.flush(&registry, at(day));
+        let b = restored.flush(&registry, at(day));
+        assert_eq!(a, b, "day {day}");
+    }
+    assert!(
+        running.signals().count() > 0,
+        "the surge and layoffs signalled"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Counts do not depend on the arrival order within the lateness bound, and the
+    /// watermark never goes backwards whatever the order.
+    #[test]
+    fn counts_are_order_independent(
+        seed in any::<u64>(),
+        batches in 1usize..8,
+    ) {
+        let registry = registry();
+        let mut events: Vec<(Event, Vec<HouseholdIdx>)> = (30..60).flat_map(day_events).collect();
+        // Shuffle within the lateness bound: sort by day plus a jitter of up to 3 days.
+        let mut state = seed | 1;
+        let mut jitter = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 72) as i64
+        };
+        let mut keyed: Vec<(i64, usize)> = events
+            .iter()
+            .enumerate()
+            .map(|(i, (e, _))| ((e.occurred_at - at(0)).num_hours() + jitter(), i))
+            .collect();
+        keyed.sort();
+        let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
+        let mut in_order = RegionalStage::new(&settings());
+        let mut shuffled = RegionalStage::new(&settings());
+        for (event, households) in &events {
+            in_order.observe(event, households, &registry);
+        }
+        in_order.flush(&registry, at(60));
+        let chunk = order.len().div_ceil(batches);
+        let mut last_mark = None;
+        for (b, part) in order.chunks(chunk).enumerate() {
+            for &i in part {
+                let (event, households) = &events[i];
+                shuffled.observe(event, households, &registry);
+            }
+            shuffled.flush(&registry, at(30) + Duration::hours(b as i64));
+            let mark = shuffled.watermark().watermark;
+            prop_assert!(mark >= last_mark);
+            last_mark = mark;
+        }
+        events.sort_by_key(|(e, _)| e.occurred_at);
+        for day in 25..61 {
+            for region in [code("522425101201"), code(TOWNSHIP_A), code(TOWNSHIP_B), code(COUNTY)] {
+                for kind in [RiskKind::LowIncome, RiskKind::Unemployment, RiskKind::AnyRisk] {
+                    prop_assert_eq!(
+                        in_order.count(region, kind, day_date(day)),
+                        shuffled.count(region, kind, day_date(day))
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn imported_history_is_persisted_and_feeds_the_baselines() {
+    let registry = registry();
+    let mut stage = RegionalStage::new(&settings());
+    let township = code(TOWNSHIP_A);
+    stage.import_history((0..60).map(|day| CountRow {
+        region_code: township,
+        kind: RiskKind::LowIncome,
+        day: day_date(day),
+        count: 2,
+    }));
+    stage.observe(&dibao("a", 60), &[0], &registry);
+    let output = stage.flush(&registry, at(60));
+    assert_eq!(
+        output.counts.len(),
+        60 + 3 * 2,
+        "imported rows and the event's"
+    );
+    assert_eq!(output.watermark.unwrap().origin, Some(day_date(0)));
+    assert_eq!(stage.count(township, RiskKind::LowIncome, day_date(30)), 2);
+    assert_eq!(stage.count(township, RiskKind::LowIncome, day_date(60)), 1);
+}
+
+#[test]
+fn end_of_input_closes_the_days_before_the_latest_event() {
+    let registry = registry();
+    let mut stage = RegionalStage::new(&settings());
+    stage.observe(&dibao("a", 5), &[0], &registry);
+    stage.observe(&dibao("b", 10), &[1], &registry);
+    stage.flush(&registry, at(10));
+    assert_eq!(stage.watermark().judged_through, Some(day_date(6)));
+    stage.end_of_input();
+    let output = stage.flush(&registry, at(10) + Duration::minutes(1));
+    assert_eq!(output.watermark.unwrap().watermark, Some(at(10)));
+    assert_eq!(stage.watermark().judged_through, Some(day_date(9)));
+}
+
+/// Throughput on a generated county (release build):
+/// `cargo test --release --lib stage_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn stage_throughput() {
+    use crate::domain::ids::Pseudonymiser;
+    use crate::generate::{GenerateOptions, generate};
+    use crate::pipeline::decode::Decoder;
+    use crate::pipeline::resolve::{Target, resolve};
+    use std::collections::HashSet;
+    let dir = tempfile::tempdir().unwrap();
+    let options = GenerateOptions {
+        households: 20_000,
+        days: 365,
+        seed: 1,
+        ..GenerateOptions::default()
+    };
+    let key = generate(dir.path(), &options).unwrap();
+    let open = |name: &str| std::fs::File::open(dir.path().join(name)).unwrap();
+    let pseudonymiser = Pseudonymiser::new(b"bench-key-0123456789abcdef");
+    let households = crate::registry::parse_households(open("households.csv"))
+        .unwrap()
+        .rows;
+    let known: HashSet<String> = households
+        .iter()
+        .map(|h| h.household_id.to_string())
+        .collect();
+    let members = crate::registry::parse_members(open("members.csv"), &pseudonymiser, &|id| {
+        known.contains(id.as_str())
+    })
+    .unwrap()
+    .rows;
+    let (registry, _) = Registry::build(
+        households,
+        members
+            .into_iter()
+            .map(|m| (m.person_key, m.household_id, m.labour_capable)),
+        Vec::new(),
+    );
+    let decoder = Decoder::new(&Settings::defaults().validation);
+    let now = Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap();
+    let mut seen = HashSet::new();
+    let mut events = Vec::new();
+    for feed in &key.feeds {
+        let text = std::fs::read(dir.path().join(feed)).unwrap();
+        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let Ok(event) = decoder.decode(line, now) else {
+                continue;
+            };
+            if !seen.insert(event.event_id.digest()) {
+                continue;
+            }
+            let households = match resolve(&event, &registry, &pseudonymiser).target {
+                Target::Household(idx) => vec![idx],
+                Target::Households(list, _) => list,
+                Target::Regional(_) | Target::Unmatched => vec![],
+            };
+            events.push((event, households));
+        }
+    }
+    events.sort_by_key(|(e, _)| e.reported_at);
+    let started = std::time::Instant::now();
+    let mut stage = RegionalStage::new(&settings());
+    let hour = |t: DateTime<Utc>| t.timestamp().div_euclid(3600);
+    let mut batch_hour = hour(events[0].0.reported_at);
+    let mut flushes = 0;
+    let mut signals = 0;
+    for (event, households) in &events {
+        while batch_hour < hour(event.reported_at) {
+            let now = Utc.timestamp_opt((batch_hour + 1) * 3600, 0).unwrap();
+            signals += stage.flush(&registry, now).signals.len();
+            flushes += 1;
+            batch_hour += 1;
+        }
+        stage.observe(event, households, &registry);
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "{} events, {flushes} hourly flushes, {} series, {signals} signal snapshots in {:.2} s ({:.0} events/s)",
+        events.len(),
+        stage.series_count(),
+        elapsed.as_secs_f64(),
+        events.len() as f64 / elapsed.as_secs_f64()
+    );
+}

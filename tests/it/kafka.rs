@@ -1,0 +1,735 @@
+//! Kafka in, PostgreSQL underneath, Kafka out — against a real Kafka-protocol
+//! broker (Tansu) and a real PostgreSQL, both started by `scripts/test`. The
+//! `yujing` binary runs as a child process, so crashes are real crashes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use yujing::app::App;
+use yujing::domain::alert::HouseholdAlert;
+use yujing::generate::AnswerKey;
+use yujing::pipeline::sources::ndjson::Input;
+use yujing::store::{Report, Store};
+
+use crate::support::{
+    Env, create_topics, feeds, fresh_postgres, import_county, kafka_brokers, kafka_env,
+    kafka_topics, unique,
+};
+
+/// Alerts as compared between runs: id, household, level, action, risk types,
+/// rules with reasons, evidence.
+fn alert_view(alert: &HouseholdAlert) -> String {
+    format!(
+        "{} {} {} {} {:?} {:?} {:?}",
+        alert.alert_id,
+        alert.household_id,
+        alert.level,
+        alert.action,
+        alert.risk_types,
+        alert
+            .rules
+            .iter()
+            .map(|r| format!("{} {} {}", r.rule_id, r.level, r.reason))
+            .collect::<Vec<_>>(),
+        alert.evidence
+    )
+}
+
+async fn alert_views(store: &Store) -> BTreeMap<String, String> {
+    let mut views = BTreeMap::new();
+    store
+        .export_alerts(&mut |alert| {
+            views.insert(alert.alert_id.clone(), alert_view(&alert));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    views
+}
+
+async fn task_views(store: &Store) -> BTreeSet<String> {
+    let mut views = BTreeSet::new();
+    store
+        .export_tasks(&mut |task| {
+            views.insert(format!("{} {} {}", task.task_id, task.kind, task.level));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    views
+}
+
+/// One test's world: a generated county, per-test topics, a fresh PostgreSQL
+/// database with the registry, and the county's feeds produced to the topics.
+struct World {
+    env: Env,
+    prefix: String,
+    brokers: String,
+    pg_url: String,
+    county: std::path::PathBuf,
+    key: AnswerKey,
+    produced: u64,
+}
+
+impl World {
+    /// A world with the county's feeds produced.
+    async fn new(
+        name: &str,
+        households: usize,
+        days: u32,
+        brokers: String,
+        partitions: i32,
+    ) -> World {
+        let mut world = World::empty(name, households, days, brokers, partitions).await;
+        let files = feeds(&world.county, &world.key);
+        world.produce(&files);
+        world
+    }
+
+    /// A world with nothing produced yet.
+    async fn empty(
+        name: &str,
+        households: usize,
+        days: u32,
+        brokers: String,
+        partitions: i32,
+    ) -> World {
+        let env = Env::new();
+        let (county, key) = env.county(households, days, 17);
+        let prefix = unique(name);
+        create_topics(&brokers, &kafka_topics(&prefix), partitions).await;
+        let pg_url = fresh_postgres(name).await;
+        let mut settings = env.settings("unused.db");
+        settings.store.url = yujing::config::Secret::new(pg_url.clone());
+        let app = App::build(settings).await.unwrap();
+        import_county(&app, &county).await;
+        app.store.close().await;
+        World {
+            env,
+            prefix,
+            brokers,
+            pg_url,
+            county,
+            key,
+            produced: 0,
+        }
+    }
+
+    /// The binary, pointed at this world's store, topics and group.
+    fn yujing(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_yujing"));
+        command
+            .env("YUJING__PRIVACY__PSEUDONYMISATION_KEY", crate::support::KEY)
+            .env(
+                "YUJING__TELEMETRY__LOG_LEVEL",
+                "info,sqlx=warn,rdkafka=warn",
+            )
+            .env_remove("RUST_LOG")
+            .envs(kafka_env(&self.brokers, &self.prefix))
+            .arg("--store")
+            .arg(&self.pg_url)
+            .current_dir(self.env.dir.path());
+        command
+    }
+
+    /// Publishes feed files with `yujing produce`; counts them as produced.
+    fn produce(&mut self, files: &[std::path::PathBuf]) {
+        let output = self.yujing().arg("produce").args(files).output().unwrap();
+        assert!(
+            output.status.success(),
+            "produce failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        self.produced += String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.split(": ").nth(1))
+            .filter_map(|rest| rest.strip_suffix(" messages"))
+            .map(|n| n.parse::<u64>().unwrap())
+            .sum::<u64>();
+    }
+
+    /// Starts `yujing run --kafka` with extra environment.
+    fn start(&self, log: &str, extra: &[(&str, &str)]) -> Child {
+        let log = std::fs::File::create(self.env.path(log)).unwrap();
+        self.yujing()
+            .args(["run", "--kafka"])
+            .envs(extra.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    async fn store(&self) -> Store {
+        let settings = self.env.settings("unused.db");
+        Store::connect(&self.pg_url, &settings.store).await.unwrap()
+    }
+
+    async fn report(&self) -> Report {
+        let store = self.store().await;
+        let report = store.report().await.unwrap();
+        store.close().await;
+        report
+    }
+
+    /// Waits until the store has processed every produced message.
+    async fn wait_processed(&self, timeout: Duration) -> Report {
+        let started = Instant::now();
+        loop {
+            let report = self.report().await;
+            if report.events_processed >= self.produced {
+                return report;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "only {} of {} messages processed after {timeout:?}",
+                report.events_processed,
+                self.produced
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Alerts and tasks of an embedded (file → SQLite) run over the same feeds.
+    async fn embedded(&self) -> (BTreeMap<String, String>, BTreeSet<String>) {
+        let app = self.env.app("embedded.db").await;
+        import_county(&app, &self.county).await;
+        let inputs = feeds(&self.county, &self.key)
+            .into_iter()
+            .map(Input::File)
+            .collect();
+        yujing::commands::run(&app, inputs, CancellationToken::new(), false)
+            .await
+            .unwrap();
+        (alert_views(&app.store).await, task_views(&app.store).await)
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.env.path(name)).unwrap_or_default()
+    }
+
+    /// Distinct ids of the documents on one of this world's output topics.
+    fn output_ids(
+        &self,
+        output: &str,
+        field: &str,
+        expected: &BTreeSet<String>,
+        timeout: Duration,
+    ) -> BTreeSet<String> {
+        output_ids(
+            &self.brokers,
+            &format!("{}.out.{output}", self.prefix),
+            field,
+            expected,
+            timeout,
+        )
+    }
+}
+
+/// Distinct `field` values of the documents on `topic`, read from the beginning
+/// until `expected` are all seen or `timeout`.
+fn output_ids(
+    brokers: &str,
+    topic: &str,
+    field: &str,
+    expected: &BTreeSet<String>,
+    timeout: Duration,
+) -> BTreeSet<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("{topic}-reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        assignment
+            .add_partition_offset(topic, partition.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let started = Instant::now();
+    let mut seen = BTreeSet::new();
+    while started.elapsed() < timeout && !expected.is_subset(&seen) {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let document: serde_json::Value =
+                serde_json::from_slice(message.payload().unwrap_or_default()).unwrap();
+            seen.insert(document[field].as_str().unwrap().to_string());
+        }
+    }
+    seen
+}
+
+/// Sends SIGTERM and expects a clean exit.
+fn terminate(mut child: Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "yujing exited with {status} after SIGTERM"
+            );
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "yujing did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_run_matches_the_embedded_run_and_publishes_every_alert() {
+    let world = World::new("e2e", 800, 90, kafka_brokers(), 3).await;
+    assert!(world.produced > 1000);
+    let child = world.start("run.log", &[]);
+    let report = world.wait_processed(Duration::from_secs(120)).await;
+    terminate(child);
+    assert_eq!(
+        report.events_processed,
+        world.produced,
+        "{}",
+        world.log("run.log")
+    );
+    let store = world.store().await;
+    let kafka_alerts = alert_views(&store).await;
+    let kafka_tasks = task_views(&store).await;
+    let (embedded_alerts, embedded_tasks) = world.embedded().await;
+    assert!(!kafka_alerts.is_empty());
+    assert_eq!(kafka_alerts, embedded_alerts);
+    assert_eq!(kafka_tasks, embedded_tasks);
+    // Every alert id reached the output topic (the outbox was flushed on SIGTERM).
+    let ids: BTreeSet<String> = kafka_alerts.keys().cloned().collect();
+    let published = world.output_ids(
+        "household_alerts",
+        "alert_id",
+        &ids,
+        Duration::from_secs(30),
+    );
+    assert_eq!(published, ids);
+    assert_eq!(store.outbox_backlog().await.unwrap(), 0);
+    // The log speaks of ids and counts, never of resident IDs.
+    let log = world.log("run.log");
+    let members = std::fs::read_to_string(world.county.join("members.csv")).unwrap();
+    for line in members.lines().skip(1) {
+        let id = line.split(',').next().unwrap();
+        assert!(!log.contains(&id[..14]), "a resident ID reached the log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_runs_resume_without_loss_or_duplicates() {
+    let world = World::new("crash", 800, 90, kafka_brokers(), 3).await;
+    let small = [("YUJING__KAFKA__BATCH_MAX_MESSAGES", "200")];
+    // Crash right after a commit, before the outbox relay hears of it.
+    for (round, point) in ["abort_after_commit:2", "abort_after_commit:3"]
+        .iter()
+        .enumerate()
+    {
+        let mut child = world.start(
+            &format!("abort{round}.log"),
+            &[small[0], ("YUJING_FAILPOINT", point)],
+        );
+        let status = wait_exit(&mut child, Duration::from_secs(90));
+        assert!(!status.success(), "the failpoint aborts the process");
+    }
+    // A SIGKILL at an arbitrary point mid-stream.
+    let mut child = world.start("killed.log", &small);
+    let started = Instant::now();
+    let before = world.report().await.events_processed;
+    while world.report().await.events_processed < before + 600 {
+        assert!(started.elapsed() < Duration::from_secs(90), "no progress");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Then to the end.
+    let child = world.start("final.log", &small);
+    let report = world.wait_processed(Duration::from_secs(120)).await;
+    terminate(child);
+    assert_eq!(
+        report.events_processed, world.produced,
+        "no loss, no double count"
+    );
+    assert_eq!(
+        report.events_accepted + report.duplicates + report.dead_letters,
+        report.events_processed
+    );
+    let store = world.store().await;
+    let alerts = alert_views(&store).await;
+    let (embedded_alerts, _) = world.embedded().await;
+    assert_eq!(alerts, embedded_alerts);
+    let ids: BTreeSet<String> = alerts.keys().cloned().collect();
+    let published = world.output_ids(
+        "household_alerts",
+        "alert_id",
+        &ids,
+        Duration::from_secs(30),
+    );
+    assert!(
+        ids.is_subset(&published),
+        "every alert published at least once"
+    );
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(started.elapsed() < timeout, "yujing did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_partitions_and_hand_them_over() {
+    let mut world = World::empty("rebalance", 800, 90, kafka_brokers(), 4).await;
+    let files = feeds(&world.county, &world.key);
+    // The medical feed (most of the events) comes in a second wave, after one of
+    // the two instances has left: its partitions were split between both, so the
+    // survivor must take the leaver's over, at the offsets stored in PostgreSQL.
+    let (second_wave, first_wave): (Vec<_>, Vec<_>) = files
+        .into_iter()
+        .partition(|f| f.to_string_lossy().contains("medical"));
+    world.produce(&first_wave);
+    let first = world.start("first.log", &[]);
+    let second = world.start("second.log", &[]);
+    let started = Instant::now();
+    while !(world.log("first.log").contains("partitions assigned")
+        && world.log("second.log").contains("partitions assigned"))
+    {
+        assert!(started.elapsed() < Duration::from_secs(60), "no assignment");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    world.wait_processed(Duration::from_secs(60)).await;
+    terminate(second);
+    world.produce(&second_wave);
+    let report = world.wait_processed(Duration::from_secs(120)).await;
+    terminate(first);
+    assert_eq!(report.events_processed, world.produced);
+    assert!(
+        world
+            .log("first.log")
+            .matches("partitions assigned")
+            .count()
+            >= 2,
+        "the survivor took the partitions over"
+    );
+    let alerts = alert_views(&world.store().await).await;
+    let (embedded_alerts, _) = world.embedded().await;
+    assert_eq!(alerts, embedded_alerts);
+}
+
+/// Terminates every PostgreSQL connection of the yujing processes; returns how many.
+async fn cut_yujing_connections() -> u64 {
+    let admin = crate::support::database_url();
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'yujing' AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut connection)
+    .await
+    .unwrap();
+    killed.len() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_postgres_connections_are_retried() {
+    let mut world = World::empty("pgdrop", 800, 90, kafka_brokers(), 3).await;
+    let files = feeds(&world.county, &world.key);
+    let (second_wave, first_wave): (Vec<_>, Vec<_>) = files
+        .into_iter()
+        .partition(|f| f.to_string_lossy().contains("medical"));
+    world.produce(&first_wave);
+    let child = world.start("run.log", &[("YUJING__KAFKA__BATCH_MAX_MESSAGES", "50")]);
+    world.wait_processed(Duration::from_secs(60)).await;
+    // Every pooled connection dies between the waves, and again and again while
+    // the second wave is processed.
+    let mut terminated = cut_yujing_connections().await;
+    assert!(terminated > 0, "yujing holds connections to cut");
+    world.produce(&second_wave);
+    let started = Instant::now();
+    let mut cut_mid_run = 0;
+    loop {
+        let report = world.report().await;
+        if report.events_processed >= world.produced {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(180), "stalled");
+        let cut = cut_yujing_connections().await;
+        terminated += cut;
+        cut_mid_run += u64::from(cut > 0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    terminate(child);
+    eprintln!("{terminated} connections cut, {cut_mid_run} rounds while the second wave ran");
+    let report = world.report().await;
+    assert_eq!(report.events_processed, world.produced);
+    assert_eq!(
+        report.events_accepted + report.duplicates + report.dead_letters,
+        report.events_processed
+    );
+    let alerts = alert_views(&world.store().await).await;
+    let (embedded_alerts, _) = world.embedded().await;
+    assert_eq!(alerts, embedded_alerts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_messages_become_dead_letters_and_never_block_their_partition() {
+    let brokers = kafka_brokers();
+    let env = Env::new();
+    let prefix = unique("poison");
+    create_topics(&brokers, &kafka_topics(&prefix), 1).await;
+    let topic = format!("{prefix}.housing");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    let valid = |i: usize| {
+        format!(
+            r#"{{"event_id":"P-{i}","source":"housing","kind":"housing_safety","occurred_at":"2024-05-01T10:00:00+08:00","reported_at":"2024-05-02T09:00:00+08:00","household_id":"H{i}","payload":{{"rating":"A"}}}}"#
+        )
+        .into_bytes()
+    };
+    let poison: Vec<(&str, Vec<u8>)> = vec![
+        ("json.syntax", b"{not json".to_vec()),
+        ("json.not_utf8", b"{\"a\":\"\xff\xfe\"}".to_vec()),
+        ("line.too_long", vec![b'x'; 20_000]),
+        ("json.syntax", Vec::new()),
+    ];
+    let mut sent = 0u64;
+    for (i, (_, bad)) in poison.iter().enumerate() {
+        for j in 0..20 {
+            producer
+                .send(
+                    FutureRecord::<str, [u8]>::to(&topic)
+                        .key("k")
+                        .payload(&valid(i * 20 + j)),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+            sent += 1;
+        }
+        producer
+            .send(
+                FutureRecord::<str, [u8]>::to(&topic)
+                    .key("k")
+                    .payload(bad.as_slice()),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        sent += 1;
+    }
+    let pg_url = fresh_postgres("poison").await;
+    let log = std::fs::File::create(env.path("run.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_yujing"))
+        .env("YUJING__PRIVACY__PSEUDONYMISATION_KEY", crate::support::KEY)
+        .env("YUJING__INPUT__MAX_LINE_BYTES", "4096")
+        .envs(kafka_env(&brokers, &prefix))
+        .args(["--store", &pg_url, "run", "--kafka"])
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let settings = env.settings("unused.db");
+    let store = Store::connect(&pg_url, &settings.store).await.unwrap();
+    let started = Instant::now();
+    while store.report().await.unwrap().events_processed < sent {
+        assert!(started.elapsed() < Duration::from_secs(90), "stalled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    terminate(child);
+    let report = store.report().await.unwrap();
+    assert_eq!(report.dead_letters, poison.len() as u64);
+    assert_eq!(report.events_accepted, sent - poison.len() as u64);
+    let mut letters = Vec::new();
+    store
+        .export_dead_letters(&mut |letter| {
+            letters.push(letter.to_document());
+            Ok(())
+        })
+        .await
+        .unwrap();
+    for letter in &letters {
+        assert_eq!(letter["origin"]["kind"], "kafka");
+        assert_eq!(letter["origin"]["topic"], topic.as_str());
+        assert!(letter["origin"]["offset"].as_i64().unwrap() >= 20);
+        assert!(yujing::schemas::Schemas::get().is_valid("outputs/dead_letter.json", letter));
+    }
+    let mut rules: Vec<&str> = letters
+        .iter()
+        .map(|l| l["rule"].as_str().unwrap())
+        .collect();
+    rules.sort();
+    let mut expected: Vec<&str> = poison.iter().map(|(rule, _)| *rule).collect();
+    expected.sort();
+    assert_eq!(rules, expected);
+    // And on the dead-letter topic.
+    let ids: BTreeSet<String> = letters
+        .iter()
+        .map(|l| l["dead_letter_id"].as_str().unwrap().to_string())
+        .collect();
+    let published = output_ids(
+        &brokers,
+        &format!("{prefix}.out.dead_letters"),
+        "dead_letter_id",
+        &ids,
+        Duration::from_secs(30),
+    );
+    assert_eq!(published, ids);
+}
+
+/// A private Tansu broker on the S3 sidecar `scripts/test` runs, so that its data
+/// outlives a crash and it can be killed and restarted on the same port.
+struct PrivateBroker {
+    child: Option<Child>,
+    port: u16,
+    cluster: String,
+    log: std::path::PathBuf,
+}
+
+impl PrivateBroker {
+    fn start(env: &Env, name: &str) -> PrivateBroker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut broker = PrivateBroker {
+            child: None,
+            port,
+            cluster: unique(name),
+            log: env.path(&format!("{name}-broker.log")),
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let binary = std::env::var("YUJING_TEST_TANSU_BIN").unwrap_or_else(|_| {
+            panic!("YUJING_TEST_TANSU_BIN is not set: run the tests with scripts/test")
+        });
+        let storage = std::env::var("YUJING_TEST_TANSU_S3_STORAGE")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| {
+                panic!(
+                    "YUJING_TEST_TANSU_S3_STORAGE is not set: the broker-restart test needs the \
+                     S3 sidecar that scripts/test starts (scripts/lib/tansu.sh)"
+                )
+            });
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(binary)
+            .args(["broker", "--cluster-id", &self.cluster])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", &storage])
+            .env("RUST_LOG", "warn")
+            .env_remove("CLUSTER_ID")
+            .env_remove("LISTENER_URL")
+            .env_remove("ADVERTISED_LISTENER_URL")
+            .env_remove("STORAGE_ENGINE")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "broker did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, then the same broker again on the same port and storage.
+    fn crash_and_restart(&mut self, down_for: Duration) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        std::thread::sleep(down_for);
+        self.spawn();
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_stream_changes_nothing() {
+    let scratch = Env::new();
+    let mut broker = PrivateBroker::start(&scratch, "restart");
+    let mut world = World::empty("restart", 800, 90, broker.brokers(), 3).await;
+    let files = feeds(&world.county, &world.key);
+    // librdkafka prefetches whole partitions, so the stream is made to continue
+    // after the crash: the medical feed is produced once the broker is back, and
+    // yujing must reconnect (consumer, group coordinator, outbox producer) for it.
+    let (second_wave, first_wave): (Vec<_>, Vec<_>) = files
+        .into_iter()
+        .partition(|f| f.to_string_lossy().contains("medical"));
+    world.produce(&first_wave);
+    let child = world.start("run.log", &[("YUJING__KAFKA__BATCH_MAX_MESSAGES", "100")]);
+    world.wait_processed(Duration::from_secs(60)).await;
+    broker.crash_and_restart(Duration::from_secs(2));
+    world.produce(&second_wave);
+    let report = world.wait_processed(Duration::from_secs(180)).await;
+    terminate(child);
+    assert_eq!(
+        report.events_processed,
+        world.produced,
+        "{}",
+        world.log("run.log")
+    );
+    let store = world.store().await;
+    let alerts = alert_views(&store).await;
+    let (embedded_alerts, _) = world.embedded().await;
+    assert_eq!(alerts, embedded_alerts);
+    // The outbox relay reconnected too: the second wave's alerts were published.
+    let ids: BTreeSet<String> = alerts.keys().cloned().collect();
+    let published = world.output_ids(
+        "household_alerts",
+        "alert_id",
+        &ids,
+        Duration::from_secs(30),
+    );
+    assert!(ids.is_subset(&published));
+}
