@@ -75,10 +75,23 @@ impl App {
         }
         self.metrics.registry_loaded(registry.household_count());
         let mut core = Core::new(&self.settings, pseudonymiser, registry);
+        // The regional stage's clock first: it says how much history it needs.
+        let clock = self.store.regional_clock().await?;
+        core.regional_restore()
+            .0
+            .restore_watermark(clock.unwrap_or_default());
         let rules = &self.settings.rules;
         let reach = Duration::days(2 * (rules.lookback_days + rules.max_lateness_days));
         let latest = self.store.latest_event_time().await?;
-        let events_since = latest.map(|t| t - reach);
+        // Events from the earlier of what the household windows and the regional
+        // stage need (None: every event).
+        let events_since = match (
+            latest.map(|t| t - reach),
+            core.regional().events_needed_from(),
+        ) {
+            (Some(rules_from), Some(regional_from)) => Some(rules_from.min(regional_from)),
+            _ => None,
+        };
         let closed_since = (Utc::now() - Duration::days(rules.cooldown_days))
             .min(latest.unwrap_or_else(Utc::now) - reach);
         let state = self.store.load_state(events_since, closed_since).await?;
@@ -92,7 +105,23 @@ impl App {
         for (alert, task, episode) in state.open_alerts {
             core.restore_open_alert(alert, task, episode);
         }
-        tracing::info!(
+        let counts_from = core.regional().counts_needed_from();
+        let regional = self.store.load_regional(counts_from).await?;
+        let (stage, registry) = core.regional_restore();
+        stage.restore_counts(regional.counts);
+        for checkpoint in regional.checkpoints {
+            stage
+                .restore_checkpoint(checkpoint)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        }
+        for signal in regional.signals {
+            stage.restore_signal(signal);
+        }
+        for event in &state.events {
+            stage.restore_event(event, registry);
+        }
+        stage.finish_restore();
+        tracing::debug!(
             households = core.registry().household_count(),
             members = core.registry().person_count(),
             events_seen = core.seen_count(),

@@ -90,10 +90,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write alerts, tasks or dead letters as NDJSON on stdout.
+    /// Write alerts, tasks, dead letters or regional signals as NDJSON on stdout.
     Export {
         /// What to export.
         what: ExportWhat,
+    },
+    /// Run the regional detectors over a CSV of daily counts (date,region,kind,count)
+    /// and write their judgements as CSV on stdout
+    /// (date,region,kind,method,observed,expected,upper_bound,alarm).
+    Detect {
+        /// The counts.
+        #[arg(long, value_name = "FILE.csv")]
+        counts: PathBuf,
+    },
+    /// Simulate count series with injected outbreaks of known size and report, per
+    /// detector and level of the hierarchy: probability of detection, false alarms per
+    /// region-year, median days to detection (a Markdown table on stdout).
+    Evaluate {
+        /// Seed.
+        #[arg(long, default_value_t = 2024)]
+        seed: u64,
+        /// Simulated regions per level of the hierarchy.
+        #[arg(long, default_value_t = 60)]
+        regions_per_level: usize,
+        /// Years of history before monitoring starts.
+        #[arg(long, default_value_t = 1)]
+        history_years: u32,
+        /// Years monitored.
+        #[arg(long, default_value_t = 2)]
+        monitored_years: u32,
+        /// Outbreaks per region per monitored year.
+        #[arg(long, default_value_t = 3)]
+        outbreaks_per_region_year: u32,
     },
 }
 
@@ -164,6 +192,7 @@ enum ExportWhat {
     Alerts,
     Tasks,
     DeadLetters,
+    Signals,
 }
 
 fn load_settings(cli: &Cli) -> anyhow::Result<Settings> {
@@ -402,6 +431,46 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             }
         }
+        Command::Detect { counts } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let summary = commands::detect::detect(&settings.detect, &counts, &mut out)?;
+            std::io::Write::flush(&mut out)?;
+            let alarms: Vec<String> = summary
+                .alarms
+                .iter()
+                .map(|(method, count)| format!("{method} {count}"))
+                .collect();
+            eprintln!(
+                "{} series, {} rows; alarms: {}",
+                summary.series,
+                summary.rows,
+                if alarms.is_empty() {
+                    "none".to_string()
+                } else {
+                    alarms.join(", ")
+                }
+            );
+        }
+        Command::Evaluate {
+            seed,
+            regions_per_level,
+            history_years,
+            monitored_years,
+            outbreaks_per_region_year,
+        } => {
+            let options = commands::evaluate::EvaluateOptions {
+                seed,
+                regions_per_level,
+                history_years,
+                monitored_years,
+                outbreaks_per_region_year,
+            };
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            commands::evaluate::evaluate(&settings.detect, &options, &mut out)?;
+            std::io::Write::flush(&mut out)?;
+        }
         Command::Report { json } => {
             let app = App::build(settings).await?;
             let report = commands::report(&app).await?;
@@ -418,6 +487,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExportWhat::Alerts => ExportKind::Alerts,
                 ExportWhat::Tasks => ExportKind::Tasks,
                 ExportWhat::DeadLetters => ExportKind::DeadLetters,
+                ExportWhat::Signals => ExportKind::Signals,
             };
             let mut out = std::io::BufWriter::new(std::io::stdout());
             commands::export(&app, kind, &mut out).await?;
@@ -463,6 +533,8 @@ fn print_report(report: &yujing::store::Report) {
     line("alerts by level", &report.alerts_by_level);
     line("alerts by action", &report.alerts_by_action);
     line("tasks by status", &report.tasks_by_status);
+    line("active signals", &report.signals_by_severity);
+    line("signals by kind", &report.signals_by_kind);
     line("dead letters", &report.dead_letters_by_rule);
 }
 

@@ -307,6 +307,8 @@ pub enum ExportKind {
     Tasks,
     /// Dead letters.
     DeadLetters,
+    /// Regional signals.
+    Signals,
 }
 
 /// `yujing export`: one JSON document per line on `out`.
@@ -330,6 +332,14 @@ pub async fn export(
                 .export_tasks(&mut |task| {
                     count += 1;
                     write_line(out, &task)
+                })
+                .await?
+        }
+        ExportKind::Signals => {
+            app.store
+                .export_signals(&mut |signal| {
+                    count += 1;
+                    write_line(out, &signal)
                 })
                 .await?
         }

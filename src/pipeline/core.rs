@@ -1,6 +1,7 @@
 //! The pure pipeline core: a batch of raw records -> everything the store must
-//! commit for it (accepted events, dead letters, alert and task snapshots, counts).
-//! decode+validate -> dedupe by event id -> resolve -> household rules. No I/O and no
+//! commit for it (accepted events, dead letters, alert and task snapshots, regional
+//! counts and signals, counts). decode+validate -> dedupe by event id -> resolve ->
+//! household rules, and the regional stage beside them. No I/O and no
 //! clock of its own: `now` comes in, so tests and benchmarks are deterministic.
 //! It cannot fail: every bad record becomes a dead letter.
 
@@ -19,6 +20,7 @@ use crate::domain::registry::{HouseholdIdx, Registry};
 use crate::domain::task::ScreeningTask;
 
 use super::decode::Decoder;
+use super::detect::{RegionalOutput, RegionalStage};
 use super::resolve::{Target, resolve};
 use super::rules::facts::{Fact, PersonFacts, RiskEvent};
 use super::rules::{ClosedAlert, HouseholdRules};
@@ -102,6 +104,8 @@ pub struct BatchOutput {
     pub alerts: Vec<HouseholdAlert>,
     /// Task snapshots created or changed.
     pub tasks: Vec<ScreeningTask>,
+    /// The regional stage's counts, clock, signals and campaign tasks.
+    pub regional: RegionalOutput,
     /// Counts.
     pub counts: BatchCounts,
 }
@@ -137,6 +141,7 @@ pub struct Core {
     rules: HouseholdRules,
     rule_settings: crate::config::RuleSettings,
     seen: SeenSet,
+    regional: RegionalStage,
 }
 
 impl Core {
@@ -149,6 +154,7 @@ impl Core {
             rules: HouseholdRules::new(settings.rules.clone(), settings.policy.clone()),
             rule_settings: settings.rules.clone(),
             seen: SeenSet::default(),
+            regional: RegionalStage::new(&settings.detect),
         }
     }
 
@@ -160,6 +166,22 @@ impl Core {
     /// The household rules (tests and the API read alerts here).
     pub fn rules(&self) -> &HouseholdRules {
         &self.rules
+    }
+
+    /// The regional stage (restored at start-up, read by tests).
+    pub fn regional(&self) -> &RegionalStage {
+        &self.regional
+    }
+
+    /// The regional stage and the registry, to restore the stage's state.
+    pub fn regional_restore(&mut self) -> (&mut RegionalStage, &Registry) {
+        (&mut self.regional, &self.registry)
+    }
+
+    /// The input is finite and has ended: the next batch (even an empty one) judges
+    /// every day up to the latest event's.
+    pub fn end_of_input(&mut self) {
+        self.regional.end_of_input();
     }
 
     /// Marks event ids as seen (state rebuilt from the store).
@@ -269,6 +291,7 @@ impl Core {
         let changes = self.rules.drain();
         output.alerts = changes.alerts;
         output.tasks = changes.tasks;
+        output.regional = self.regional.flush(&self.registry, now);
         output.counts.suppressed = changes.suppressed;
         output.counts.dead_letters = output.dead_letters.len() as u64;
         output
@@ -311,6 +334,9 @@ impl Core {
         };
         if matched == Match::Unmatched {
             output.counts.unmatched += 1;
+        }
+        if matched != Match::Unmatched {
+            self.regional.observe(&event, households, &self.registry);
         }
         for &idx in households {
             let facts = person_facts(&self.registry, idx, resolved.person);

@@ -578,6 +578,11 @@ fn payload(kind: Kind, json: &str) -> Fast<Payload> {
                 "expected_days",
                 (),
             )?;
+            schema(
+                p.households_affected <= 100_000_000,
+                "households_affected",
+                (),
+            )?;
             Payload::WaterOutage(p)
         }
     };

@@ -96,6 +96,8 @@ enum CoreInput {
     Batch(u64, RawBatch),
     /// Replace the core (its state reloaded from the store after a rebalance).
     Replace(Box<Core>),
+    /// A finite input ended: judge every day up to the latest event's.
+    EndOfInput(u64),
 }
 
 /// A processed batch on its way to the store.
@@ -117,6 +119,20 @@ fn spawn_core(
         while let Some(message) = input.blocking_recv() {
             match message {
                 CoreInput::Replace(fresh) => core = *fresh,
+                CoreInput::EndOfInput(seq) => {
+                    core.end_of_input();
+                    let began = Instant::now();
+                    let processed = core.process(&[], Utc::now());
+                    core_time += began.elapsed();
+                    let processed = Processed {
+                        seq,
+                        output: processed,
+                        positions: Vec::new(),
+                    };
+                    if output.blocking_send(processed).is_err() {
+                        break;
+                    }
+                }
                 CoreInput::Batch(seq, batch) => {
                     let began = Instant::now();
                     let processed = core.process(&batch.records, Utc::now());
@@ -283,6 +299,9 @@ pub async fn run_ndjson(
                     })?;
                 }
             }
+        }
+        if !reader_cancel.is_cancelled() {
+            let _ = raw_tx.blocking_send(CoreInput::EndOfInput(seq + 1));
         }
         Ok(())
     });

@@ -121,12 +121,31 @@ pub struct Report {
     pub alerts_by_action: BTreeMap<String, u64>,
     /// Tasks by status.
     pub tasks_by_status: BTreeMap<String, u64>,
+    /// Active (not cleared) regional signals by severity.
+    pub signals_by_severity: BTreeMap<String, u64>,
+    /// Regional signals (every episode) by risk kind.
+    pub signals_by_kind: BTreeMap<String, u64>,
+    /// Events for days the regional stage had already judged.
+    pub late_events: u64,
+    /// Of them, those that changed a count and re-judged its days.
+    pub late_corrections: u64,
     /// Dead letters by rule.
     pub dead_letters_by_rule: BTreeMap<String, u64>,
     /// Registry households.
     pub households: u64,
     /// Registry members.
     pub members: u64,
+}
+
+/// The regional stage's state as stored (the clock is read first, on its own).
+#[derive(Debug, Default)]
+pub struct StoredRegional {
+    /// Count rows from the day the stage asked for.
+    pub counts: Vec<crate::pipeline::detect::CountRow>,
+    /// Every series' detector state.
+    pub checkpoints: Vec<crate::pipeline::detect::SeriesCheckpoint>,
+    /// The latest signal of every (region, kind).
+    pub signals: Vec<crate::domain::signal::RegionalSignal>,
 }
 
 /// The registry as stored.
@@ -336,6 +355,30 @@ impl Store {
         each: &mut (dyn FnMut(DeadLetter) -> std::io::Result<()> + Send),
     ) -> Result<(), StoreError> {
         dispatch!(self, store => store.export_dead_letters(each).await)
+    }
+
+    /// The regional stage's clock, if it has run.
+    pub async fn regional_clock(
+        &self,
+    ) -> Result<Option<crate::pipeline::detect::WatermarkState>, StoreError> {
+        dispatch!(self, store => store.regional_clock().await)
+    }
+
+    /// The regional stage's counts (from `counts_from`), series states and latest
+    /// signals.
+    pub async fn load_regional(
+        &self,
+        counts_from: Option<chrono::NaiveDate>,
+    ) -> Result<StoredRegional, StoreError> {
+        dispatch!(self, store => store.load_regional(counts_from).await)
+    }
+
+    /// Every regional signal episode.
+    pub async fn export_signals(
+        &self,
+        each: &mut (dyn FnMut(crate::domain::signal::RegionalSignal) -> std::io::Result<()> + Send),
+    ) -> Result<(), StoreError> {
+        dispatch!(self, store => store.export_signals(each).await)
     }
 
     /// Up to `limit` unsent outbox rows, oldest first.

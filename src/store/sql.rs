@@ -40,13 +40,15 @@ macro_rules! sql_store {
         use $crate::domain::registry::{
             Household, HouseholdStatus, Member, MonitoringType, Region,
         };
+        use $crate::domain::signal::{RegionalSignal, RiskKind};
         use $crate::domain::task::{Outcome, ScreeningTask, TaskKind, TaskStatus};
+        use $crate::pipeline::detect::{CountRow, WatermarkState};
         use $crate::pipeline::core::{BatchOutput, RestoredEvent};
         use $crate::pipeline::rules::ClosedAlert;
         use $crate::store::sql::{ROWS_PER_INSERT, corrupt, millis_to_time};
         use $crate::store::{
             EvidenceItem, OutboxRow, OutboxTopics, Report, SourcePosition, StoreError,
-            StoredRegistry, StoredState,
+            StoredRegional, StoredRegistry, StoredState,
         };
 
         use super::$store;
@@ -180,8 +182,108 @@ macro_rules! sql_store {
                     );
                     upsert.build().execute(&mut *tx).await?;
                 }
+                let regional = &batch.regional;
+                for chunk in regional.counts.chunks(ROWS_PER_INSERT) {
+                    let mut upsert: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO regional_counts (region_code, kind, day, count) ",
+                    );
+                    upsert.push_values(chunk, |mut row, count| {
+                        row.push_bind(count.region_code.to_string())
+                            .push_bind(count.kind.as_str())
+                            .push_bind(count.day)
+                            .push_bind(i64::from(count.count));
+                    });
+                    upsert.push(
+                        " ON CONFLICT (region_code, kind, day) DO UPDATE SET count = excluded.count",
+                    );
+                    upsert.build().execute(&mut *tx).await?;
+                }
+                for checkpoint in &regional.checkpoints {
+                    sqlx::query(
+                        "INSERT INTO regional_series (region_code, kind, checkpoint) VALUES ($1, $2, $3) \
+                         ON CONFLICT (region_code, kind) DO UPDATE SET checkpoint = excluded.checkpoint",
+                    )
+                    .bind(checkpoint.region_code.to_string())
+                    .bind(checkpoint.kind.as_str())
+                    .bind(serde_json::to_string(checkpoint).map_err(corrupt)?)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if let Some(clock) = &regional.watermark {
+                    sqlx::query(
+                        "INSERT INTO regional_clock (id, state) VALUES (1, $1) \
+                         ON CONFLICT (id) DO UPDATE SET state = excluded.state",
+                    )
+                    .bind(serde_json::to_string(clock).map_err(corrupt)?)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let mut signal_documents = Vec::with_capacity(regional.signals.len());
+                for signal in &regional.signals {
+                    let doc = serde_json::to_string(signal).map_err(corrupt)?;
+                    sqlx::query(
+                        "INSERT INTO signals (signal_id, region_code, kind, episode, severity, status, day, \
+                         raised_at, updated_at, cleared_at, doc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                         ON CONFLICT (signal_id) DO UPDATE SET severity = excluded.severity, status = excluded.status, \
+                         day = excluded.day, updated_at = excluded.updated_at, cleared_at = excluded.cleared_at, \
+                         doc = excluded.doc",
+                    )
+                    .bind(&signal.signal_id)
+                    .bind(signal.region_code.to_string())
+                    .bind(signal.risk_kind.as_str())
+                    .bind(i64::from(signal.episode))
+                    .bind(signal.severity.as_str())
+                    .bind(signal.status.as_str())
+                    .bind(signal.day)
+                    .bind(signal.raised_at)
+                    .bind(signal.updated_at)
+                    .bind(signal.cleared_at)
+                    .bind(&doc)
+                    .execute(&mut *tx)
+                    .await?;
+                    signal_documents.push(doc);
+                }
+                // Campaign tasks are only ever created: their lifecycle belongs to users.
+                for chunk in regional.tasks.chunks(ROWS_PER_INSERT) {
+                    let mut insert: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO tasks (task_id, kind, alert_id, signal_id, household_id, village_code, level, \
+                         status, due_at, created_at, updated_at, outcome, outcome_note, assignee) ",
+                    );
+                    insert.push_values(chunk, |mut row, task| {
+                        row.push_bind(task.task_id.as_str())
+                            .push_bind(task.kind.as_str())
+                            .push_bind(task.alert_id.as_deref())
+                            .push_bind(task.signal_id.as_deref())
+                            .push_bind(task.household_id.as_ref().map(HouseholdId::as_str))
+                            .push_bind(task.village_code.to_string())
+                            .push_bind(task.level.as_str())
+                            .push_bind(task.status.as_str())
+                            .push_bind(task.due_at)
+                            .push_bind(task.created_at)
+                            .push_bind(task.updated_at)
+                            .push_bind(task.outcome.map(Outcome::as_str))
+                            .push_bind(task.outcome_note.as_deref())
+                            .push_bind(task.assignee.as_deref());
+                    });
+                    insert.push(" ON CONFLICT (task_id) DO NOTHING");
+                    insert.build().execute(&mut *tx).await?;
+                }
                 if let Some(topics) = outbox {
                     let mut rows: Vec<(&str, String, String)> = Vec::new();
+                    for (signal, doc) in regional.signals.iter().zip(&signal_documents) {
+                        rows.push((
+                            topics.regional_signals.as_str(),
+                            signal.region_code.to_string(),
+                            doc.clone(),
+                        ));
+                    }
+                    for task in &regional.tasks {
+                        rows.push((
+                            topics.screening_tasks.as_str(),
+                            task.village_code.to_string(),
+                            serde_json::to_string(task).map_err(corrupt)?,
+                        ));
+                    }
                     for (alert, (doc, _)) in batch.alerts.iter().zip(&documents) {
                         rows.push((
                             topics.household_alerts.as_str(),
@@ -224,6 +326,9 @@ macro_rules! sql_store {
                     ("dead_letters", counts.dead_letters),
                     ("unmatched", counts.unmatched),
                     ("suppressed", counts.suppressed),
+                    ("late_events", regional.late_events),
+                    ("late_corrections", regional.late_corrections),
+                    ("days_judged", regional.days_judged),
                 ] {
                     if value > 0 {
                         sqlx::query(
@@ -568,6 +673,8 @@ macro_rules! sql_store {
                         "dead_letters" => report.dead_letters = value,
                         "unmatched" => report.unmatched = value,
                         "suppressed" => report.suppressed = value,
+                        "late_events" => report.late_events = value,
+                        "late_corrections" => report.late_corrections = value,
                         _ => {}
                     }
                 }
@@ -579,6 +686,14 @@ macro_rules! sql_store {
                     .await?;
                 report.tasks_by_status = self
                     .grouped("SELECT status, COUNT(*) FROM tasks GROUP BY status")
+                    .await?;
+                report.signals_by_severity = self
+                    .grouped(
+                        "SELECT severity, COUNT(*) FROM signals WHERE status <> 'cleared' GROUP BY severity",
+                    )
+                    .await?;
+                report.signals_by_kind = self
+                    .grouped("SELECT kind, COUNT(*) FROM signals GROUP BY kind")
                     .await?;
                 report.dead_letters_by_rule = self
                     .grouped("SELECT rule, COUNT(*) FROM dead_letters GROUP BY rule")
@@ -692,6 +807,81 @@ macro_rules! sql_store {
                         received_at: row.get(12),
                     };
                     each(letter).map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
+                }
+                Ok(())
+            }
+
+            /// See [`crate::store::Store::regional_clock`].
+            pub async fn regional_clock(&self) -> Result<Option<WatermarkState>, StoreError> {
+                let state: Option<String> =
+                    sqlx::query_scalar("SELECT state FROM regional_clock WHERE id = 1")
+                        .fetch_optional(&self.pool)
+                        .await?;
+                state
+                    .map(|text| serde_json::from_str(&text).map_err(corrupt))
+                    .transpose()
+            }
+
+            /// See [`crate::store::Store::load_regional`].
+            pub async fn load_regional(
+                &self,
+                counts_from: Option<NaiveDate>,
+            ) -> Result<StoredRegional, StoreError> {
+                let mut regional = StoredRegional::default();
+                // Not `NaiveDate::MIN`: PostgreSQL refuses dates before 4713 BC.
+                let from = counts_from
+                    .unwrap_or(NaiveDate::from_ymd_opt(1, 1, 1).expect("0001-01-01 is a date"));
+                let mut rows = sqlx::query(
+                    "SELECT region_code, kind, day, count FROM regional_counts WHERE day >= $1",
+                )
+                .bind(from)
+                .fetch(&self.pool);
+                while let Some(row) = rows.try_next().await? {
+                    regional.counts.push(CountRow {
+                        region_code: RegionCode::parse(row.get(0)).map_err(corrupt)?,
+                        kind: RiskKind::parse(row.get(1)).ok_or_else(|| corrupt("risk kind"))?,
+                        day: row.get(2),
+                        count: row.get::<i64, _>(3) as u32,
+                    });
+                }
+                drop(rows);
+                let rows = sqlx::query("SELECT checkpoint FROM regional_series")
+                    .fetch_all(&self.pool)
+                    .await?;
+                for row in rows {
+                    regional
+                        .checkpoints
+                        .push(serde_json::from_str(row.get(0)).map_err(corrupt)?);
+                }
+                let rows = sqlx::query(
+                    "SELECT s.doc, s.episode FROM signals s WHERE s.episode = \
+                     (SELECT MAX(t.episode) FROM signals t WHERE t.region_code = s.region_code AND t.kind = s.kind)",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                for row in rows {
+                    let mut signal: RegionalSignal =
+                        serde_json::from_str(row.get(0)).map_err(corrupt)?;
+                    signal.episode = row.get::<i64, _>(1) as u32;
+                    regional.signals.push(signal);
+                }
+                Ok(regional)
+            }
+
+            /// See [`crate::store::Store::export_signals`].
+            pub async fn export_signals(
+                &self,
+                each: &mut (dyn FnMut(RegionalSignal) -> std::io::Result<()> + Send),
+            ) -> Result<(), StoreError> {
+                let mut rows = sqlx::query(
+                    "SELECT doc, episode FROM signals ORDER BY region_code, kind, episode",
+                )
+                .fetch(&self.pool);
+                while let Some(row) = rows.try_next().await? {
+                    let mut signal: RegionalSignal =
+                        serde_json::from_str(row.get(0)).map_err(corrupt)?;
+                    signal.episode = row.get::<i64, _>(1) as u32;
+                    each(signal).map_err(|e| StoreError::Query(sqlx::Error::Io(e)))?;
                 }
                 Ok(())
             }

@@ -111,13 +111,52 @@ async fn generated_county_meets_its_answer_key() {
         report.events_accepted + report.duplicates + report.dead_letters,
         report.events_processed
     );
-    // Every alert at or above yellow has a task; blue ones do not.
-    let tasks: usize = report.tasks_by_status.values().sum::<u64>() as usize;
+    // Every alert at or above yellow has a household task; blue ones do not.
+    let mut household_tasks = 0;
+    let mut campaign_tasks = 0;
+    app.store
+        .export_tasks(&mut |task| {
+            if task.kind == yujing::domain::task::TaskKind::Campaign {
+                campaign_tasks += 1;
+            } else {
+                household_tasks += 1;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
     let tasked = alerts
         .values()
         .filter(|a| a.level >= yujing::domain::alert::Level::Yellow)
         .count();
-    assert_eq!(tasks, tasked);
+    assert_eq!(household_tasks, tasked);
+    // The planted regional scenarios are signalled, and the severe ones open
+    // campaigns for their villages.
+    let mut signals = Vec::new();
+    app.store
+        .export_signals(&mut |signal| {
+            signals.push(signal);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    for scenario in &key.regional {
+        assert!(
+            signals
+                .iter()
+                .any(|s| s.region_code.to_string() == scenario.region_code
+                    && s.risk_kind == scenario.kind),
+            "scenario {} ({} {}) not signalled: {:?}",
+            scenario.scenario,
+            scenario.region_code,
+            scenario.kind,
+            signals
+                .iter()
+                .map(|s| (s.region_code.to_string(), s.risk_kind))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert!(campaign_tasks > 0, "severe signals open campaigns");
 }
 
 /// A feed of valid lines with a known set of bad ones mixed in.
@@ -358,6 +397,28 @@ async fn killed_runs_resume_without_loss_or_duplicates() {
     assert_eq!(ra.duplicates, rb.duplicates);
     assert_eq!(ra.dead_letters, rb.dead_letters);
     assert_eq!(ra.tasks_by_status, rb.tasks_by_status);
+    // The regional stage resumed exactly too: the same signals, episode by episode.
+    let signals = |app: &App| {
+        let store = app.store.clone();
+        async move {
+            let mut found = Vec::new();
+            store
+                .export_signals(&mut |s| {
+                    found.push(format!(
+                        "{} {} {} {} {} {:?}",
+                        s.signal_id, s.severity, s.status, s.day, s.observed, s.methods
+                    ));
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            found
+        }
+    };
+    let (sa, sb) = (signals(&whole).await, signals(&killed).await);
+    assert!(!sa.is_empty());
+    assert_eq!(sa, sb);
+    assert_eq!(ra.signals_by_severity, rb.signals_by_severity);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,8 @@
 mod detect_reference;
 mod embedded;
 mod kafka;
+mod mock_kafka;
 mod regional;
 mod schemas;
+mod store_contract;
 mod support;

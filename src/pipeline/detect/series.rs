@@ -293,26 +293,48 @@ impl CusumPlan {
         *self
             .thresholds
             .entry((alpha_level, mean_level))
-            .or_insert_with(|| {
-                let family = if alpha_level == i32::MIN {
-                    CountFamily::Poisson
-                } else {
-                    CountFamily::NegativeBinomial {
-                        alpha: (f64::from(alpha_level) / ALPHA_LEVELS_PER_DOUBLING).exp2(),
-                    }
-                };
-                let grid_mean = (f64::from(mean_level) / MEAN_LEVELS_PER_DOUBLING).exp2();
-                let threshold = match calibrate_threshold(family, kappa, grid_mean, target) {
-                    Ok(calibration) => calibration.threshold,
-                    // Beyond the calibrator's chain: the highest threshold it examined
-                    // (conservative: its ARL0 is still below the target only when the
-                    // series is so sparse that a lower rate of alarms is not reachable).
-                    Err(DetectError::CalibrationOutOfRange { max_threshold, .. }) => max_threshold,
-                    Err(_) => f64::INFINITY,
-                };
-                (family, threshold)
-            })
+            .or_insert_with(|| shared_threshold(alpha_level, mean_level, kappa, target))
     }
+}
+
+/// Calibrated thresholds shared by every plan of the process: a calibration is a
+/// pure function of (family grid cell, κ, target), costs milliseconds, and every
+/// level, series and restart asks for the same few hundred cells.
+fn shared_threshold(
+    alpha_level: i32,
+    mean_level: i32,
+    kappa: f64,
+    target: f64,
+) -> (CountFamily, f64) {
+    type Key = (i32, i32, u64, u64);
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<HashMap<Key, (CountFamily, f64)>>> =
+        std::sync::OnceLock::new();
+    let key = (alpha_level, mean_level, kappa.to_bits(), target.to_bits());
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(hit) = cache.lock().ok().and_then(|map| map.get(&key).copied()) {
+        return hit;
+    }
+    let family = if alpha_level == i32::MIN {
+        CountFamily::Poisson
+    } else {
+        CountFamily::NegativeBinomial {
+            alpha: (f64::from(alpha_level) / ALPHA_LEVELS_PER_DOUBLING).exp2(),
+        }
+    };
+    let grid_mean = (f64::from(mean_level) / MEAN_LEVELS_PER_DOUBLING).exp2();
+    let threshold = match calibrate_threshold(family, kappa, grid_mean, target) {
+        Ok(calibration) => calibration.threshold,
+        // Beyond the calibrator's chain: the highest threshold it examined
+        // (conservative: its ARL0 is still below the target only when the series is
+        // so sparse that a lower rate of alarms is not reachable).
+        Err(DetectError::CalibrationOutOfRange { max_threshold, .. }) => max_threshold,
+        Err(_) => f64::INFINITY,
+    };
+    let computed = (family, threshold);
+    if let Ok(mut map) = cache.lock() {
+        map.insert(key, computed);
+    }
+    computed
 }
 
 /// Detector bit of a method in a day's alarm mask (the order of [`Method::DETECTORS`]).
