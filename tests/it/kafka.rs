@@ -176,11 +176,20 @@ impl World {
         Store::connect(&self.pg_url, &settings.store).await.unwrap()
     }
 
+    /// The store's figures; a connection cut by the PostgreSQL test is retried.
     async fn report(&self) -> Report {
-        let store = self.store().await;
-        let report = store.report().await.unwrap();
-        store.close().await;
-        report
+        let settings = self.env.settings("unused.db");
+        for _ in 0..50 {
+            if let Ok(store) = Store::connect(&self.pg_url, &settings.store).await {
+                let report = store.report().await;
+                store.close().await;
+                if let Ok(report) = report {
+                    return report;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("cannot read the report from {}", self.pg_url);
     }
 
     /// Waits until the store has processed every produced message.
@@ -442,16 +451,20 @@ async fn two_instances_share_the_partitions_and_hand_them_over() {
     assert_eq!(alerts, embedded_alerts);
 }
 
-/// Terminates every PostgreSQL connection of the yujing processes; returns how many.
-async fn cut_yujing_connections() -> u64 {
+/// Terminates every connection to the test's database `pg_url` (yujing's, and
+/// the test's own report readers, which retry); returns how many. Other tests'
+/// databases on the same cluster are left alone.
+async fn cut_yujing_connections(pg_url: &str) -> u64 {
     let admin = crate::support::database_url();
+    let database = pg_url.rsplit('/').next().unwrap_or_default().to_string();
     let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
         .await
         .unwrap();
     let killed: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE application_name = 'yujing' AND pid <> pg_backend_pid()",
+         WHERE application_name = 'yujing' AND datname = $1 AND pid <> pg_backend_pid()",
     )
+    .bind(database)
     .fetch_all(&mut connection)
     .await
     .unwrap();
@@ -470,7 +483,7 @@ async fn dropped_postgres_connections_are_retried() {
     world.wait_processed(Duration::from_secs(60)).await;
     // Every pooled connection dies between the waves, and again and again while
     // the second wave is processed.
-    let mut terminated = cut_yujing_connections().await;
+    let mut terminated = cut_yujing_connections(&world.pg_url).await;
     assert!(terminated > 0, "yujing holds connections to cut");
     world.produce(&second_wave);
     let started = Instant::now();
@@ -481,7 +494,7 @@ async fn dropped_postgres_connections_are_retried() {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(180), "stalled");
-        let cut = cut_yujing_connections().await;
+        let cut = cut_yujing_connections(&world.pg_url).await;
         terminated += cut;
         cut_mid_run += u64::from(cut > 0);
         tokio::time::sleep(Duration::from_millis(200)).await;
