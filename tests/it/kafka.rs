@@ -740,13 +740,10 @@ async fn a_broker_restart_mid_stream_changes_nothing() {
     let alerts = alert_views(&store).await;
     let (embedded_alerts, _) = world.embedded().await;
     assert_eq!(alerts, embedded_alerts);
-    // The outbox relay reconnected too: the second wave's alerts were published.
-    let ids: BTreeSet<String> = alerts.keys().cloned().collect();
-    let published = world.output_ids(
-        "household_alerts",
-        "alert_id",
-        &ids,
-        Duration::from_secs(30),
-    );
-    assert!(ids.is_subset(&published));
+    // The relay reconnected and published everything (the broker acknowledged every
+    // outbox row). That each of them can still be read back is not checked here:
+    // Tansu loses records it acknowledged when it is killed
+    // (scripts/lib/README-env.md, quirk 7); the relay's at-least-once delivery is
+    // checked end to end in the yujing-crash test, where the broker stays up.
+    assert_eq!(store.outbox_backlog().await.unwrap(), 0);
 }
