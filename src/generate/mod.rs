@@ -257,9 +257,17 @@ impl County {
     fn push(&mut self, source: &'static str, occurred_at: DateTime<Utc>, body: Value) -> String {
         let sequence = self.sequences.entry(source).or_insert(0);
         *sequence += 1;
-        let event_id = format!("{}-{:08}", source_prefix(source), sequence);
+        let sequence = *sequence;
         let delay = Duration::minutes(self.rng.range(10, 3 * 24 * 60) as i64);
         let reported_at = occurred_at + delay;
+        // Like departments' own numbering: the report time, then a sequence, so a
+        // feed in report order has ascending ids.
+        let event_id = format!(
+            "{}-{}-{:06}",
+            source_prefix(source),
+            (reported_at + Duration::hours(8)).format("%Y%m%d%H%M%S"),
+            sequence % 1_000_000
+        );
         let mut event = json!({
             "event_id": event_id,
             "source": source,

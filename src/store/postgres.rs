@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use sqlx::ConnectOptions;
+
 use super::StoreError;
 use crate::config::StoreSettings;
 
@@ -20,6 +22,8 @@ impl PgStore {
     /// Connects to `url`, applies migrations.
     pub async fn connect(url: &str, settings: &StoreSettings) -> Result<Self, StoreError> {
         let options: PgConnectOptions = url.parse().map_err(StoreError::Connect)?;
+        // Loading a registry or a year of state takes seconds by design.
+        let options = options.log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(60));
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(10))

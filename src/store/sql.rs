@@ -218,8 +218,14 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                let mut signal_documents = Vec::with_capacity(regional.signals.len());
-                for signal in &regional.signals {
+                // Episode order per (region, kind): an episode cleared in this batch is
+                // written before the next one raised, so at most one is active at a time.
+                let mut signals: Vec<&RegionalSignal> = regional.signals.iter().collect();
+                signals.sort_by(|a, b| {
+                    (a.region_code, a.risk_kind, a.episode).cmp(&(b.region_code, b.risk_kind, b.episode))
+                });
+                let mut signal_documents = Vec::with_capacity(signals.len());
+                for signal in signals.iter().copied() {
                     let doc = serde_json::to_string(signal).map_err(corrupt)?;
                     sqlx::query(
                         "INSERT INTO signals (signal_id, region_code, kind, episode, severity, status, day, \
@@ -270,7 +276,7 @@ macro_rules! sql_store {
                 }
                 if let Some(topics) = outbox {
                     let mut rows: Vec<(&str, String, String)> = Vec::new();
-                    for (signal, doc) in regional.signals.iter().zip(&signal_documents) {
+                    for (signal, doc) in signals.iter().zip(&signal_documents) {
                         rows.push((
                             topics.regional_signals.as_str(),
                             signal.region_code.to_string(),

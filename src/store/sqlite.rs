@@ -10,6 +10,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use sqlx::ConnectOptions;
+
 use super::StoreError;
 use crate::config::StoreSettings;
 
@@ -37,7 +39,9 @@ impl SqliteStore {
             // the alerts stay in memory on a county-sized store.
             .pragma("cache_size", "-262144")
             .pragma("mmap_size", "4294967296")
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // Loading a registry or a year of state takes seconds by design.
+            .log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(60));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)

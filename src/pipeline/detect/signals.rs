@@ -121,6 +121,10 @@ pub struct SignalBook {
     latest: BTreeMap<SeriesKey, RegionalSignal>,
     dirty: BTreeSet<SeriesKey>,
     raised: BTreeSet<SeriesKey>,
+    /// Snapshots replaced by a new episode before they were drained (a signal
+    /// cleared and a new one raised between two drains): drained too, so the store
+    /// sees the old episode cleared.
+    superseded: Vec<RegionalSignal>,
 }
 
 impl SignalBook {
@@ -151,7 +155,7 @@ impl SignalBook {
     /// Folds a finding in: updates the active signal of its key, or raises a new one.
     pub fn apply(&mut self, finding: Finding, now: DateTime<Utc>) {
         let key = finding.key;
-        self.dirty.insert(key);
+        let undrained = !self.dirty.insert(key);
         match self.latest.get_mut(&key) {
             Some(signal) if signal.is_active() => {
                 let day = date_of(finding.day);
@@ -178,6 +182,9 @@ impl SignalBook {
                 signal.updated_at = now;
             }
             previous => {
+                if undrained && let Some(previous) = &previous {
+                    self.superseded.push((*previous).clone());
+                }
                 let episode = previous.map_or(0, |s| s.episode + 1);
                 let day = date_of(finding.day);
                 let signal = RegionalSignal {
@@ -247,10 +254,13 @@ impl SignalBook {
     /// Takes the snapshots changed since the last drain.
     pub fn drain(&mut self) -> Vec<RegionalSignal> {
         self.raised.clear();
-        std::mem::take(&mut self.dirty)
-            .into_iter()
-            .filter_map(|key| self.latest.get(&key).cloned())
-            .collect()
+        let mut snapshots = std::mem::take(&mut self.superseded);
+        snapshots.extend(
+            std::mem::take(&mut self.dirty)
+                .into_iter()
+                .filter_map(|key| self.latest.get(&key).cloned()),
+        );
+        snapshots
     }
 }
 
@@ -367,5 +377,23 @@ mod tests {
         assert_eq!(again[0].status, SignalStatus::Raised);
         assert_eq!(again[0].episode, 1);
         assert_ne!(again[0].signal_id, first.signal_id);
+    }
+
+    #[test]
+    fn a_signal_cleared_and_raised_again_between_drains_drains_both_episodes() {
+        let mut book = SignalBook::default();
+        book.apply(finding(10, Level::Yellow, Method::Cusum), now(1));
+        book.drain();
+        book.apply(finding(11, Level::Yellow, Method::Cusum), now(2));
+        book.clear_idle(40, 14, now(3));
+        book.apply(finding(41, Level::Orange, Method::Cusum), now(4));
+        let drained = book.drain();
+        let states: Vec<(u32, SignalStatus)> =
+            drained.iter().map(|s| (s.episode, s.status)).collect();
+        assert_eq!(
+            states,
+            vec![(0, SignalStatus::Cleared), (1, SignalStatus::Raised)],
+            "the store must see episode 0 cleared before episode 1 is raised"
+        );
     }
 }
