@@ -83,6 +83,8 @@ pub struct StoreSettings {
     pub url: Secret,
     /// `normal` or `full`.
     pub sqlite_synchronous: String,
+    /// SQLite WAL pages between checkpoints.
+    pub sqlite_wal_autocheckpoint_pages: u32,
     /// Pool size (PostgreSQL).
     pub max_connections: u32,
     /// Give up after this long of failures (0 = never).

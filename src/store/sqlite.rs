@@ -35,11 +35,16 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
             .busy_timeout(Duration::from_secs(30))
-            // 256 MiB of page cache and memory-mapped reads: the event id index and
-            // the alerts stay in memory on a county-sized store.
+            // 256 MiB of page cache: the event id index and the alerts stay in memory
+            // on a county-sized store.
             .pragma("cache_size", "-262144")
-            .pragma("mmap_size", "4294967296")
             .pragma("temp_store", "memory")
+            // Checkpoint every ~80 MiB of WAL rather than SQLite's 4 MiB: batches are
+            // tens of MiB, and each checkpoint syncs the database file.
+            .pragma(
+                "wal_autocheckpoint",
+                settings.sqlite_wal_autocheckpoint_pages.to_string(),
+            )
             // Loading a registry or a year of state takes seconds by design.
             .log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(60));
         let pool = SqlitePoolOptions::new()

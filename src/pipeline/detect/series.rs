@@ -156,8 +156,10 @@ pub struct CusumPlan {
     thresholds: HashMap<(i32, i32), (CountFamily, f64)>,
 }
 
-/// Grid levels of the mean per doubling (as `calibrate::ThresholdCache`).
-const MEAN_LEVELS_PER_DOUBLING: f64 = 16.0;
+/// Grid levels of the mean per doubling: means within about ±9 % share a calibrated
+/// threshold (each calibration costs milliseconds; a finer grid multiplies them on a
+/// county's first run without changing alarms measurably).
+const MEAN_LEVELS_PER_DOUBLING: f64 = 4.0;
 /// Grid levels of the NB dispersion per doubling.
 const ALPHA_LEVELS_PER_DOUBLING: f64 = 4.0;
 /// Events in the history per model coefficient needed to fit that model.
