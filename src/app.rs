@@ -64,9 +64,15 @@ impl App {
     /// Loads the registry and the pipeline state and builds the core.
     pub async fn load_core(&self) -> Result<Core, AppError> {
         let pseudonymiser = self.pseudonymiser()?;
-        let stored = self.store.load_registry().await?;
-        let (registry, orphans) =
-            Registry::build(stored.households, stored.members, stored.regions);
+        let stored = self.store.load_households_and_regions().await?;
+        let mut registry = Registry::with_households(stored.households, stored.regions);
+        let mut orphans = 0usize;
+        self.store
+            .for_each_member(&mut |key, household, labour_capable| {
+                orphans += usize::from(!registry.add_member(key, household, labour_capable));
+                Ok(())
+            })
+            .await?;
         if orphans > 0 {
             tracing::warn!(
                 orphans,

@@ -398,6 +398,12 @@ impl HouseholdId {
     }
 }
 
+impl std::borrow::Borrow<str> for HouseholdId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for HouseholdId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -170,29 +170,47 @@ pub struct Registry {
 
 impl Registry {
     /// Builds the index. Members whose household is unknown are skipped and
-    /// returned, so the caller can report them.
+    /// counted, so the caller can report them.
     pub fn build(
         households: Vec<Household>,
         members: impl IntoIterator<Item = (PersonKey, HouseholdId, bool)>,
         regions: Vec<Region>,
     ) -> (Registry, usize) {
+        let mut registry = Registry::with_households(households, regions);
+        let mut orphans = 0;
+        for (key, household_id, labour_capable) in members {
+            if !registry.add_member(key, household_id.as_str(), labour_capable) {
+                orphans += 1;
+            }
+        }
+        (registry, orphans)
+    }
+
+    /// The index of households and regions, members to be added with
+    /// [`Registry::add_member`] (streamed from the store).
+    pub fn with_households(households: Vec<Household>, regions: Vec<Region>) -> Registry {
         let mut registry = Registry {
             by_id: HashMap::with_capacity(households.len()),
-            labour_members: vec![0; households.len()],
+            labour_members: Vec::with_capacity(households.len()),
             ..Registry::default()
         };
         for household in households {
             registry.upsert_household(household);
         }
-        let mut orphans = 0;
-        for (key, household_id, labour_capable) in members {
-            match registry.by_id.get(&household_id) {
-                Some(&idx) => registry.insert_person(key, idx, labour_capable),
-                None => orphans += 1,
-            }
-        }
         registry.regions = regions.into_iter().map(|r| (r.code, r)).collect();
-        (registry, orphans)
+        registry
+    }
+
+    /// Adds a member of the household `household_id`; false if that household is
+    /// not in the registry.
+    pub fn add_member(&mut self, key: PersonKey, household_id: &str, labour_capable: bool) -> bool {
+        match self.by_id.get(household_id) {
+            Some(&idx) => {
+                self.insert_person(key, idx, labour_capable);
+                true
+            }
+            None => false,
+        }
     }
 
     fn insert_person(&mut self, key: PersonKey, household: HouseholdIdx, labour_capable: bool) {

@@ -308,6 +308,20 @@ impl Store {
         dispatch!(self, store => store.load_registry().await)
     }
 
+    /// Reads households and regions (no members).
+    pub async fn load_households_and_regions(&self) -> Result<StoredRegistry, StoreError> {
+        dispatch!(self, store => store.load_households_and_regions().await)
+    }
+
+    /// Streams members (pseudonym, household id, labour capacity), so a province's
+    /// roster is never held twice in memory.
+    pub async fn for_each_member(
+        &self,
+        each: &mut (dyn FnMut(PersonKey, &str, bool) -> Result<(), StoreError> + Send),
+    ) -> Result<(), StoreError> {
+        dispatch!(self, store => store.for_each_member(each).await)
+    }
+
     /// Reads the pipeline state: seen ids, household events since `events_since`,
     /// open alerts, and alerts closed since `closed_since`.
     pub async fn load_state(

@@ -509,6 +509,38 @@ macro_rules! sql_store {
 
             /// See [`crate::store::Store::load_registry`].
             pub async fn load_registry(&self) -> Result<StoredRegistry, StoreError> {
+                let mut registry = self.load_households_and_regions().await?;
+                let mut members = Vec::new();
+                self.for_each_member(&mut |key, household: &str, labour_capable| {
+                    members.push((key, HouseholdId::parse(household).map_err(corrupt)?, labour_capable));
+                    Ok(())
+                })
+                .await?;
+                registry.members = members;
+                Ok(registry)
+            }
+
+            /// See [`crate::store::Store::for_each_member`].
+            pub async fn for_each_member(
+                &self,
+                each: &mut (dyn FnMut(PersonKey, &str, bool) -> Result<(), StoreError> + Send),
+            ) -> Result<(), StoreError> {
+                let mut rows =
+                    sqlx::query("SELECT person_key, household_id, labour_capable FROM members")
+                        .fetch(&self.pool);
+                while let Some(row) = rows.try_next().await? {
+                    let key: &[u8] = row.get(0);
+                    each(
+                        PersonKey::from_slice(key).ok_or_else(|| corrupt("person key"))?,
+                        row.get(1),
+                        row.get(2),
+                    )?;
+                }
+                Ok(())
+            }
+
+            /// See [`crate::store::Store::load_households_and_regions`].
+            pub async fn load_households_and_regions(&self) -> Result<StoredRegistry, StoreError> {
                 let mut registry = StoredRegistry::default();
                 let mut rows = sqlx::query(
                     "SELECT household_id, region_code, members, labour_capable, annual_net_income_yuan, status, \
@@ -537,18 +569,6 @@ macro_rules! sql_store {
                         dibao: row.get(10),
                         tekun: row.get(11),
                     });
-                }
-                drop(rows);
-                let mut rows =
-                    sqlx::query("SELECT person_key, household_id, labour_capable FROM members")
-                        .fetch(&self.pool);
-                while let Some(row) = rows.try_next().await? {
-                    let key: Vec<u8> = row.get(0);
-                    registry.members.push((
-                        PersonKey::from_slice(&key).ok_or_else(|| corrupt("person key"))?,
-                        HouseholdId::parse(row.get(1)).map_err(corrupt)?,
-                        row.get(2),
-                    ));
                 }
                 drop(rows);
                 let rows = sqlx::query(
