@@ -215,13 +215,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(cli)) {
+    let code = match runtime.block_on(execute(cli)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Results and positions are committed by now; a client stuck on a broker that
+    // is gone (a consumer closing, a delivery report) must not keep the process up.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+    code
 }
 
 /// Cancels on Ctrl-C or SIGTERM: sources stop, the batch in flight commits.

@@ -526,7 +526,7 @@ pub async fn run_kafka(app: &App, cancel: CancellationToken) -> Result<RunSummar
     if let Ok(positions) = app.store.positions_with_prefix("kafka:").await {
         sources::kafka::commit_group_offsets(&consumer, &positions);
     }
-    consumer.unsubscribe();
+    close_consumer(consumer, Duration::from_secs(10));
     if let Some(failure) = failure {
         return Err(failure);
     }
@@ -534,6 +534,22 @@ pub async fn run_kafka(app: &App, cancel: CancellationToken) -> Result<RunSummar
     summary.elapsed = started.elapsed();
     summary.core_time = core_time;
     Ok(summary)
+}
+
+/// Leaves the group and closes the consumer on a thread of its own, waiting at
+/// most `timeout`: with the broker gone, librdkafka's close can wait for a
+/// coordinator that never answers. Offsets live in the store, so an unclean leave
+/// only delays the next rebalance by the session timeout.
+fn close_consumer(consumer: Arc<sources::kafka::SourceConsumer>, timeout: Duration) {
+    let (done, closed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        consumer.unsubscribe();
+        drop(consumer);
+        let _ = done.send(());
+    });
+    if closed.recv_timeout(timeout).is_err() {
+        tracing::warn!("the Kafka consumer did not close in time; leaving it behind");
+    }
 }
 
 /// Hands the accumulated batch, with the next offset of each partition in it, to

@@ -43,3 +43,111 @@ impl PgStore {
 }
 
 super::sql::sql_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
+
+/// Inserts a batch's accepted events through `COPY` into a per-session staging
+/// table, then one `INSERT ... SELECT ... ON CONFLICT DO NOTHING` (COPY itself cannot
+/// skip duplicates): several times faster than multi-row `INSERT`s with binds.
+pub(super) async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    events: &[crate::pipeline::core::StoredEvent],
+    processed_at: i64,
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "CREATE TEMP TABLE IF NOT EXISTS events_incoming (event_id TEXT, source TEXT, kind TEXT, \
+         occurred_at BIGINT, reported_at BIGINT, person_key BYTEA, person_masked TEXT, household_id TEXT, \
+         region_code TEXT, match TEXT, payload TEXT, origin TEXT, processed_at BIGINT) ON COMMIT DELETE ROWS",
+    )
+    .execute(&mut **tx)
+    .await?;
+    let mut data = Vec::with_capacity(events.len() * 400);
+    for event in events {
+        copy_text(&mut data, Some(event.event_id.as_str()));
+        data.push(b'\t');
+        copy_text(&mut data, Some(event.source.as_str()));
+        data.push(b'\t');
+        copy_text(&mut data, Some(event.kind.as_str()));
+        data.push(b'\t');
+        data.extend_from_slice(event.occurred_at.timestamp_millis().to_string().as_bytes());
+        data.push(b'\t');
+        data.extend_from_slice(event.reported_at.timestamp_millis().to_string().as_bytes());
+        data.push(b'\t');
+        match event.person_key {
+            Some(key) => {
+                data.extend_from_slice(b"\\\\x");
+                data.extend_from_slice(key.to_hex().as_bytes());
+            }
+            None => data.extend_from_slice(b"\\N"),
+        }
+        data.push(b'\t');
+        copy_text(&mut data, event.person_masked.as_ref().map(|m| m.as_str()));
+        data.push(b'\t');
+        copy_text(&mut data, event.household_id.as_ref().map(|h| h.as_str()));
+        data.push(b'\t');
+        copy_text(
+            &mut data,
+            event.region_code.map(|c| c.to_string()).as_deref(),
+        );
+        data.push(b'\t');
+        copy_text(&mut data, Some(event.matched.as_str()));
+        data.push(b'\t');
+        copy_text(&mut data, Some(&event.payload_json));
+        data.push(b'\t');
+        copy_text(&mut data, Some(&event.origin.locator()));
+        data.push(b'\t');
+        data.extend_from_slice(processed_at.to_string().as_bytes());
+        data.push(b'\n');
+    }
+    let mut copy = (**tx)
+        .copy_in_raw(
+            "COPY events_incoming (event_id, source, kind, occurred_at, reported_at, person_key, \
+             person_masked, household_id, region_code, match, payload, origin, processed_at) FROM STDIN",
+        )
+        .await?;
+    copy.send(data).await?;
+    copy.finish().await?;
+    sqlx::query(
+        "INSERT INTO events (event_id, source, kind, occurred_at, reported_at, person_key, \
+         person_masked, household_id, region_code, match, payload, origin, processed_at) \
+         SELECT event_id, source, kind, occurred_at, reported_at, person_key, person_masked, \
+         household_id, region_code, match, payload, origin, processed_at FROM events_incoming \
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .execute(&mut **tx)
+    .await?;
+    // Emptied at commit (ON COMMIT DELETE ROWS), and by a rollback.
+    Ok(())
+}
+
+/// A text value in COPY's text format: `\N` for NULL, backslash, tab, newline and
+/// carriage return escaped.
+fn copy_text(out: &mut Vec<u8>, value: Option<&str>) {
+    let Some(value) = value else {
+        out.extend_from_slice(b"\\N");
+        return;
+    };
+    for &byte in value.as_bytes() {
+        match byte {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            other => out.push(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn copy_text_escapes_what_copy_reads_specially() {
+        let mut out = Vec::new();
+        super::copy_text(&mut out, Some("a\\b\tc\nd\re"));
+        assert_eq!(out, b"a\\\\b\\tc\\nd\\re");
+        out.clear();
+        super::copy_text(&mut out, None);
+        assert_eq!(out, b"\\N");
+    }
+}

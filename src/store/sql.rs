@@ -35,7 +35,7 @@ macro_rules! sql_store {
         use $crate::domain::dead_letter::{DeadLetter, Rejection, Salvage, Stage};
         use $crate::domain::event::{Kind, Payload};
         use $crate::domain::ids::{
-            EventId, HouseholdId, MaskedId, PersonKey, RegionCode, RegionLevel,
+            EventId, HouseholdId, PersonKey, RegionCode, RegionLevel,
         };
         use $crate::domain::registry::{
             Household, HouseholdStatus, Member, MonitoringType, Region,
@@ -64,29 +64,7 @@ macro_rules! sql_store {
             ) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let processed_at = now.timestamp_millis();
-                for chunk in batch.events.chunks(ROWS_PER_INSERT) {
-                    let mut insert: QueryBuilder<$db> = QueryBuilder::new(
-                        "INSERT INTO events (event_id, source, kind, occurred_at, reported_at, \
-                         person_key, person_masked, household_id, region_code, match, payload, origin, processed_at) ",
-                    );
-                    insert.push_values(chunk, |mut row, event| {
-                        row.push_bind(event.event_id.as_str())
-                            .push_bind(event.source.as_str())
-                            .push_bind(event.kind.as_str())
-                            .push_bind(event.occurred_at.timestamp_millis())
-                            .push_bind(event.reported_at.timestamp_millis())
-                            .push_bind(event.person_key.map(|k| k.0.to_vec()))
-                            .push_bind(event.person_masked.as_ref().map(MaskedId::as_str))
-                            .push_bind(event.household_id.as_ref().map(HouseholdId::as_str))
-                            .push_bind(event.region_code.map(|c| c.to_string()))
-                            .push_bind(event.matched.as_str())
-                            .push_bind(event.payload_json.as_str())
-                            .push_bind(event.origin.locator())
-                            .push_bind(processed_at);
-                    });
-                    insert.push(" ON CONFLICT (event_id) DO NOTHING");
-                    insert.build().execute(&mut *tx).await?;
-                }
+                super::insert_events(&mut tx, &batch.events, processed_at).await?;
                 for chunk in batch.dead_letters.chunks(ROWS_PER_INSERT) {
                     let mut insert: QueryBuilder<$db> = QueryBuilder::new(
                         "INSERT INTO dead_letters (dead_letter_id, origin, stage, rule, field, reason, \
@@ -1001,3 +979,44 @@ macro_rules! sql_store {
 }
 
 pub(crate) use sql_store;
+
+/// Multi-row `INSERT ... ON CONFLICT DO NOTHING` of accepted events, for a backend
+/// without a faster bulk path.
+macro_rules! insert_events_by_values {
+    ($db:ty) => {
+        /// Inserts a batch's accepted events (duplicates ignored).
+        pub(super) async fn insert_events(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            events: &[$crate::pipeline::core::StoredEvent],
+            processed_at: i64,
+        ) -> Result<(), super::StoreError> {
+            use $crate::domain::ids::{HouseholdId, MaskedId};
+            for chunk in events.chunks(super::sql::ROWS_PER_INSERT) {
+                let mut insert: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
+                    "INSERT INTO events (event_id, source, kind, occurred_at, reported_at, \
+                     person_key, person_masked, household_id, region_code, match, payload, origin, processed_at) ",
+                );
+                insert.push_values(chunk, |mut row, event| {
+                    row.push_bind(event.event_id.as_str())
+                        .push_bind(event.source.as_str())
+                        .push_bind(event.kind.as_str())
+                        .push_bind(event.occurred_at.timestamp_millis())
+                        .push_bind(event.reported_at.timestamp_millis())
+                        .push_bind(event.person_key.map(|k| k.0.to_vec()))
+                        .push_bind(event.person_masked.as_ref().map(MaskedId::as_str))
+                        .push_bind(event.household_id.as_ref().map(HouseholdId::as_str))
+                        .push_bind(event.region_code.map(|c| c.to_string()))
+                        .push_bind(event.matched.as_str())
+                        .push_bind(event.payload_json.as_str())
+                        .push_bind(event.origin.locator())
+                        .push_bind(processed_at);
+                });
+                insert.push(" ON CONFLICT (event_id) DO NOTHING");
+                insert.build().execute(&mut **tx).await?;
+            }
+            Ok(())
+        }
+    };
+}
+
+pub(crate) use insert_events_by_values;

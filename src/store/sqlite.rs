@@ -63,3 +63,4 @@ impl SqliteStore {
 }
 
 super::sql::sql_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
+super::sql::insert_events_by_values!(sqlx::Sqlite);

@@ -160,7 +160,7 @@ impl World {
     }
 
     /// Starts `yujing run --kafka` with extra environment.
-    fn start(&self, log: &str, extra: &[(&str, &str)]) -> Child {
+    fn start(&self, log: &str, extra: &[(&str, &str)]) -> Running {
         let log = std::fs::File::create(self.env.path(log)).unwrap();
         self.yujing()
             .args(["run", "--kafka"])
@@ -168,6 +168,7 @@ impl World {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
+            .map(Running)
             .unwrap()
     }
 
@@ -283,8 +284,33 @@ fn output_ids(
     seen
 }
 
+/// A `yujing` child process, killed if the test fails before stopping it.
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Sends SIGTERM and expects a clean exit.
-fn terminate(mut child: Child) {
+fn terminate(mut child: Running) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -562,14 +588,16 @@ async fn poison_messages_become_dead_letters_and_never_block_their_partition() {
     }
     let pg_url = fresh_postgres("poison").await;
     let log = std::fs::File::create(env.path("run.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_yujing"))
-        .env("YUJING__PRIVACY__PSEUDONYMISATION_KEY", crate::support::KEY)
-        .env("YUJING__INPUT__MAX_LINE_BYTES", "4096")
-        .envs(kafka_env(&brokers, &prefix))
-        .args(["--store", &pg_url, "run", "--kafka"])
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let child = Running(
+        Command::new(env!("CARGO_BIN_EXE_yujing"))
+            .env("YUJING__PRIVACY__PSEUDONYMISATION_KEY", crate::support::KEY)
+            .env("YUJING__INPUT__MAX_LINE_BYTES", "4096")
+            .envs(kafka_env(&brokers, &prefix))
+            .args(["--store", &pg_url, "run", "--kafka"])
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let settings = env.settings("unused.db");
     let store = Store::connect(&pg_url, &settings.store).await.unwrap();
     let started = Instant::now();

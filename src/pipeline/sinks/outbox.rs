@@ -90,7 +90,24 @@ pub async fn relay(
                 Duration::from_secs(5),
             )
         });
-        let results = join_all(sends).await;
+        // On shutdown the broker may be gone: wait for deliveries only until the
+        // flush deadline (what is not acknowledged is republished at the next start).
+        let results = match flush_deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, join_all(sends)).await {
+                Ok(results) => results,
+                Err(_) => {
+                    tracing::warn!(
+                        "outbox flush timed out; the rest is published at the next start"
+                    );
+                    break;
+                }
+            },
+            None => tokio::select! {
+                results = join_all(sends) => results,
+                // Cancelled while waiting: loop round to flush with a deadline.
+                _ = cancel.cancelled() => continue,
+            },
+        };
         let mut sent = Vec::with_capacity(rows.len());
         let mut failed = 0u64;
         // Stop at the first failure, so later updates of a key are not marked sent
