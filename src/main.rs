@@ -360,7 +360,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => {
             let app = App::build(settings).await?;
-            let summary = commands::import_registry(&app, &households, &members).await?;
+            let summary = commands::import_registry(&app, &households, &members, progress).await?;
             app.store.close().await;
             print_import(&summary);
         }
@@ -368,7 +368,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             command: RegionsCommand::Import { file },
         } => {
             let app = App::build(settings).await?;
-            let summary = commands::import_regions(&app, &file).await?;
+            let summary = commands::import_regions(&app, &file, progress).await?;
             app.store.close().await;
             print_import(&summary);
         }

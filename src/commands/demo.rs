@@ -75,11 +75,13 @@ pub async fn demo(
     }
     let key = generate(&options.dir, &options.generate)?;
     let app = App::build(settings).await?;
-    let mut imports = import_regions(&app, &options.dir.join("regions.csv")).await?;
+    let mut imports =
+        import_regions(&app, &options.dir.join("regions.csv"), options.progress).await?;
     let registry = import_registry(
         &app,
         &options.dir.join("households.csv"),
         &options.dir.join("members.csv"),
+        options.progress,
     )
     .await?;
     imports.imported.extend(registry.imported);

@@ -72,6 +72,46 @@ fn open(path: &Path) -> Result<std::fs::File, CommandError> {
     })
 }
 
+/// An import file read through a byte progress bar on stderr when `progress`; the
+/// bar then turns into a spinner while the rows are stored (see [`Importing::storing`]).
+struct Importing {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Importing {
+    fn open(path: &Path, progress: bool) -> Result<(Self, Box<dyn std::io::Read>), CommandError> {
+        let file = open(path)?;
+        if !progress {
+            return Ok((Importing { bar: None }, Box::new(file)));
+        }
+        let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let bar = crate::pipeline::progress_bar(total);
+        bar.set_message(path.display().to_string());
+        let reader = bar.wrap_read(file);
+        Ok((Importing { bar: Some(bar) }, Box::new(reader)))
+    }
+
+    /// The file is read: show that `rows` rows are being stored.
+    fn storing(&self, rows: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar.set_message(format!("storing {rows} rows"));
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Importing {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// `yujing run` on files or stdin: processes the inputs into the store. With
 /// Kafka outputs configured, the outbox is published as the run goes and flushed
 /// at its end.
@@ -130,22 +170,26 @@ pub struct ImportSummary {
 }
 
 /// `yujing registry import`: households, then members (whose household must exist
-/// in the file or the store).
+/// in the file or the store). With `progress`, a progress bar on stderr.
 pub async fn import_registry(
     app: &App,
     households: &Path,
     members: &Path,
+    progress: bool,
 ) -> Result<ImportSummary, CommandError> {
     let pseudonymiser = app.pseudonymiser()?;
     let mut summary = ImportSummary::default();
-    let parsed = parse_households(open(households)?).map_err(|source| CommandError::Import {
+    let (importing, reader) = Importing::open(households, progress)?;
+    let parsed = parse_households(reader).map_err(|source| CommandError::Import {
         path: households.display().to_string(),
         source,
     })?;
     let name = households.display().to_string();
+    importing.storing(parsed.rows.len());
     app.store
         .upsert_households(&parsed.rows, Utc::now())
         .await?;
+    drop(importing);
     summary.imported.push((name.clone(), parsed.rows.len()));
     summary
         .errors
@@ -160,7 +204,8 @@ pub async fn import_registry(
         .map(|h| h.household_id.as_str().to_string())
         .collect();
     let is_known = |id: &crate::domain::ids::HouseholdId| known.contains(id.as_str());
-    let parsed = parse_members(open(members)?, &pseudonymiser, &is_known).map_err(|source| {
+    let (importing, reader) = Importing::open(members, progress)?;
+    let parsed = parse_members(reader, &pseudonymiser, &is_known).map_err(|source| {
         CommandError::Import {
             path: members.display().to_string(),
             source,
@@ -168,7 +213,9 @@ pub async fn import_registry(
     })?;
     let name = members.display().to_string();
     let rows = parsed.rows;
+    importing.storing(rows.len());
     app.store.upsert_members(&rows, Utc::now()).await?;
+    drop(importing);
     summary.imported.push((name.clone(), rows.len()));
     summary
         .errors
@@ -176,14 +223,21 @@ pub async fn import_registry(
     Ok(summary)
 }
 
-/// `yujing regions import`.
-pub async fn import_regions(app: &App, path: &Path) -> Result<ImportSummary, CommandError> {
-    let parsed = parse_regions(open(path)?).map_err(|source| CommandError::Import {
+/// `yujing regions import`. With `progress`, a progress bar on stderr.
+pub async fn import_regions(
+    app: &App,
+    path: &Path,
+    progress: bool,
+) -> Result<ImportSummary, CommandError> {
+    let (importing, reader) = Importing::open(path, progress)?;
+    let parsed = parse_regions(reader).map_err(|source| CommandError::Import {
         path: path.display().to_string(),
         source,
     })?;
     let name = path.display().to_string();
+    importing.storing(parsed.rows.len());
     app.store.upsert_regions(&parsed.rows).await?;
+    drop(importing);
     Ok(ImportSummary {
         imported: vec![(name.clone(), parsed.rows.len())],
         errors: parsed

@@ -77,7 +77,7 @@ impl Env {
 
 /// Imports a generated county's regions and registry into `app`.
 pub async fn import_county(app: &App, county: &Path) {
-    let regions = yujing::commands::import_regions(app, &county.join("regions.csv"))
+    let regions = yujing::commands::import_regions(app, &county.join("regions.csv"), false)
         .await
         .expect("regions import");
     assert!(regions.errors.is_empty(), "{:?}", regions.errors);
@@ -85,6 +85,7 @@ pub async fn import_county(app: &App, county: &Path) {
         app,
         &county.join("households.csv"),
         &county.join("members.csv"),
+        false,
     )
     .await
     .expect("registry import");

@@ -211,6 +211,37 @@ impl ConsumerContext for SourceContext {
         }
         self.progress.reload.store(true, Ordering::SeqCst);
         tracing::info!(partitions = partitions.count(), "partitions assigned");
+        warn_if_partial(consumer, partitions);
+    }
+}
+
+/// Regional counts and signals are computed per instance: an instance holding only part
+/// of its topics' partitions sees only part of each region's stream (README, "Scaling
+/// out"). Says so, loudly, rather than letting partial counts pass for whole ones.
+fn warn_if_partial(consumer: &BaseConsumer<SourceContext>, assigned: &TopicPartitionList) {
+    let mut topics: HashMap<String, usize> = HashMap::new();
+    for element in assigned.elements() {
+        *topics.entry(element.topic().to_string()).or_default() += 1;
+    }
+    for (topic, held) in topics {
+        let topic = topic.as_str();
+        let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
+            continue;
+        };
+        let total = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len());
+        if held < total {
+            tracing::warn!(
+                topic,
+                held,
+                total,
+                "this instance holds part of the topic's partitions: its regional counts and \
+                 signals see only its share of the stream (household alerts are unaffected)"
+            );
+        }
     }
 }
 
