@@ -136,6 +136,11 @@ pub struct ScreeningTask {
     pub outcome_note: Option<String>,
     /// The worker who took it.
     pub assignee: Option<String>,
+    /// For a campaign: the village's households with risk events in the last
+    /// `detect.signals.campaign_recent_days`, to visit first (most risk kinds, then most
+    /// recent event first). Empty for household tasks.
+    #[serde(default)]
+    pub priority_households: Vec<HouseholdId>,
 }
 
 impl ScreeningTask {
@@ -242,6 +247,7 @@ mod tests {
             outcome: None,
             outcome_note: None,
             assignee: None,
+            priority_households: Vec::new(),
         }
     }
 

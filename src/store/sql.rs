@@ -4,7 +4,7 @@
 //! backend's column types. One transaction per batch: events, dead letters, alert
 //! and task snapshots, counters, outbox rows and source positions together.
 
-/// Rows per multi-row INSERT (14 columns × 500 stays below SQLite's 32 766 and
+/// Rows per multi-row INSERT (15 columns × 500 stays below SQLite's 32 766 and
 /// PostgreSQL's 65 535 bound parameters).
 pub const ROWS_PER_INSERT: usize = 500;
 
@@ -14,6 +14,16 @@ use super::StoreError;
 
 pub(super) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
+}
+
+/// A task's priority households as stored: a JSON array of household ids.
+pub(super) fn priority_households(task: &crate::domain::task::ScreeningTask) -> String {
+    let ids: Vec<&str> = task
+        .priority_households
+        .iter()
+        .map(crate::domain::ids::HouseholdId::as_str)
+        .collect();
+    serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into())
 }
 
 pub(super) fn millis_to_time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
@@ -45,7 +55,7 @@ macro_rules! sql_store {
         use $crate::pipeline::detect::{CountRow, WatermarkState};
         use $crate::pipeline::core::{BatchOutput, RestoredEvent};
         use $crate::pipeline::rules::ClosedAlert;
-        use $crate::store::sql::{ROWS_PER_INSERT, corrupt, millis_to_time};
+        use $crate::store::sql::{ROWS_PER_INSERT, corrupt, millis_to_time, priority_households};
         use $crate::store::{
             EvidenceItem, OutboxRow, OutboxTopics, Report, SourcePosition, StoreError,
             StoredRegional, StoredRegistry, StoredState,
@@ -132,7 +142,7 @@ macro_rules! sql_store {
                 for chunk in batch.tasks.chunks(ROWS_PER_INSERT) {
                     let mut upsert: QueryBuilder<$db> = QueryBuilder::new(
                         "INSERT INTO tasks (task_id, kind, alert_id, signal_id, household_id, village_code, level, \
-                         status, due_at, created_at, updated_at, outcome, outcome_note, assignee) ",
+                         status, due_at, created_at, updated_at, outcome, outcome_note, assignee, priority_households) ",
                     );
                     upsert.push_values(chunk, |mut row, task| {
                         row.push_bind(task.task_id.as_str())
@@ -148,7 +158,8 @@ macro_rules! sql_store {
                             .push_bind(task.updated_at)
                             .push_bind(task.outcome.map(Outcome::as_str))
                             .push_bind(task.outcome_note.as_deref())
-                            .push_bind(task.assignee.as_deref());
+                            .push_bind(task.assignee.as_deref())
+                            .push_bind(priority_households(task));
                     });
                     // The pipeline only raises a task's level (a stale snapshot never
                     // lowers it); its lifecycle belongs to users.
@@ -231,7 +242,7 @@ macro_rules! sql_store {
                 for chunk in regional.tasks.chunks(ROWS_PER_INSERT) {
                     let mut insert: QueryBuilder<$db> = QueryBuilder::new(
                         "INSERT INTO tasks (task_id, kind, alert_id, signal_id, household_id, village_code, level, \
-                         status, due_at, created_at, updated_at, outcome, outcome_note, assignee) ",
+                         status, due_at, created_at, updated_at, outcome, outcome_note, assignee, priority_households) ",
                     );
                     insert.push_values(chunk, |mut row, task| {
                         row.push_bind(task.task_id.as_str())
@@ -247,7 +258,8 @@ macro_rules! sql_store {
                             .push_bind(task.updated_at)
                             .push_bind(task.outcome.map(Outcome::as_str))
                             .push_bind(task.outcome_note.as_deref())
-                            .push_bind(task.assignee.as_deref());
+                            .push_bind(task.assignee.as_deref())
+                            .push_bind(priority_households(task));
                     });
                     insert.push(" ON CONFLICT (task_id) DO NOTHING");
                     insert.build().execute(&mut *tx).await?;
@@ -623,7 +635,8 @@ macro_rules! sql_store {
                 let rows = sqlx::query(
                     "SELECT a.doc, a.episode, a.status, a.closed_at, a.judgements, \
                             t.task_id, t.kind, t.alert_id, t.signal_id, t.household_id, t.village_code, t.level, \
-                            t.status, t.due_at, t.created_at, t.updated_at, t.outcome, t.outcome_note, t.assignee \
+                            t.status, t.due_at, t.created_at, t.updated_at, t.outcome, t.outcome_note, t.assignee, \
+                            t.priority_households \
                      FROM alerts a LEFT JOIN tasks t ON t.alert_id = a.alert_id \
                      WHERE a.status = 'open' OR a.closed_at >= $1",
                 )
@@ -770,7 +783,8 @@ macro_rules! sql_store {
             ) -> Result<(), StoreError> {
                 let mut rows = sqlx::query(
                     "SELECT task_id, kind, alert_id, signal_id, household_id, village_code, level, status, \
-                     due_at, created_at, updated_at, outcome, outcome_note, assignee FROM tasks ORDER BY task_id",
+                     due_at, created_at, updated_at, outcome, outcome_note, assignee, priority_households \
+                     FROM tasks ORDER BY task_id",
                 )
                 .fetch(&self.pool);
                 while let Some(row) = rows.try_next().await? {
@@ -972,6 +986,8 @@ macro_rules! sql_store {
                     .transpose()?,
                 outcome_note: optional(12),
                 assignee: optional(13),
+                priority_households: serde_json::from_str(&text(14))
+                    .map_err(|_| corrupt("task priority households"))?,
             })
         }
         }

@@ -10,7 +10,7 @@ use std::path::Path;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use yujing::config::Settings;
 use yujing::domain::event::{Event, Payload};
-use yujing::domain::ids::{Pseudonymiser, RegionCode};
+use yujing::domain::ids::{HouseholdId, Pseudonymiser, RegionCode};
 use yujing::domain::registry::Registry;
 use yujing::domain::signal::{RegionalSignal, RiskKind, SignalStatus};
 use yujing::generate::{AnswerKey, GenerateOptions, generate};
@@ -214,6 +214,36 @@ fn planted_scenarios_are_signalled_within_two_days_at_the_right_region_and_kind(
         .map(|h| county.registry.household(h).region_code)
         .collect();
     assert_eq!(villages, expected);
+    // Its tasks list households of their own village to visit first: the laid-off
+    // households among them.
+    let campaign: Vec<_> = outputs
+        .iter()
+        .flat_map(|o| o.tasks.iter())
+        .filter(|t| t.signal_id.as_deref() == Some(signal.signal_id.as_str()))
+        .collect();
+    let listed: Vec<&HouseholdId> = campaign
+        .iter()
+        .flat_map(|t| t.priority_households.iter())
+        .collect();
+    assert!(
+        listed.len() >= factory.households,
+        "{} listed",
+        listed.len()
+    );
+    for task in &campaign {
+        let distinct: HashSet<&HouseholdId> = task.priority_households.iter().collect();
+        assert_eq!(distinct.len(), task.priority_households.len());
+        for id in &task.priority_households {
+            let index = county
+                .registry
+                .household_idx(id)
+                .expect("a registry household");
+            assert_eq!(
+                county.registry.household(index).region_code,
+                task.village_code
+            );
+        }
+    }
     // Every output fits its published schema.
     let schemas = Schemas::get();
     for signal in snapshots(&outputs) {

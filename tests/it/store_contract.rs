@@ -20,7 +20,7 @@ use yujing::domain::record::{Origin, RawRecord};
 use yujing::domain::registry::{
     Household, HouseholdStatus, Member, MonitoringType, Region, Relation,
 };
-use yujing::domain::task::{ScreeningTask, TaskStatus};
+use yujing::domain::task::{ScreeningTask, TaskKind, TaskStatus};
 use yujing::generate::AnswerKey;
 use yujing::pipeline::core::{BatchOutput, Core};
 use yujing::schemas::Schemas;
@@ -1206,6 +1206,37 @@ async fn contract_task_upserts(subject: Subject) {
     assert_eq!(after_stale.assignee.as_deref(), Some("worker-7"));
     assert_eq!(after_stale.outcome_note, worked.outcome_note);
     assert_eq!(subject.raw.count("tasks").await, batch.tasks.len() as i64);
+
+    // A campaign task keeps its households to visit first, in order.
+    let village = task.village_code;
+    let campaign = ScreeningTask {
+        task_id: "c0ffee00c0ffee00c0ffee00c0ffee00".into(),
+        kind: TaskKind::Campaign,
+        alert_id: None,
+        signal_id: Some("5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e".into()),
+        household_id: None,
+        village_code: village,
+        level: Level::Orange,
+        status: TaskStatus::Open,
+        due_at: now() + Duration::days(15),
+        created_at: now(),
+        updated_at: now(),
+        outcome: None,
+        outcome_note: None,
+        assignee: None,
+        priority_households: ["H-b", "H-a", "H-c"]
+            .into_iter()
+            .map(|id| HouseholdId::parse(id).unwrap())
+            .collect(),
+    };
+    let mut regional = BatchOutput::default();
+    regional.regional.tasks.push(campaign.clone());
+    store.commit_batch(&regional, &[], now()).await.unwrap();
+    let exported = exported_tasks(store).await;
+    assert_eq!(
+        exported.iter().find(|t| t.task_id == campaign.task_id),
+        Some(&campaign)
+    );
 }
 
 /// `load_state` gives back exactly what the core needs: seen ids, household

@@ -96,6 +96,9 @@ pub struct SignalSettings {
     pub campaign_min_level: Level,
     /// Due date of a campaign task, days after it is opened.
     pub campaign_due_days: i64,
+    /// A campaign task lists the village's households with risk events within this many
+    /// days, to visit first (at most `dedupe_days`: older days are not kept).
+    pub campaign_recent_days: i64,
 }
 
 /// `[detect]`: regional detection.
@@ -263,6 +266,10 @@ impl DetectSettings {
         require(
             signals.campaign_due_days >= 1,
             "detect.signals.campaign_due_days: must be at least 1",
+        );
+        require(
+            signals.campaign_recent_days >= 1 && signals.campaign_recent_days <= self.dedupe_days,
+            "detect.signals.campaign_recent_days: must be at least 1 and at most detect.dedupe_days",
         );
         problems
     }

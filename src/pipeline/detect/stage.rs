@@ -847,8 +847,11 @@ impl RegionalStage {
     fn open_campaigns(&mut self, registry: &Registry, now: DateTime<Utc>) -> Vec<ScreeningTask> {
         let min = self.settings.signals.campaign_min_level;
         let due = Duration::days(self.settings.signals.campaign_due_days);
+        let recent = self.settings.signals.campaign_recent_days as Day;
+        let latest = self.clock.max_event_time.map(day_of);
         let mut tasks = Vec::new();
         let mut opened = Vec::new();
+        let households = &self.households;
         for (key, signal) in self.signals.active_mut() {
             if signal.campaign || signal.severity < min {
                 continue;
@@ -862,7 +865,18 @@ impl RegionalStage {
                     .map(|h| registry.household(h).region_code)
                     .collect()
             };
+            let end = latest.unwrap_or(Day::MIN).max(day_from_date(signal.day));
             for village in villages {
+                let priority = households
+                    .get(&SeriesKey {
+                        region: village,
+                        kind: RiskKind::AnyRisk,
+                    })
+                    .map(|days| recent_households(days, end - recent + 1, end))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|h| registry.household(h).household_id.clone())
+                    .collect();
                 tasks.push(ScreeningTask {
                     task_id: stable_id(
                         "campaign",
@@ -881,6 +895,7 @@ impl RegionalStage {
                     outcome: None,
                     outcome_note: None,
                     assignee: None,
+                    priority_households: priority,
                 });
             }
             signal.campaign = true;
@@ -1093,6 +1108,24 @@ impl RegionalStage {
         }
         self.clock_dirty = false;
     }
+}
+
+/// The households with risk events on days `from..=to`: most days with events first,
+/// then the most recent, then by registry order (deterministic).
+fn recent_households(days: &DailyHouseholds, from: Day, to: Day) -> Vec<HouseholdIdx> {
+    let mut seen: HashMap<HouseholdIdx, (u32, Day)> = HashMap::new();
+    for (&day, list) in days.range(from..=to) {
+        for &household in list {
+            let entry = seen.entry(household).or_insert((0, day));
+            entry.0 += 1;
+            entry.1 = entry.1.max(day);
+        }
+    }
+    let mut ranked: Vec<(HouseholdIdx, (u32, Day))> = seen.into_iter().collect();
+    ranked.sort_by(|(a, (a_days, a_last)), (b, (b_days, b_last))| {
+        b_days.cmp(a_days).then(b_last.cmp(a_last)).then(a.cmp(b))
+    });
+    ranked.into_iter().map(|(household, _)| household).collect()
 }
 
 /// Which regions alarm for one kind on one day, by level, to count agreeing levels.

@@ -349,6 +349,49 @@ fn campaigns_cover_every_village_of_the_region() {
     );
 }
 
+/// A campaign task lists its village's households with risk events in the last
+/// `campaign_recent_days` (30), most days with events first, then the most recent.
+#[test]
+fn campaign_tasks_list_households_with_recent_risk_events_first() {
+    let registry = registry();
+    let mut stage = RegionalStage::new(&settings());
+    // Village 101201: household 5 on days 30 and 45, household 2 on day 48, household 7
+    // on day 10 (too long ago); village 101202: household 45 on day 40.
+    for (n, (household, day)) in [(5, 30), (5, 45), (2, 48), (7, 10), (45, 40)]
+        .into_iter()
+        .enumerate()
+    {
+        stage.observe(&dibao(&format!("d{n}"), day), &[household], &registry);
+    }
+    let declared = event(
+        "flood",
+        50,
+        Payload::DisasterDeclared(DisasterDeclared {
+            hazard: Hazard::Flood,
+            level: DisasterLevel::Ii,
+            region_codes: vec![code(TOWNSHIP_A)],
+            ends_at: None,
+        }),
+        Subject::Region(code(COUNTY)),
+    );
+    stage.observe(&declared, &[], &registry);
+    let output = stage.flush(&registry, at(50));
+    let priority = |village: &str| -> Vec<String> {
+        output
+            .tasks
+            .iter()
+            .find(|t| t.village_code == code(village))
+            .expect("a campaign task for the village")
+            .priority_households
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    assert_eq!(priority("522425101201"), ["H101201005", "H101201002"]);
+    assert_eq!(priority("522425101202"), ["H101202005"]);
+    assert!(priority("522425101203").is_empty());
+}
+
 fn declared_again() -> Event {
     event(
         "flood-2",

@@ -569,6 +569,7 @@ fn merge(
                     outcome: None,
                     outcome_note: None,
                     assignee: None,
+                    priority_households: Vec::new(),
                 });
                 merged.task_changed = true;
                 visible = true;
