@@ -611,6 +611,28 @@ fn print_demo(options: &demo::DemoOptions, outcome: &demo::DemoOutcome) {
             );
         }
     }
+    if !outcome.signal_examples.is_empty() {
+        println!("\nexample regional signals:");
+    }
+    for signal in &outcome.signal_examples {
+        println!(
+            "  {} {} {} {} ({}), {} to {}, {} households{} — {}",
+            signal.severity.zh(),
+            signal.risk_kind,
+            signal.region_level.as_str(),
+            signal.region_code,
+            signal.status,
+            signal.onset_day,
+            signal.evidence_until,
+            signal.households_affected,
+            if signal.campaign {
+                ", screening campaign opened"
+            } else {
+                ""
+            },
+            signal.reason
+        );
+    }
     println!(
         "\nstore: {} — try `yujing --store sqlite://{} report` or `... export alerts`",
         options.db.display(),

@@ -11,6 +11,7 @@ use super::{CommandError, ImportSummary, import_regions, import_registry, run};
 use crate::app::App;
 use crate::config::{Secret, Settings};
 use crate::domain::alert::{HouseholdAlert, Level};
+use crate::domain::signal::RegionalSignal;
 use crate::generate::{AnswerKey, GenerateOptions, generate};
 use crate::pipeline::RunSummary;
 use crate::pipeline::sources::ndjson::Input;
@@ -53,6 +54,8 @@ pub struct DemoOutcome {
     pub decoys_alerted: Vec<String>,
     /// The most severe alerts, for display.
     pub examples: Vec<(HouseholdAlert, Vec<EvidenceItem>)>,
+    /// The most severe regional signal of each kind (up to four), for display.
+    pub signal_examples: Vec<RegionalSignal>,
 }
 
 fn remove_database(db: &Path) {
@@ -146,6 +149,24 @@ pub async fn demo(
         let evidence = app.store.evidence(&ids).await?;
         examples.push((alert, evidence));
     }
+    let mut signals = Vec::new();
+    app.store
+        .export_signals(&mut |signal| {
+            signals.push(signal);
+            Ok(())
+        })
+        .await?;
+    signals.sort_by(|a, b| {
+        (b.severity, b.households_affected, &a.signal_id).cmp(&(
+            a.severity,
+            a.households_affected,
+            &b.signal_id,
+        ))
+    });
+    // The most severe of each kind, so the examples show the different risks.
+    let mut kinds = std::collections::HashSet::new();
+    signals.retain(|s| kinds.insert(s.risk_kind));
+    signals.truncate(4);
     app.store.close().await;
     Ok(DemoOutcome {
         decoys_quiet: key.must_not_alert.len() - decoys_alerted.len(),
@@ -157,5 +178,6 @@ pub async fn demo(
         planted_missed,
         decoys_alerted,
         examples,
+        signal_examples: signals,
     })
 }
