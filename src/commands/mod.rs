@@ -86,7 +86,6 @@ impl Importing {
         }
         let total = file.metadata().map(|m| m.len()).unwrap_or(0);
         let bar = crate::pipeline::progress_bar(total);
-        bar.set_message(path.display().to_string());
         let reader = bar.wrap_read(file);
         Ok((Importing { bar: Some(bar) }, Box::new(reader)))
     }

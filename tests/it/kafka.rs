@@ -459,6 +459,13 @@ async fn two_instances_share_the_partitions_and_hand_them_over() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     world.wait_processed(Duration::from_secs(60)).await;
+    // Sharing the partitions, the instances say their regional counts are partial.
+    assert!(
+        world
+            .log("second.log")
+            .contains("holds part of the topic's partitions"),
+        "an instance with part of the partitions warns about its regional counts"
+    );
     terminate(second);
     world.produce(&second_wave);
     let report = world.wait_processed(Duration::from_secs(120)).await;

@@ -223,11 +223,13 @@ fn warn_if_partial(consumer: &BaseConsumer<SourceContext>, assigned: &TopicParti
     for element in assigned.elements() {
         *topics.entry(element.topic().to_string()).or_default() += 1;
     }
+    // One metadata request for every topic, so a slow broker delays the rebalance
+    // callback by at most its timeout.
+    let Ok(metadata) = consumer.fetch_metadata(None, Duration::from_secs(5)) else {
+        return;
+    };
     for (topic, held) in topics {
         let topic = topic.as_str();
-        let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
-            continue;
-        };
         let total = metadata
             .topics()
             .iter()
