@@ -8,6 +8,7 @@ use crate::config::{ConfigError, Settings};
 use crate::domain::ids::Pseudonymiser;
 use crate::domain::registry::Registry;
 use crate::pipeline::core::Core;
+use crate::pipeline::detect::stage::RegionalStage;
 use crate::store::{OutboxTopics, Store, StoreError};
 use crate::telemetry::Metrics;
 
@@ -63,7 +64,11 @@ impl App {
 
     /// Loads the registry and the pipeline state and builds the core.
     pub async fn load_core(&self) -> Result<Core, AppError> {
-        let pseudonymiser = self.pseudonymiser()?;
+        self.load_core_with(true).await
+    }
+
+    /// The registry as stored, with its members.
+    pub async fn load_registry(&self) -> Result<Registry, AppError> {
         let stored = self.store.load_households_and_regions().await?;
         let mut registry = Registry::with_households(stored.households, stored.regions);
         let mut orphans = 0usize;
@@ -80,7 +85,19 @@ impl App {
             );
         }
         self.metrics.registry_loaded(registry.household_count());
+        Ok(registry)
+    }
+
+    /// Loads the registry and the pipeline state and builds the core; without
+    /// `regional_inline`, the core has no regional stage (the regional leader counts
+    /// the committed events instead).
+    pub async fn load_core_with(&self, regional_inline: bool) -> Result<Core, AppError> {
+        let pseudonymiser = self.pseudonymiser()?;
+        let registry = self.load_registry().await?;
         let mut core = Core::new(&self.settings, pseudonymiser, registry);
+        if !regional_inline {
+            core = core.without_regional_stage();
+        }
         // The regional stage's clock first: it says how much history it needs.
         let clock = self.store.regional_clock().await?;
         core.regional_restore()
@@ -95,6 +112,7 @@ impl App {
             latest.map(|t| t - reach),
             core.regional().events_needed_from(),
         ) {
+            (rules_from, _) if !regional_inline => rules_from,
             (Some(rules_from), Some(regional_from)) => Some(rules_from.min(regional_from)),
             _ => None,
         };
@@ -111,9 +129,31 @@ impl App {
         for (alert, task, episode) in state.open_alerts {
             core.restore_open_alert(alert, task, episode);
         }
-        let counts_from = core.regional().counts_needed_from();
+        if regional_inline {
+            let (stage, registry) = core.regional_restore();
+            self.restore_regional(stage, registry, &state.events)
+                .await?;
+        }
+        tracing::debug!(
+            households = core.registry().household_count(),
+            members = core.registry().person_count(),
+            events_seen = core.seen_count(),
+            "state loaded"
+        );
+        Ok(core)
+    }
+
+    /// Restores a regional stage, whose watermark is already restored, from the store:
+    /// counts, detector checkpoints, signals, and the household `events` its windows
+    /// need (from [`RegionalStage::events_needed_from`]).
+    pub async fn restore_regional(
+        &self,
+        stage: &mut RegionalStage,
+        registry: &Registry,
+        events: &[crate::pipeline::core::RestoredEvent],
+    ) -> Result<(), AppError> {
+        let counts_from = stage.counts_needed_from();
         let regional = self.store.load_regional(counts_from).await?;
-        let (stage, registry) = core.regional_restore();
         stage.restore_counts(regional.counts);
         for checkpoint in regional.checkpoints {
             stage
@@ -123,16 +163,10 @@ impl App {
         for signal in regional.signals {
             stage.restore_signal(signal);
         }
-        for event in &state.events {
+        for event in events {
             stage.restore_event(event, registry);
         }
         stage.finish_restore();
-        tracing::debug!(
-            households = core.registry().household_count(),
-            members = core.registry().person_count(),
-            events_seen = core.seen_count(),
-            "state loaded"
-        );
-        Ok(core)
+        Ok(())
     }
 }

@@ -788,6 +788,11 @@ mod tests {
         assert!(settings.kafka.enabled());
         assert_eq!(settings.http.listen, "0.0.0.0:9464");
         assert!(settings.store.url.expose().starts_with("postgres://"));
+        assert_eq!(
+            settings.detect.placement,
+            crate::pipeline::detect::settings::Placement::Leader,
+            "scaled out, an elected instance runs regional detection"
+        );
     }
 
     #[test]

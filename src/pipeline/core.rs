@@ -142,6 +142,9 @@ pub struct Core {
     rule_settings: crate::config::RuleSettings,
     seen: SeenSet,
     regional: RegionalStage,
+    /// Whether the regional stage runs here (else the regional leader counts the
+    /// committed events; see `detect.placement`).
+    regional_inline: bool,
 }
 
 impl Core {
@@ -155,7 +158,20 @@ impl Core {
             rule_settings: settings.rules.clone(),
             seen: SeenSet::default(),
             regional: RegionalStage::new(&settings.detect),
+            regional_inline: true,
         }
+    }
+
+    /// The same core without its regional stage: another process (the regional
+    /// leader) counts the events this one commits.
+    pub fn without_regional_stage(mut self) -> Self {
+        self.regional_inline = false;
+        self
+    }
+
+    /// Whether the regional stage runs inside this core.
+    pub fn regional_inline(&self) -> bool {
+        self.regional_inline
     }
 
     /// The registry.
@@ -291,7 +307,9 @@ impl Core {
         let changes = self.rules.drain();
         output.alerts = changes.alerts;
         output.tasks = changes.tasks;
-        output.regional = self.regional.flush(&self.registry, now);
+        if self.regional_inline {
+            output.regional = self.regional.flush(&self.registry, now);
+        }
         output.counts.suppressed = changes.suppressed;
         output.counts.dead_letters = output.dead_letters.len() as u64;
         output
@@ -335,7 +353,7 @@ impl Core {
         if matched == Match::Unmatched {
             output.counts.unmatched += 1;
         }
-        if matched != Match::Unmatched {
+        if matched != Match::Unmatched && self.regional_inline {
             self.regional.observe(&event, households, &self.registry);
         }
         for &idx in households {

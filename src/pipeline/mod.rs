@@ -11,6 +11,7 @@
 pub mod core;
 pub mod decode;
 pub mod detect;
+pub mod leader;
 pub mod resolve;
 pub mod rules;
 pub mod sinks;
@@ -30,6 +31,7 @@ use crate::domain::record::Origin;
 use crate::store::{SourcePosition, Store, StoreError};
 use crate::telemetry::Metrics;
 use core::{BatchCounts, BatchOutput, Core};
+use detect::settings::Placement;
 use sources::kafka::{KafkaSourceError, Progress};
 use sources::ndjson::{Input, RawBatch, ReadLimits, SourceError};
 
@@ -360,13 +362,22 @@ pub async fn run_kafka(app: &App, cancel: CancellationToken) -> Result<RunSummar
     let settings = &app.settings;
     let kafka = &settings.kafka;
     let progress = Arc::new(Progress::default());
+    let regional_inline = settings.detect.placement == Placement::Inline;
     let consumer = sources::kafka::subscribe(
         kafka,
         app.store.clone(),
         progress.clone(),
         app.metrics.clone(),
+        regional_inline,
     )?;
-    let core = app.load_core().await.map_err(Box::new)?;
+    let core = app
+        .load_core_with(regional_inline)
+        .await
+        .map_err(Box::new)?;
+    // With several instances, one elected among them counts every instance's events.
+    let leader_cancel = cancel.child_token();
+    let leader =
+        (!regional_inline).then(|| tokio::spawn(leader::run(app.clone(), leader_cancel.clone())));
     let capacity = settings.input.channel_capacity;
     let (raw_tx, raw_rx) = mpsc::channel::<CoreInput>(capacity);
     let (out_tx, out_rx) = mpsc::channel::<Processed>(capacity);
@@ -447,7 +458,7 @@ pub async fn run_kafka(app: &App, cancel: CancellationToken) -> Result<RunSummar
                 if !drained {
                     tracing::warn!("batches in flight did not commit before the reload");
                 }
-                match app.load_core().await {
+                match app.load_core_with(regional_inline).await {
                     Ok(core) => {
                         if raw_tx
                             .send(CoreInput::Replace(Box::new(core)))
@@ -521,6 +532,10 @@ pub async fn run_kafka(app: &App, cancel: CancellationToken) -> Result<RunSummar
     relay_cancel.cancel();
     if let Some(relay) = relay {
         let _ = relay.await;
+    }
+    leader_cancel.cancel();
+    if let Some(leader) = leader {
+        let _ = leader.await;
     }
     // A last synchronous group commit, for lag monitoring.
     if let Ok(positions) = app.store.positions_with_prefix("kafka:").await {

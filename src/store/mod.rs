@@ -40,6 +40,9 @@ pub enum StoreError {
     /// Stored data does not parse (a bug or a hand-edited database).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// Another instance took the regional lead over: this one's results are refused.
+    #[error("the regional lead passed to another instance")]
+    LeadershipLost,
 }
 
 impl StoreError {
@@ -67,11 +70,70 @@ impl StoreError {
                 }
                 _ => false,
             },
-            StoreError::UnsupportedUrl(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) => {
-                false
-            }
+            StoreError::UnsupportedUrl(_)
+            | StoreError::Migrate(_)
+            | StoreError::Corrupt(_)
+            | StoreError::LeadershipLost => false,
         }
     }
+}
+
+/// A position in the events every instance committed, in commit order: the writing
+/// transaction's id (PostgreSQL; 0 in SQLite, whose row ids follow commit order) and
+/// the row id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FeedCursor {
+    /// Writing transaction.
+    pub txid: i64,
+    /// Row.
+    pub id: i64,
+}
+
+/// The regional lead as held by one instance: a commit under it succeeds only while no
+/// other instance has taken the lead over (a higher epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The holder's name (unique per process).
+    pub holder: String,
+    /// Raised on every acquisition.
+    pub epoch: i64,
+}
+
+/// What a regional commit under a lease also writes: the cursor of the events counted
+/// and the lease's new expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The lease.
+    pub lease: Lease,
+    /// Every event up to here is counted by the results.
+    pub cursor: FeedCursor,
+    /// The lease runs until then (Unix milliseconds).
+    pub expires_at_ms: i64,
+}
+
+/// A committed event, as regional detection reads it back.
+#[derive(Debug, Clone)]
+pub struct FeedEvent {
+    /// Where it is in commit order.
+    pub cursor: FeedCursor,
+    /// Id.
+    pub event_id: crate::domain::ids::EventId,
+    /// Department.
+    pub source: crate::domain::event::Source,
+    /// Event time.
+    pub occurred_at: DateTime<Utc>,
+    /// Report time.
+    pub reported_at: DateTime<Utc>,
+    /// The household it resolved to (person and household events).
+    pub household_id: Option<crate::domain::ids::HouseholdId>,
+    /// Its region (the household's village, or a region event's region).
+    pub region_code: Option<crate::domain::ids::RegionCode>,
+    /// How it attached to the registry.
+    pub matched: crate::pipeline::core::Match,
+    /// Typed payload (`None` if the stored JSON no longer parses).
+    pub payload: Option<crate::domain::event::Payload>,
+    /// The payload as stored.
+    pub payload_json: String,
 }
 
 /// Where one input stands.
@@ -264,7 +326,58 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let outbox = self.outbox.as_deref();
-        dispatch!(self, store => store.commit_batch(batch, positions, outbox, now).await)
+        dispatch!(self, store => store.commit_batch(batch, positions, outbox, None, now).await)
+    }
+
+    /// Commits the regional stage's results under the regional lead, with the cursor of
+    /// the events they count, in one transaction; [`StoreError::LeadershipLost`] (and
+    /// nothing written) when another instance has taken the lead over.
+    pub async fn commit_regional(
+        &self,
+        batch: &BatchOutput,
+        fence: &Fence,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let outbox = self.outbox.as_deref();
+        dispatch!(self, store => store.commit_batch(batch, &[], outbox, Some(fence), now).await)
+    }
+
+    /// Takes the regional lead for `holder` until `expires_at_ms` if it is free (never
+    /// taken, expired, or already `holder`'s): the lease, with a new epoch, and the
+    /// cursor of the events counted so far. `None` while another instance holds it.
+    pub async fn acquire_regional_lead(
+        &self,
+        holder: &str,
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<(Lease, FeedCursor)>, StoreError> {
+        dispatch!(self, store => store.acquire_regional_lead(holder, expires_at_ms, now_ms).await)
+    }
+
+    /// Gives the regional lead up (another instance may take it at once).
+    pub async fn release_regional_lead(&self, lease: &Lease) -> Result<(), StoreError> {
+        dispatch!(self, store => store.release_regional_lead(lease).await)
+    }
+
+    /// Up to `limit` committed events after `after`, in commit order; in PostgreSQL
+    /// only those whose writing transaction and every earlier one have finished, so a
+    /// cursor over them never passes an event that commits later.
+    pub async fn feed_events(
+        &self,
+        after: FeedCursor,
+        limit: i64,
+    ) -> Result<Vec<FeedEvent>, StoreError> {
+        dispatch!(self, store => store.feed_events(after, limit).await)
+    }
+
+    /// The household events (and industry-project failures) at or before `upto` that
+    /// occurred at or after `since`: what the regional stage's windows rebuild from.
+    pub async fn feed_history(
+        &self,
+        since: Option<DateTime<Utc>>,
+        upto: FeedCursor,
+    ) -> Result<Vec<FeedEvent>, StoreError> {
+        dispatch!(self, store => store.feed_history(since, upto).await)
     }
 
     /// The stored position of an input.

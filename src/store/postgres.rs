@@ -44,6 +44,20 @@ impl PgStore {
 
 super::sql::sql_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
 
+/// Events after the cursor ($1 txid, $2 id), at most $3, in commit order; only those
+/// written by transactions older than the oldest one still running, which have all
+/// finished: a row that commits later always lies after the cursor.
+const FEED_EVENTS: &str = "SELECT txid, id, event_id, source, kind, occurred_at, reported_at, household_id, region_code, match, payload FROM events \
+     WHERE (txid > $1 OR (txid = $1 AND id > $2)) \
+     AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+     ORDER BY txid, id LIMIT $3";
+
+/// Household events and industry-project failures at or before the cursor ($1, $2)
+/// that occurred at or after $3 (Unix ms).
+const FEED_HISTORY: &str = "SELECT txid, id, event_id, source, kind, occurred_at, reported_at, household_id, region_code, match, payload FROM events \
+     WHERE (txid < $1 OR (txid = $1 AND id <= $2)) AND occurred_at >= $3 \
+     AND (household_id IS NOT NULL OR kind = 'industry_project_failure') ORDER BY txid, id";
+
 /// Inserts a batch's accepted events through `COPY` into a per-session staging
 /// table, then one `INSERT ... SELECT ... ON CONFLICT DO NOTHING` (COPY itself cannot
 /// skip duplicates): several times faster than multi-row `INSERT`s with binds.

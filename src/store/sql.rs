@@ -57,8 +57,8 @@ macro_rules! sql_store {
         use $crate::pipeline::rules::ClosedAlert;
         use $crate::store::sql::{ROWS_PER_INSERT, corrupt, millis_to_time, priority_households};
         use $crate::store::{
-            EvidenceItem, OutboxRow, OutboxTopics, Report, SourcePosition, StoreError,
-            StoredRegional, StoredRegistry, StoredState,
+            EvidenceItem, FeedCursor, FeedEvent, Fence, Lease, OutboxRow, OutboxTopics, Report,
+            SourcePosition, StoreError, StoredRegional, StoredRegistry, StoredState,
         };
 
         use super::$store;
@@ -70,9 +70,28 @@ macro_rules! sql_store {
                 batch: &BatchOutput,
                 positions: &[SourcePosition],
                 outbox: Option<&OutboxTopics>,
+                fence: Option<&Fence>,
                 now: DateTime<Utc>,
             ) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;
+                if let Some(fence) = fence {
+                    // First, so the lease row stays locked until the commit: a takeover
+                    // waits for it and then sees the renewed lease.
+                    let renewed = sqlx::query(
+                        "UPDATE regional_leader SET expires_at = $1, cursor_txid = $2, cursor_id = $3 \
+                         WHERE id = 1 AND holder = $4 AND epoch = $5",
+                    )
+                    .bind(fence.expires_at_ms)
+                    .bind(fence.cursor.txid)
+                    .bind(fence.cursor.id)
+                    .bind(fence.lease.holder.as_str())
+                    .bind(fence.lease.epoch)
+                    .execute(&mut *tx)
+                    .await?;
+                    if renewed.rows_affected() != 1 {
+                        return Err(StoreError::LeadershipLost);
+                    }
+                }
                 let processed_at = now.timestamp_millis();
                 super::insert_events(&mut tx, &batch.events, processed_at).await?;
                 for chunk in batch.dead_letters.chunks(ROWS_PER_INSERT) {
@@ -354,6 +373,85 @@ macro_rules! sql_store {
                 }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            /// See [`crate::store::Store::acquire_regional_lead`].
+            pub async fn acquire_regional_lead(
+                &self,
+                holder: &str,
+                expires_at_ms: i64,
+                now_ms: i64,
+            ) -> Result<Option<(Lease, FeedCursor)>, StoreError> {
+                let row = sqlx::query(
+                    "INSERT INTO regional_leader (id, holder, epoch, expires_at) VALUES (1, $1, 1, $2) \
+                     ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, \
+                     epoch = regional_leader.epoch + 1, expires_at = excluded.expires_at \
+                     WHERE regional_leader.expires_at < $3 OR regional_leader.holder = excluded.holder \
+                     RETURNING epoch, cursor_txid, cursor_id",
+                )
+                .bind(holder)
+                .bind(expires_at_ms)
+                .bind(now_ms)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|row| {
+                    (
+                        Lease {
+                            holder: holder.to_string(),
+                            epoch: row.get(0),
+                        },
+                        FeedCursor {
+                            txid: row.get(1),
+                            id: row.get(2),
+                        },
+                    )
+                }))
+            }
+
+            /// See [`crate::store::Store::release_regional_lead`].
+            pub async fn release_regional_lead(&self, lease: &Lease) -> Result<(), StoreError> {
+                sqlx::query(
+                    "UPDATE regional_leader SET expires_at = 0 WHERE id = 1 AND holder = $1 AND epoch = $2",
+                )
+                .bind(lease.holder.as_str())
+                .bind(lease.epoch)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            /// See [`crate::store::Store::feed_events`].
+            pub async fn feed_events(
+                &self,
+                after: FeedCursor,
+                limit: i64,
+            ) -> Result<Vec<FeedEvent>, StoreError> {
+                let rows = sqlx::query(super::FEED_EVENTS)
+                    .bind(after.txid)
+                    .bind(after.id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(feed_event).collect()
+            }
+
+            /// See [`crate::store::Store::feed_history`].
+            pub async fn feed_history(
+                &self,
+                since: Option<DateTime<Utc>>,
+                upto: FeedCursor,
+            ) -> Result<Vec<FeedEvent>, StoreError> {
+                let since = since.map_or(i64::MIN, |t| t.timestamp_millis());
+                let mut rows = sqlx::query(super::FEED_HISTORY)
+                    .bind(upto.txid)
+                    .bind(upto.id)
+                    .bind(since)
+                    .fetch(&self.pool);
+                let mut events = Vec::new();
+                while let Some(row) = rows.try_next().await? {
+                    events.push(feed_event(&row)?);
+                }
+                Ok(events)
             }
 
             /// See [`crate::store::Store::position`].
@@ -962,6 +1060,42 @@ macro_rules! sql_store {
                     .await?;
                 Ok(result.rows_affected())
             }
+        }
+
+        /// A row of `FEED_EVENTS` / `FEED_HISTORY`: txid, id, event_id, source, kind,
+        /// occurred_at, reported_at, household_id, region_code, match, payload.
+        fn feed_event(row: &$row) -> Result<FeedEvent, StoreError> {
+            use $crate::domain::event::Source;
+            use $crate::pipeline::core::Match;
+            let kind = Kind::parse(row.get(4)).ok_or_else(|| corrupt("event kind"))?;
+            let payload_json: String = row.get(10);
+            let household: Option<String> = row.get(7);
+            let region: Option<String> = row.get(8);
+            let matched: String = row.get(9);
+            Ok(FeedEvent {
+                cursor: FeedCursor {
+                    txid: row.get(0),
+                    id: row.get(1),
+                },
+                event_id: EventId::parse(row.get(2)).map_err(corrupt)?,
+                source: Source::parse(row.get(3)).ok_or_else(|| corrupt("event source"))?,
+                occurred_at: millis_to_time(row.get(5))?,
+                reported_at: millis_to_time(row.get(6))?,
+                household_id: household
+                    .map(|h| HouseholdId::parse(&h).map_err(corrupt))
+                    .transpose()?,
+                region_code: region
+                    .map(|r| RegionCode::parse(&r).map_err(corrupt))
+                    .transpose()?,
+                matched: match matched.as_str() {
+                    "matched" => Match::Matched,
+                    "unmatched" => Match::Unmatched,
+                    "regional" => Match::Regional,
+                    other => return Err(corrupt(format!("event match {other}"))),
+                },
+                payload: Payload::from_json(kind, &payload_json).ok(),
+                payload_json,
+            })
         }
 
         fn task_from_row(row: &$row, at: usize) -> Result<ScreeningTask, StoreError> {

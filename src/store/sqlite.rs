@@ -63,4 +63,15 @@ impl SqliteStore {
 }
 
 super::sql::sql_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
+
+/// Events after the cursor ($2 id; $1, the txid, is always 0 here: one writer, so row
+/// ids follow commit order), at most $3.
+const FEED_EVENTS: &str = "SELECT txid, id, event_id, source, kind, occurred_at, reported_at, household_id, region_code, match, payload FROM events \
+     WHERE txid = $1 AND id > $2 ORDER BY id LIMIT $3";
+
+/// Household events and industry-project failures at or before the cursor ($1, $2)
+/// that occurred at or after $3 (Unix ms).
+const FEED_HISTORY: &str = "SELECT txid, id, event_id, source, kind, occurred_at, reported_at, household_id, region_code, match, payload FROM events \
+     WHERE txid = $1 AND id <= $2 AND occurred_at >= $3 \
+     AND (household_id IS NOT NULL OR kind = 'industry_project_failure') ORDER BY id";
 super::sql::insert_events_by_values!(sqlx::Sqlite);

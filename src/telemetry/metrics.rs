@@ -34,6 +34,8 @@ pub struct Metrics {
     outbox_backlog: IntGauge,
     outbox_published: IntCounterVec,
     outbox_errors: IntCounter,
+    regional_leader: IntGauge,
+    regional_fed: IntCounter,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -138,6 +140,16 @@ impl Metrics {
                 "Task snapshots written",
             ),
             batches: counter(&registry, "yujing_batches_total", "Batches committed"),
+            regional_leader: gauge(
+                &registry,
+                "yujing_regional_leader",
+                "1 while this instance holds the regional lead (detect.placement = leader)",
+            ),
+            regional_fed: counter(
+                &registry,
+                "yujing_regional_fed_events_total",
+                "Committed events the regional leader counted",
+            ),
             batch_size: histogram(
                 &registry,
                 "yujing_batch_records",
@@ -256,6 +268,16 @@ impl Metrics {
         self.kafka_lag
             .with_label_values(&[topic, &partition])
             .set(lag);
+    }
+
+    /// This instance took (true) or lost (false) the regional lead.
+    pub fn regional_leader(&self, leading: bool) {
+        self.regional_leader.set(i64::from(leading));
+    }
+
+    /// The regional leader counted `events` committed events.
+    pub fn regional_fed(&self, events: u64) {
+        self.regional_fed.inc_by(events);
     }
 
     /// The group assignment changed.

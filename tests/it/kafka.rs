@@ -225,6 +225,20 @@ impl World {
         (alert_views(&app.store).await, task_views(&app.store).await)
     }
 
+    /// Regional counts of an embedded (file → SQLite) run over the same feeds.
+    async fn embedded_counts(&self) -> BTreeMap<String, u32> {
+        let app = self.env.app("embedded-counts.db").await;
+        import_county(&app, &self.county).await;
+        let inputs = feeds(&self.county, &self.key)
+            .into_iter()
+            .map(Input::File)
+            .collect();
+        yujing::commands::run(&app, inputs, CancellationToken::new(), false)
+            .await
+            .unwrap();
+        regional_counts(&app.store).await
+    }
+
     fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.env.path(name)).unwrap_or_default()
     }
@@ -307,6 +321,18 @@ impl Drop for Running {
             let _ = self.0.wait();
         }
     }
+}
+
+/// Every stored regional count, as `region kind day` → distinct households.
+async fn regional_counts(store: &Store) -> BTreeMap<String, u32> {
+    store
+        .load_regional(None)
+        .await
+        .unwrap()
+        .counts
+        .into_iter()
+        .map(|c| (format!("{} {} {}", c.region_code, c.kind, c.day), c.count))
+        .collect()
 }
 
 /// Sends SIGTERM and expects a clean exit.
@@ -482,6 +508,83 @@ async fn two_instances_share_the_partitions_and_hand_them_over() {
     let alerts = alert_views(&world.store().await).await;
     let (embedded_alerts, _) = world.embedded().await;
     assert_eq!(alerts, embedded_alerts);
+}
+
+/// Several instances sharing the partitions, with `detect.placement = "leader"`: one
+/// of them, elected, counts every instance's events, so the regional counts are the
+/// embedded run's; killed, its lead passes to the survivor, which continues from the
+/// stored cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_elected_leader_counts_every_instance_s_events() {
+    let mut world = World::empty("leader", 800, 60, kafka_brokers(), 4).await;
+    let files = feeds(&world.county, &world.key);
+    let (second_wave, first_wave): (Vec<_>, Vec<_>) = files
+        .into_iter()
+        .partition(|f| f.to_string_lossy().contains("medical"));
+    world.produce(&first_wave);
+    let leader_mode = [
+        ("YUJING__DETECT__PLACEMENT", "leader"),
+        ("YUJING__DETECT__LEADER_LEASE_SECONDS", "2"),
+    ];
+    let mut instances = vec![
+        ("first.log", world.start("first.log", &leader_mode)),
+        ("second.log", world.start("second.log", &leader_mode)),
+    ];
+    world.wait_processed(Duration::from_secs(90)).await;
+    let started = Instant::now();
+    let leader = loop {
+        if let Some(at) = instances
+            .iter()
+            .position(|(log, _)| world.log(log).contains("took the regional lead"))
+        {
+            break at;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no instance took the lead"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The leader dies without a word; the survivor takes over once its lease expires.
+    let (dead_log, mut dead) = instances.remove(leader);
+    dead.kill().unwrap();
+    dead.wait().unwrap();
+    world.produce(&second_wave);
+    world.wait_processed(Duration::from_secs(120)).await;
+    let (survivor_log, survivor) = instances.remove(0);
+    let expected = world.embedded_counts().await;
+    assert!(!expected.is_empty());
+    let store = world.store().await;
+    let started = Instant::now();
+    loop {
+        let counts = regional_counts(&store).await;
+        if counts == expected {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "regional counts differ from the embedded run's: {} stored, {} expected; first difference: {:?}",
+            counts.len(),
+            expected.len(),
+            expected
+                .iter()
+                .find(|(key, count)| counts.get(*key) != Some(count))
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        world.log(survivor_log).contains("took the regional lead"),
+        "the survivor took the lead over"
+    );
+    for log in [dead_log, survivor_log] {
+        assert!(
+            !world
+                .log(log)
+                .contains("holds part of the topic's partitions"),
+            "with a leader, sharing partitions is fine"
+        );
+    }
+    terminate(survivor);
 }
 
 /// Terminates every connection to the test's database `pg_url` (yujing's, and

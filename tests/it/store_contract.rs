@@ -24,7 +24,9 @@ use yujing::domain::task::{ScreeningTask, TaskKind, TaskStatus};
 use yujing::generate::AnswerKey;
 use yujing::pipeline::core::{BatchOutput, Core};
 use yujing::schemas::Schemas;
-use yujing::store::{OutboxRow, OutboxTopics, Report, SourcePosition, Store, StoreError};
+use yujing::store::{
+    FeedCursor, Fence, OutboxRow, OutboxTopics, Report, SourcePosition, Store, StoreError,
+};
 
 use crate::support::{self, Env};
 
@@ -225,6 +227,7 @@ both_backends! {
     contract_report => report_sqlite, report_postgres;
     contract_exports => exports_sqlite, exports_postgres;
     contract_outbox => outbox_sqlite, outbox_postgres;
+    contract_regional_lead => regional_lead_sqlite, regional_lead_postgres;
 }
 
 // ---------------------------------------------------------------------------
@@ -245,7 +248,7 @@ fn topics() -> OutboxTopics {
 }
 
 /// Every table of the schema.
-const TABLES: [&str; 15] = [
+const TABLES: [&str; 16] = [
     "regions",
     "households",
     "members",
@@ -261,6 +264,7 @@ const TABLES: [&str; 15] = [
     "regional_series",
     "regional_clock",
     "signals",
+    "regional_leader",
 ];
 
 /// A generated county (registry imported into the subject) and its feed lines
@@ -1670,4 +1674,162 @@ async fn backends_agree() {
     assert!(sqlite_view.0.rows["alerts"] > 0);
     assert_eq!(sqlite_view.0, postgres_view.0);
     assert_eq!(sqlite_view, postgres_view);
+}
+
+/// Every committed event, read back through the regional feed in pages.
+async fn fed_ids(store: &Store, after: FeedCursor) -> Vec<(FeedCursor, String)> {
+    let mut cursor = after;
+    let mut fed = Vec::new();
+    loop {
+        let page = store.feed_events(cursor, 97).await.unwrap();
+        let Some(last) = page.last() else {
+            return fed;
+        };
+        cursor = last.cursor;
+        fed.extend(page.into_iter().map(|e| (e.cursor, e.event_id.to_string())));
+    }
+}
+
+/// The regional lead: one holder at a time, taken over only once expired, a new epoch
+/// on every takeover, the cursor committed with the results, and a deposed holder's
+/// commit refused with nothing written. The feed gives every committed event once, in
+/// commit order; in PostgreSQL never past a transaction still open.
+async fn contract_regional_lead(subject: Subject) {
+    let county = county(&subject).await;
+    let store = subject.store();
+    let ms = |s: i64| s * 1000;
+    let (a, start) = store
+        .acquire_regional_lead("a", ms(20), ms(10))
+        .await
+        .unwrap()
+        .expect("a free lead");
+    assert_eq!((a.epoch, start), (1, FeedCursor::default()));
+    assert!(
+        store
+            .acquire_regional_lead("b", ms(30), ms(15))
+            .await
+            .unwrap()
+            .is_none(),
+        "held until it expires"
+    );
+
+    // Two batches: the feed gives every event once, in commit order.
+    let mut core = subject.core().await;
+    let half = county.records.len() / 2;
+    let first = core.process(&county.records[..half], now());
+    let second = core.process(&county.records[half..], now());
+    store.commit_batch(&first, &[], now()).await.unwrap();
+    store.commit_batch(&second, &[], now()).await.unwrap();
+    let fed = fed_ids(store, start).await;
+    let committed: Vec<String> = first
+        .events
+        .iter()
+        .chain(&second.events)
+        .map(|e| e.event_id.to_string())
+        .collect();
+    assert_eq!(
+        fed.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>(),
+        committed
+    );
+    assert!(fed.windows(2).all(|w| w[0].0 < w[1].0), "cursors increase");
+    let (middle, _) = fed[first.events.len() - 1];
+    let rest = fed_ids(store, middle).await;
+    assert_eq!(rest.len(), second.events.len(), "resumes after the cursor");
+    let end = fed.last().unwrap().0;
+    let history = store.feed_history(None, middle).await.unwrap();
+    assert!(!history.is_empty());
+    assert!(history.iter().all(|e| e.cursor <= middle
+        && (e.household_id.is_some()
+            || matches!(e.payload, Some(Payload::IndustryProjectFailure(_))))));
+
+    // A commit under the lead renews it and stores the cursor.
+    let counted = |cursor| Fence {
+        lease: a.clone(),
+        cursor,
+        expires_at_ms: ms(50),
+    };
+    let empty = BatchOutput::default();
+    store
+        .commit_regional(&empty, &counted(end), now())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .acquire_regional_lead("b", ms(60), ms(40))
+            .await
+            .unwrap()
+            .is_none(),
+        "renewed until 50 s"
+    );
+    let (b, resumed) = store
+        .acquire_regional_lead("b", ms(90), ms(51))
+        .await
+        .unwrap()
+        .expect("expired: b takes over");
+    assert_eq!((b.epoch, resumed), (2, end));
+
+    // The deposed holder's commit is refused, and writes nothing.
+    let late_before = store.report().await.unwrap().late_events;
+    let mut late = BatchOutput::default();
+    late.regional.late_events = 7;
+    let refused = store.commit_regional(&late, &counted(end), now()).await;
+    assert!(
+        matches!(refused, Err(StoreError::LeadershipLost)),
+        "{refused:?}"
+    );
+    assert_eq!(store.report().await.unwrap().late_events, late_before);
+
+    // Released, the lead is free at once.
+    store.release_regional_lead(&b).await.unwrap();
+    let (again, cursor) = store
+        .acquire_regional_lead("a", ms(120), ms(52))
+        .await
+        .unwrap()
+        .expect("released");
+    assert_eq!((again.epoch, cursor), (3, end));
+
+    if let Raw::Postgres(pool) = &subject.raw {
+        // An event whose transaction is still open holds back everything committed
+        // after it began; once it commits, both come, its own first.
+        let mut open = pool.begin().await.unwrap();
+        sqlx::query(
+            "INSERT INTO events (event_id, source, kind, occurred_at, reported_at, match, payload, \
+             origin, processed_at) SELECT 'SLOW-0001', source, kind, occurred_at, reported_at, \
+             match, payload, origin, processed_at FROM events ORDER BY id LIMIT 1",
+        )
+        .execute(&mut *open)
+        .await
+        .unwrap();
+        let mut later = <sqlx::PgConnection as sqlx::Connection>::connect(&subject.url)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO events (event_id, source, kind, occurred_at, reported_at, match, payload, \
+             origin, processed_at) SELECT 'FAST-0001', source, kind, occurred_at, reported_at, \
+             match, payload, origin, processed_at FROM events ORDER BY id LIMIT 1",
+        )
+        .execute(&mut later)
+        .await
+        .unwrap();
+        assert!(
+            fed_ids(store, end).await.is_empty(),
+            "held back by the open transaction"
+        );
+        open.commit().await.unwrap();
+        // (Other databases' transactions on the cluster hold the horizon back too,
+        // for as long as they run.)
+        let started = std::time::Instant::now();
+        loop {
+            let ids: Vec<String> = fed_ids(store, end)
+                .await
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect();
+            if ids.len() >= 2 || started.elapsed() > std::time::Duration::from_secs(30) {
+                assert_eq!(ids, ["SLOW-0001", "FAST-0001"]);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }

@@ -101,9 +101,26 @@ pub struct SignalSettings {
     pub campaign_recent_days: i64,
 }
 
+/// Where the regional stage runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// Inside the pipeline, over what this instance consumes: files and stdin, or one
+    /// Kafka instance that holds every partition.
+    Inline,
+    /// In one instance elected through a lease in the store, over the events every
+    /// instance committed: several Kafka instances sharing the partitions.
+    Leader,
+}
+
 /// `[detect]`: regional detection.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct DetectSettings {
+    /// Where the regional stage runs (`inline` or `leader`).
+    pub placement: Placement,
+    /// With `leader`: how long the lead lasts without a renewal before another
+    /// instance may take it over.
+    pub leader_lease_seconds: i64,
     /// Watermark = latest event time seen − this many days; a day is judged once the
     /// watermark passes its end (China Standard Time).
     pub allowed_lateness_days: i64,
@@ -262,6 +279,10 @@ impl DetectSettings {
                 && signals.severity_exceedance.windows(2).all(|w| w[0] <= w[1])
                 && signals.severity_exceedance.iter().all(|x| *x >= 1.0),
             "detect.signals.severity_exceedance: three non-decreasing scores ≥ 1 (yellow, orange, red)",
+        );
+        require(
+            self.leader_lease_seconds >= 1,
+            "detect.leader_lease_seconds: must be at least 1",
         );
         require(
             signals.campaign_due_days >= 1,

@@ -130,6 +130,8 @@ pub struct SourceContext {
     runtime: tokio::runtime::Handle,
     progress: Arc<Progress>,
     metrics: Metrics,
+    /// The regional stage runs in this consumer's pipeline (`detect.placement`).
+    regional_inline: bool,
 }
 
 impl ClientContext for SourceContext {
@@ -211,13 +213,16 @@ impl ConsumerContext for SourceContext {
         }
         self.progress.reload.store(true, Ordering::SeqCst);
         tracing::info!(partitions = partitions.count(), "partitions assigned");
-        warn_if_partial(consumer, partitions);
+        if self.regional_inline {
+            warn_if_partial(consumer, partitions);
+        }
     }
 }
 
 /// Regional counts and signals are computed per instance: an instance holding only part
 /// of its topics' partitions sees only part of each region's stream (README, "Scaling
-/// out"). Says so, loudly, rather than letting partial counts pass for whole ones.
+/// out"; `detect.placement = "leader"` is the remedy). Says so, loudly, rather than
+/// letting partial counts pass for whole ones.
 fn warn_if_partial(consumer: &BaseConsumer<SourceContext>, assigned: &TopicPartitionList) {
     let mut topics: HashMap<String, usize> = HashMap::new();
     for element in assigned.elements() {
@@ -256,6 +261,7 @@ pub fn subscribe(
     store: Store,
     progress: Arc<Progress>,
     metrics: Metrics,
+    regional_inline: bool,
 ) -> Result<Arc<SourceConsumer>, KafkaSourceError> {
     let topics: Vec<&str> = settings.input_topics.values().map(String::as_str).collect();
     if topics.is_empty() {
@@ -291,6 +297,7 @@ pub fn subscribe(
         runtime: tokio::runtime::Handle::current(),
         progress,
         metrics,
+        regional_inline,
     };
     let consumer: SourceConsumer = config.create_with_context(context)?;
     consumer.subscribe(&topics)?;
