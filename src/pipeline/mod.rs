@@ -529,13 +529,14 @@ pub async fn run_kafka(app: &App, cancel: CancellationToken) -> Result<RunSummar
     let written = writer
         .await
         .map_err(|e| PipelineError::Thread(e.to_string()))?;
-    relay_cancel.cancel();
-    if let Some(relay) = relay {
-        let _ = relay.await;
-    }
+    // The regional leader's last commit first, so the relay flushes its outputs too.
     leader_cancel.cancel();
     if let Some(leader) = leader {
         let _ = leader.await;
+    }
+    relay_cancel.cancel();
+    if let Some(relay) = relay {
+        let _ = relay.await;
     }
     // A last synchronous group commit, for lag monitoring.
     if let Ok(positions) = app.store.positions_with_prefix("kafka:").await {
