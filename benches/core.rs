@@ -105,6 +105,20 @@ fn bench(c: &mut Criterion) {
             criterion::BatchSize::LargeInput,
         )
     });
+    // The household path alone (decode → dedupe → resolve → household rules): the
+    // regional stage runs elsewhere when `detect.placement = "leader"`.
+    group.bench_function("process_county_household_only", |b| {
+        b.iter_batched(
+            || core_for(&county).without_regional_stage(),
+            |mut core| {
+                for batch in county.records.chunks(8192) {
+                    black_box(core.process(batch, now));
+                }
+                core
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
     let decoder = Decoder::new(&county.settings.validation);
     group.bench_function("decode_only", |b| {
         b.iter(|| {
