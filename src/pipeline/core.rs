@@ -45,6 +45,13 @@ impl Match {
             Match::Regional => "regional",
         }
     }
+
+    /// Parses the stored name.
+    pub fn parse(text: &str) -> Option<Match> {
+        [Match::Matched, Match::Unmatched, Match::Regional]
+            .into_iter()
+            .find(|m| m.as_str() == text)
+    }
 }
 
 /// An accepted event as the store keeps it: no clear resident ID.

@@ -158,38 +158,17 @@ macro_rules! sql_store {
                     );
                     upsert.build().execute(&mut *tx).await?;
                 }
-                for chunk in batch.tasks.chunks(ROWS_PER_INSERT) {
-                    let mut upsert: QueryBuilder<$db> = QueryBuilder::new(
-                        "INSERT INTO tasks (task_id, kind, alert_id, signal_id, household_id, village_code, level, \
-                         status, due_at, created_at, updated_at, outcome, outcome_note, assignee, priority_households) ",
-                    );
-                    upsert.push_values(chunk, |mut row, task| {
-                        row.push_bind(task.task_id.as_str())
-                            .push_bind(task.kind.as_str())
-                            .push_bind(task.alert_id.as_deref())
-                            .push_bind(task.signal_id.as_deref())
-                            .push_bind(task.household_id.as_ref().map(HouseholdId::as_str))
-                            .push_bind(task.village_code.to_string())
-                            .push_bind(task.level.as_str())
-                            .push_bind(task.status.as_str())
-                            .push_bind(task.due_at)
-                            .push_bind(task.created_at)
-                            .push_bind(task.updated_at)
-                            .push_bind(task.outcome.map(Outcome::as_str))
-                            .push_bind(task.outcome_note.as_deref())
-                            .push_bind(task.assignee.as_deref())
-                            .push_bind(priority_households(task));
-                    });
-                    // The pipeline only raises a task's level (a stale snapshot never
-                    // lowers it); its lifecycle belongs to users.
-                    upsert.push(
-                        " ON CONFLICT (task_id) DO UPDATE SET level = CASE WHEN \
-                         (CASE excluded.level WHEN 'red' THEN 3 WHEN 'orange' THEN 2 WHEN 'yellow' THEN 1 ELSE 0 END) > \
-                         (CASE tasks.level WHEN 'red' THEN 3 WHEN 'orange' THEN 2 WHEN 'yellow' THEN 1 ELSE 0 END) \
-                         THEN excluded.level ELSE tasks.level END, updated_at = excluded.updated_at",
-                    );
-                    upsert.build().execute(&mut *tx).await?;
-                }
+                // The pipeline only raises a task's level (a stale snapshot never lowers
+                // it); its lifecycle belongs to users.
+                insert_tasks(
+                    &mut tx,
+                    &batch.tasks,
+                    " ON CONFLICT (task_id) DO UPDATE SET level = CASE WHEN \
+                     (CASE excluded.level WHEN 'red' THEN 3 WHEN 'orange' THEN 2 WHEN 'yellow' THEN 1 ELSE 0 END) > \
+                     (CASE tasks.level WHEN 'red' THEN 3 WHEN 'orange' THEN 2 WHEN 'yellow' THEN 1 ELSE 0 END) \
+                     THEN excluded.level ELSE tasks.level END, updated_at = excluded.updated_at",
+                )
+                .await?;
                 let regional = &batch.regional;
                 for chunk in regional.counts.chunks(ROWS_PER_INSERT) {
                     let mut upsert: QueryBuilder<$db> = QueryBuilder::new(
@@ -258,31 +237,7 @@ macro_rules! sql_store {
                     signal_documents.push(doc);
                 }
                 // Campaign tasks are only ever created: their lifecycle belongs to users.
-                for chunk in regional.tasks.chunks(ROWS_PER_INSERT) {
-                    let mut insert: QueryBuilder<$db> = QueryBuilder::new(
-                        "INSERT INTO tasks (task_id, kind, alert_id, signal_id, household_id, village_code, level, \
-                         status, due_at, created_at, updated_at, outcome, outcome_note, assignee, priority_households) ",
-                    );
-                    insert.push_values(chunk, |mut row, task| {
-                        row.push_bind(task.task_id.as_str())
-                            .push_bind(task.kind.as_str())
-                            .push_bind(task.alert_id.as_deref())
-                            .push_bind(task.signal_id.as_deref())
-                            .push_bind(task.household_id.as_ref().map(HouseholdId::as_str))
-                            .push_bind(task.village_code.to_string())
-                            .push_bind(task.level.as_str())
-                            .push_bind(task.status.as_str())
-                            .push_bind(task.due_at)
-                            .push_bind(task.created_at)
-                            .push_bind(task.updated_at)
-                            .push_bind(task.outcome.map(Outcome::as_str))
-                            .push_bind(task.outcome_note.as_deref())
-                            .push_bind(task.assignee.as_deref())
-                            .push_bind(priority_households(task));
-                    });
-                    insert.push(" ON CONFLICT (task_id) DO NOTHING");
-                    insert.build().execute(&mut *tx).await?;
-                }
+                insert_tasks(&mut tx, &regional.tasks, " ON CONFLICT (task_id) DO NOTHING").await?;
                 if let Some(topics) = outbox {
                     let mut rows: Vec<(&str, String, String)> = Vec::new();
                     for (signal, doc) in signals.iter().zip(&signal_documents) {
@@ -1062,6 +1017,40 @@ macro_rules! sql_store {
             }
         }
 
+        /// Multi-row INSERTs of task snapshots, each ending in `on_conflict`.
+        async fn insert_tasks(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            tasks: &[ScreeningTask],
+            on_conflict: &'static str,
+        ) -> Result<(), StoreError> {
+            for chunk in tasks.chunks(ROWS_PER_INSERT) {
+                let mut insert: QueryBuilder<$db> = QueryBuilder::new(
+                    "INSERT INTO tasks (task_id, kind, alert_id, signal_id, household_id, village_code, level, \
+                     status, due_at, created_at, updated_at, outcome, outcome_note, assignee, priority_households) ",
+                );
+                insert.push_values(chunk, |mut row, task| {
+                    row.push_bind(task.task_id.as_str())
+                        .push_bind(task.kind.as_str())
+                        .push_bind(task.alert_id.as_deref())
+                        .push_bind(task.signal_id.as_deref())
+                        .push_bind(task.household_id.as_ref().map(HouseholdId::as_str))
+                        .push_bind(task.village_code.to_string())
+                        .push_bind(task.level.as_str())
+                        .push_bind(task.status.as_str())
+                        .push_bind(task.due_at)
+                        .push_bind(task.created_at)
+                        .push_bind(task.updated_at)
+                        .push_bind(task.outcome.map(Outcome::as_str))
+                        .push_bind(task.outcome_note.as_deref())
+                        .push_bind(task.assignee.as_deref())
+                        .push_bind(priority_households(task));
+                });
+                insert.push(on_conflict);
+                insert.build().execute(&mut **tx).await?;
+            }
+            Ok(())
+        }
+
         /// A row of `FEED_EVENTS` / `FEED_HISTORY`: txid, id, event_id, source, kind,
         /// occurred_at, reported_at, household_id, region_code, match, payload.
         fn feed_event(row: &$row) -> Result<FeedEvent, StoreError> {
@@ -1087,12 +1076,8 @@ macro_rules! sql_store {
                 region_code: region
                     .map(|r| RegionCode::parse(&r).map_err(corrupt))
                     .transpose()?,
-                matched: match matched.as_str() {
-                    "matched" => Match::Matched,
-                    "unmatched" => Match::Unmatched,
-                    "regional" => Match::Regional,
-                    other => return Err(corrupt(format!("event match {other}"))),
-                },
+                matched: Match::parse(&matched)
+                    .ok_or_else(|| corrupt(format!("event match {matched}")))?,
                 payload: Payload::from_json(kind, &payload_json).ok(),
                 payload_json,
             })

@@ -211,9 +211,17 @@ impl World {
         }
     }
 
-    /// Alerts and tasks of an embedded (file → SQLite) run over the same feeds.
-    async fn embedded(&self) -> (BTreeMap<String, String>, BTreeSet<String>) {
-        let app = self.env.app("embedded.db").await;
+    /// The feeds in two waves: everything but the medical feed (most of the
+    /// events), then the medical feed.
+    fn waves(&self) -> (Vec<std::path::PathBuf>, Vec<std::path::PathBuf>) {
+        feeds(&self.county, &self.key)
+            .into_iter()
+            .partition(|f| !f.to_string_lossy().contains("medical"))
+    }
+
+    /// An embedded (file → SQLite) run over the same feeds, into `db`.
+    async fn embedded_run(&self, db: &str) -> App {
+        let app = self.env.app(db).await;
         import_county(&app, &self.county).await;
         let inputs = feeds(&self.county, &self.key)
             .into_iter()
@@ -222,20 +230,18 @@ impl World {
         yujing::commands::run(&app, inputs, CancellationToken::new(), false)
             .await
             .unwrap();
+        app
+    }
+
+    /// Alerts and tasks of an embedded run over the same feeds.
+    async fn embedded(&self) -> (BTreeMap<String, String>, BTreeSet<String>) {
+        let app = self.embedded_run("embedded.db").await;
         (alert_views(&app.store).await, task_views(&app.store).await)
     }
 
-    /// Regional counts of an embedded (file → SQLite) run over the same feeds.
+    /// Regional counts of an embedded run over the same feeds.
     async fn embedded_counts(&self) -> BTreeMap<String, u32> {
-        let app = self.env.app("embedded-counts.db").await;
-        import_county(&app, &self.county).await;
-        let inputs = feeds(&self.county, &self.key)
-            .into_iter()
-            .map(Input::File)
-            .collect();
-        yujing::commands::run(&app, inputs, CancellationToken::new(), false)
-            .await
-            .unwrap();
+        let app = self.embedded_run("embedded-counts.db").await;
         regional_counts(&app.store).await
     }
 
@@ -467,13 +473,10 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_the_partitions_and_hand_them_over() {
     let mut world = World::empty("rebalance", 800, 90, kafka_brokers(), 4).await;
-    let files = feeds(&world.county, &world.key);
     // The medical feed (most of the events) comes in a second wave, after one of
     // the two instances has left: its partitions were split between both, so the
     // survivor must take the leaver's over, at the offsets stored in PostgreSQL.
-    let (second_wave, first_wave): (Vec<_>, Vec<_>) = files
-        .into_iter()
-        .partition(|f| f.to_string_lossy().contains("medical"));
+    let (first_wave, second_wave) = world.waves();
     world.produce(&first_wave);
     let first = world.start("first.log", &[]);
     let second = world.start("second.log", &[]);
@@ -517,10 +520,7 @@ async fn two_instances_share_the_partitions_and_hand_them_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_elected_leader_counts_every_instance_s_events() {
     let mut world = World::empty("leader", 800, 60, kafka_brokers(), 4).await;
-    let files = feeds(&world.county, &world.key);
-    let (second_wave, first_wave): (Vec<_>, Vec<_>) = files
-        .into_iter()
-        .partition(|f| f.to_string_lossy().contains("medical"));
+    let (first_wave, second_wave) = world.waves();
     world.produce(&first_wave);
     let leader_mode = [
         ("YUJING__DETECT__PLACEMENT", "leader"),
@@ -610,10 +610,7 @@ async fn cut_yujing_connections(pg_url: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_postgres_connections_are_retried() {
     let mut world = World::empty("pgdrop", 800, 90, kafka_brokers(), 3).await;
-    let files = feeds(&world.county, &world.key);
-    let (second_wave, first_wave): (Vec<_>, Vec<_>) = files
-        .into_iter()
-        .partition(|f| f.to_string_lossy().contains("medical"));
+    let (first_wave, second_wave) = world.waves();
     world.produce(&first_wave);
     let child = world.start("run.log", &[("YUJING__KAFKA__BATCH_MAX_MESSAGES", "50")]);
     world.wait_processed(Duration::from_secs(60)).await;
@@ -854,13 +851,10 @@ async fn a_broker_restart_mid_stream_changes_nothing() {
     let scratch = Env::new();
     let mut broker = PrivateBroker::start(&scratch, "restart");
     let mut world = World::empty("restart", 800, 90, broker.brokers(), 3).await;
-    let files = feeds(&world.county, &world.key);
     // librdkafka prefetches whole partitions, so the stream is made to continue
     // after the crash: the medical feed is produced once the broker is back, and
     // yujing must reconnect (consumer, group coordinator, outbox producer) for it.
-    let (second_wave, first_wave): (Vec<_>, Vec<_>) = files
-        .into_iter()
-        .partition(|f| f.to_string_lossy().contains("medical"));
+    let (first_wave, second_wave) = world.waves();
     world.produce(&first_wave);
     let child = world.start("run.log", &[("YUJING__KAFKA__BATCH_MAX_MESSAGES", "100")]);
     world.wait_processed(Duration::from_secs(60)).await;
