@@ -25,27 +25,13 @@ _YJ_PG_DB=yujing_test
 _yj_pg_err() { printf 'yj_pg: error: %s\n' "$*" >&2; }
 _yj_pg_log() { printf 'yj_pg: %s\n' "$*" >&2; }
 
+# shellcheck source=scripts/lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+
 # Install Debian packages (root, or sudo -n when available).
 _yj_pg_apt_install() {
-    local -a sudo=()
-    if [[ $(id -u) -ne 0 ]]; then
-        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-            sudo=(sudo -n)
-        else
-            _yj_pg_err "need Debian packages '$*' but not root and no passwordless sudo; install them: apt-get install -y $*"
-            return 1
-        fi
-    fi
-    command -v apt-get >/dev/null 2>&1 || {
-        _yj_pg_err "need packages '$*' and apt-get is missing"
-        return 1
-    }
-    _yj_pg_log "installing Debian packages: $* (this may also start Debian's own cluster on port 5432; we do not use it)"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null 2>&1 || true
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null || {
-        _yj_pg_err "apt-get install -y $* failed"
-        return 1
-    }
+    _yj_pg_log "(installing PostgreSQL may also start Debian's own cluster on port 5432; we do not use it)"
+    yj_apt_install yj_pg "$@"
 }
 
 # Print the directory holding initdb, pg_ctl, postgres and psql of one

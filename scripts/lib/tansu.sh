@@ -119,27 +119,12 @@ print(s.getsockname()[1])' 2>/dev/null) && [[ $port =~ ^[0-9]+$ ]]; then
     return 1
 }
 
+# shellcheck source=scripts/lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+
 # Install Debian packages (root, or sudo -n when available).
 _yj_tansu_apt_install() {
-    local -a sudo=()
-    if [[ $(id -u) -ne 0 ]]; then
-        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-            sudo=(sudo -n)
-        else
-            _yj_tansu_err "need Debian packages '$*' but not root and no passwordless sudo; install them: apt-get install -y $*"
-            return 1
-        fi
-    fi
-    command -v apt-get >/dev/null 2>&1 || {
-        _yj_tansu_err "need packages '$*' and apt-get is missing"
-        return 1
-    }
-    _yj_tansu_log "installing Debian packages: $*"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null 2>&1 || true
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null || {
-        _yj_tansu_err "apt-get install -y $* failed"
-        return 1
-    }
+    yj_apt_install yj_tansu "$@"
 }
 
 # Make sure `python3 -m pip` works (installs python3-pip when missing).
