@@ -396,34 +396,6 @@ mod tests {
         }
     }
 
-    /// The default evaluation (release build, about a minute):
-    /// `cargo test --release --lib default_evaluation -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn default_evaluation() {
-        let mut out = Vec::new();
-        evaluate(
-            &Settings::defaults().detect,
-            &EvaluateOptions::default(),
-            &mut out,
-        )
-        .expect("writes");
-        println!("{}", String::from_utf8(out).expect("UTF-8"));
-    }
-
-    /// The same series without outbreaks: the in-control false-alarm rate alone.
-    #[test]
-    #[ignore]
-    fn in_control_evaluation() {
-        let mut out = Vec::new();
-        let options = EvaluateOptions {
-            outbreaks_per_region_year: 0,
-            ..EvaluateOptions::default()
-        };
-        evaluate(&Settings::defaults().detect, &options, &mut out).expect("writes");
-        println!("{}", String::from_utf8(out).expect("UTF-8"));
-    }
-
     #[test]
     fn gamma_mean() {
         let mut rng = Rng::new(3);
