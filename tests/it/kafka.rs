@@ -11,16 +11,14 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use tokio_util::sync::CancellationToken;
 use yujing::app::App;
 use yujing::domain::alert::HouseholdAlert;
 use yujing::generate::AnswerKey;
-use yujing::pipeline::sources::ndjson::Input;
 use yujing::store::{Report, Store};
 
 use crate::support::{
-    Env, create_topics, feeds, fresh_postgres, import_county, kafka_brokers, kafka_env,
-    kafka_topics, unique,
+    Env, create_topics, embedded_run, feeds, fresh_postgres, import_county, kafka_brokers,
+    kafka_env, kafka_topics, task_views, unique,
 };
 
 /// Alerts as compared between runs: id, household, level, action, risk types,
@@ -47,22 +45,6 @@ async fn alert_views(store: &Store) -> BTreeMap<String, String> {
     store
         .export_alerts(&mut |alert| {
             views.insert(alert.alert_id.clone(), alert_view(&alert));
-            Ok(())
-        })
-        .await
-        .unwrap();
-    views
-}
-
-/// Household tasks (campaign tasks follow regional signals, which a continuous
-/// Kafka run judges as its watermark passes, not at an end of input).
-async fn task_views(store: &Store) -> BTreeSet<String> {
-    let mut views = BTreeSet::new();
-    store
-        .export_tasks(&mut |task| {
-            if task.kind != yujing::domain::task::TaskKind::Campaign {
-                views.insert(format!("{} {} {}", task.task_id, task.kind, task.level));
-            }
             Ok(())
         })
         .await
@@ -221,16 +203,7 @@ impl World {
 
     /// An embedded (file → SQLite) run over the same feeds, into `db`.
     async fn embedded_run(&self, db: &str) -> App {
-        let app = self.env.app(db).await;
-        import_county(&app, &self.county).await;
-        let inputs = feeds(&self.county, &self.key)
-            .into_iter()
-            .map(Input::File)
-            .collect();
-        yujing::commands::run(&app, inputs, CancellationToken::new(), false)
-            .await
-            .unwrap();
-        app
+        embedded_run(&self.env, &self.county, &self.key, db).await
     }
 
     /// Alerts and tasks of an embedded run over the same feeds.

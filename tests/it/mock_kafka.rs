@@ -23,13 +23,11 @@ use yujing::app::App;
 use yujing::config::Settings;
 use yujing::domain::alert::HouseholdAlert;
 use yujing::domain::record::Origin;
-use yujing::domain::task::TaskKind;
 use yujing::generate::AnswerKey;
-use yujing::pipeline::sources::ndjson::Input;
 use yujing::pipeline::{PipelineError, RunSummary};
 use yujing::store::{Report, Store};
 
-use crate::support::{Env, feeds, import_county};
+use crate::support::{Env, embedded_run, import_county, task_views};
 
 /// Partitions of every input topic.
 const PARTITIONS: i32 = 3;
@@ -338,33 +336,6 @@ async fn alert_views(store: &Store) -> BTreeMap<String, String> {
     views
 }
 
-/// Household tasks (campaign tasks follow regional signals, whose days are
-/// judged as the watermark passes them: they depend on arrival order).
-async fn task_views(store: &Store) -> BTreeSet<String> {
-    let mut views = BTreeSet::new();
-    store
-        .export_tasks(&mut |task| {
-            if task.kind != TaskKind::Campaign {
-                views.insert(format!("{} {} {}", task.task_id, task.kind, task.level));
-            }
-            Ok(())
-        })
-        .await
-        .unwrap();
-    views
-}
-
-/// The same county through the embedded default (files, no Kafka).
-async fn embedded_run(env: &Env, county: &Path, key: &AnswerKey) -> App {
-    let app = env.app("embedded.db").await;
-    import_county(&app, county).await;
-    let inputs = feeds(county, key).into_iter().map(Input::File).collect();
-    yujing::commands::run(&app, inputs, CancellationToken::new(), false)
-        .await
-        .expect("embedded run");
-    app
-}
-
 /// Nothing lost, nothing doubled: every produced record processed once, the
 /// stored offsets at the end of every partition, the alerts and tasks of an
 /// embedded run, and every alert on the output topic.
@@ -405,7 +376,7 @@ async fn assert_exactly_once(
         .collect();
     assert_eq!(stored, ends);
 
-    let embedded = embedded_run(&mock.env, county, key).await;
+    let embedded = embedded_run(&mock.env, county, key, "embedded.db").await;
     let expected = embedded.store.report().await.unwrap();
     assert_eq!(report.events_accepted, expected.events_accepted);
     assert_eq!(report.alerts_by_level, expected.alerts_by_level);

@@ -255,3 +255,39 @@ pub fn kafka_topics(prefix: &str) -> Vec<String> {
         .map(|(_, v)| v)
         .collect()
 }
+
+/// The county through the embedded default (files into SQLite `db`, no Kafka): what
+/// the Kafka runs are compared with.
+pub async fn embedded_run(env: &Env, county: &Path, key: &AnswerKey, db: &str) -> App {
+    let app = env.app(db).await;
+    import_county(&app, county).await;
+    let inputs = feeds(county, key)
+        .into_iter()
+        .map(yujing::pipeline::sources::ndjson::Input::File)
+        .collect();
+    yujing::commands::run(
+        &app,
+        inputs,
+        tokio_util::sync::CancellationToken::new(),
+        false,
+    )
+    .await
+    .expect("embedded run");
+    app
+}
+
+/// Household tasks as compared between runs (campaign tasks follow regional signals,
+/// whose days are judged as the watermark passes them: they depend on arrival order).
+pub async fn task_views(store: &yujing::store::Store) -> std::collections::BTreeSet<String> {
+    let mut views = std::collections::BTreeSet::new();
+    store
+        .export_tasks(&mut |task| {
+            if task.kind != yujing::domain::task::TaskKind::Campaign {
+                views.insert(format!("{} {} {}", task.task_id, task.kind, task.level));
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    views
+}
