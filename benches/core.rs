@@ -14,6 +14,10 @@ use yujing::generate::{GenerateOptions, generate};
 use yujing::pipeline::core::Core;
 use yujing::pipeline::decode::Decoder;
 
+/// The binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const KEY: &[u8] = b"bench-key-0123456789";
 
 struct County {

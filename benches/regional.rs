@@ -15,6 +15,8 @@ use yujing::domain::registry::Registry;
 use yujing::generate::{GenerateOptions, generate};
 use yujing::pipeline::decode::Decoder;
 use yujing::pipeline::detect::RegionalStage;
+use yujing::pipeline::detect::calibrate::{DEFAULT_TARGET_ARL0_DAYS, calibrate_threshold};
+use yujing::pipeline::detect::cusum::CountFamily;
 use yujing::pipeline::resolve::{Target, resolve};
 
 const KEY: &[u8] = b"bench-key-0123456789abcdef";
@@ -101,6 +103,34 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // One CUSUM threshold calibration per grid cell a county's series ask for on their
+    // first refits (the process shares them afterwards): a spread of Poisson and
+    // overdispersed charts at sparse to dense mean levels.
+    let mut calibration = c.benchmark_group("calibrate");
+    calibration.sample_size(10);
+    let cells: Vec<(CountFamily, f64)> = [
+        CountFamily::Poisson,
+        CountFamily::NegativeBinomial { alpha: 0.25 },
+        CountFamily::NegativeBinomial { alpha: 1.0 },
+    ]
+    .into_iter()
+    .flat_map(|family| [0.02, 0.1, 0.5, 2.0, 8.0, 30.0].map(|mean| (family, mean)))
+    .collect();
+    calibration.throughput(Throughput::Elements(cells.len() as u64));
+    calibration.bench_function("threshold_cells", |b| {
+        b.iter(|| {
+            for &(family, mean) in &cells {
+                let _ = black_box(calibrate_threshold(
+                    family,
+                    std::f64::consts::LN_2,
+                    mean,
+                    DEFAULT_TARGET_ARL0_DAYS,
+                ));
+            }
+        })
+    });
+    calibration.finish();
 }
 
 criterion_group!(benches, bench);

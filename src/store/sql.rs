@@ -94,7 +94,7 @@ macro_rules! sql_store {
                 }
                 let processed_at = now.timestamp_millis();
                 super::insert_events(&mut tx, &batch.events, processed_at).await?;
-                for chunk in batch.dead_letters.chunks(ROWS_PER_INSERT) {
+                execute_chunks(&mut tx, &batch.dead_letters, |chunk| {
                     let mut insert: QueryBuilder<$db> = QueryBuilder::new(
                         "INSERT INTO dead_letters (dead_letter_id, origin, stage, rule, field, reason, \
                          raw, raw_truncated, raw_bytes, event_id, source, kind, received_at) ",
@@ -118,20 +118,23 @@ macro_rules! sql_store {
                             .push_bind(letter.received_at);
                     });
                     insert.push(" ON CONFLICT (dead_letter_id) DO NOTHING");
-                    insert.build().execute(&mut *tx).await?;
-                }
-                let mut documents = Vec::with_capacity(batch.alerts.len());
-                for alert in &batch.alerts {
-                    documents.push((
-                        serde_json::to_string(alert).map_err(corrupt)?,
-                        serde_json::to_string(&alert.judgements).map_err(corrupt)?,
-                    ));
-                }
-                for (alerts, documents) in batch
-                    .alerts
-                    .chunks(ROWS_PER_INSERT)
-                    .zip(documents.chunks(ROWS_PER_INSERT))
-                {
+                    Ok(insert)
+                })
+                .await?;
+                // Each alert's document is serialised while the statement before runs,
+                // and kept for the outbox when there is one.
+                let mut alert_documents: Vec<String> = Vec::new();
+                execute_chunks(&mut tx, &batch.alerts, |alerts| {
+                    let mut documents = Vec::with_capacity(alerts.len());
+                    for alert in alerts {
+                        documents.push((
+                            serde_json::to_string(alert).map_err(corrupt)?,
+                            serde_json::to_string(&alert.judgements).map_err(corrupt)?,
+                        ));
+                    }
+                    if outbox.is_some() {
+                        alert_documents.extend(documents.iter().map(|(doc, _)| doc.clone()));
+                    }
                     let mut upsert: QueryBuilder<$db> = QueryBuilder::new(
                         "INSERT INTO alerts (alert_id, household_id, region_code, episode, level, action, status, \
                          opened_at, updated_at, closed_at, doc, judgements) ",
@@ -147,8 +150,8 @@ macro_rules! sql_store {
                             .push_bind(alert.opened_at)
                             .push_bind(alert.updated_at)
                             .push_bind(alert.closed_at)
-                            .push_bind(doc.as_str())
-                            .push_bind(judgements.as_str());
+                            .push_bind(doc)
+                            .push_bind(judgements);
                     });
                     // An alert a user closed meanwhile stays closed.
                     upsert.push(
@@ -156,8 +159,9 @@ macro_rules! sql_store {
                          updated_at = excluded.updated_at, doc = excluded.doc, judgements = excluded.judgements \
                          WHERE alerts.status = 'open'",
                     );
-                    upsert.build().execute(&mut *tx).await?;
-                }
+                    Ok(upsert)
+                })
+                .await?;
                 // The pipeline only raises a task's level (a stale snapshot never lowers
                 // it); its lifecycle belongs to users.
                 insert_tasks(
@@ -170,7 +174,7 @@ macro_rules! sql_store {
                 )
                 .await?;
                 let regional = &batch.regional;
-                for chunk in regional.counts.chunks(ROWS_PER_INSERT) {
+                execute_chunks(&mut tx, &regional.counts, |chunk| {
                     let mut upsert: QueryBuilder<$db> = QueryBuilder::new(
                         "INSERT INTO regional_counts (region_code, kind, day, count) ",
                     );
@@ -183,8 +187,9 @@ macro_rules! sql_store {
                     upsert.push(
                         " ON CONFLICT (region_code, kind, day) DO UPDATE SET count = excluded.count",
                     );
-                    upsert.build().execute(&mut *tx).await?;
-                }
+                    Ok(upsert)
+                })
+                .await?;
                 for checkpoint in &regional.checkpoints {
                     sqlx::query(
                         "INSERT INTO regional_series (region_code, kind, checkpoint) VALUES ($1, $2, $3) \
@@ -254,11 +259,11 @@ macro_rules! sql_store {
                             serde_json::to_string(task).map_err(corrupt)?,
                         ));
                     }
-                    for (alert, (doc, _)) in batch.alerts.iter().zip(&documents) {
+                    for (alert, doc) in batch.alerts.iter().zip(alert_documents) {
                         rows.push((
                             topics.household_alerts.as_str(),
                             alert.household_id.to_string(),
-                            doc.clone(),
+                            doc,
                         ));
                     }
                     for task in &batch.tasks {
@@ -275,7 +280,7 @@ macro_rules! sql_store {
                             letter.to_document().to_string(),
                         ));
                     }
-                    for chunk in rows.chunks(ROWS_PER_INSERT) {
+                    execute_chunks(&mut tx, &rows, |chunk| {
                         let mut insert: QueryBuilder<$db> = QueryBuilder::new(
                             "INSERT INTO outbox (topic, message_key, payload, created_at) ",
                         );
@@ -285,8 +290,9 @@ macro_rules! sql_store {
                                 .push_bind(payload.as_str())
                                 .push_bind(now);
                         });
-                        insert.build().execute(&mut *tx).await?;
-                    }
+                        Ok(insert)
+                    })
+                    .await?;
                 }
                 let counts = batch.counts;
                 for (name, value) in [
@@ -1017,13 +1023,43 @@ macro_rules! sql_store {
             }
         }
 
+        /// Executes the statements `build` makes of `items`, [`ROWS_PER_INSERT`] rows
+        /// each, building the next statement while the database executes the current
+        /// one: the store's worker (SQLite) or server (PostgreSQL) and this task then
+        /// work side by side instead of taking turns.
+        pub(super) async fn execute_chunks<T>(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            items: &[T],
+            mut build: impl FnMut(&[T]) -> Result<QueryBuilder<$db>, StoreError>,
+        ) -> Result<(), StoreError> {
+            let mut chunks = items.chunks(ROWS_PER_INSERT);
+            let Some(first) = chunks.next() else {
+                return Ok(());
+            };
+            let mut current = build(first)?;
+            loop {
+                let next = chunks.next();
+                // `join!` polls the statement first, which hands it to the database,
+                // then builds the next one while it runs.
+                let (executed, built) = futures::join!(
+                    current.build().execute(&mut **tx),
+                    async { next.map(&mut build).transpose() },
+                );
+                executed?;
+                match built? {
+                    Some(builder) => current = builder,
+                    None => return Ok(()),
+                }
+            }
+        }
+
         /// Multi-row INSERTs of task snapshots, each ending in `on_conflict`.
         async fn insert_tasks(
             tx: &mut sqlx::Transaction<'_, $db>,
             tasks: &[ScreeningTask],
             on_conflict: &'static str,
         ) -> Result<(), StoreError> {
-            for chunk in tasks.chunks(ROWS_PER_INSERT) {
+            execute_chunks(tx, tasks, |chunk| {
                 let mut insert: QueryBuilder<$db> = QueryBuilder::new(
                     "INSERT INTO tasks (task_id, kind, alert_id, signal_id, household_id, village_code, level, \
                      status, due_at, created_at, updated_at, outcome, outcome_note, assignee, priority_households) ",
@@ -1046,9 +1082,9 @@ macro_rules! sql_store {
                         .push_bind(priority_households(task));
                 });
                 insert.push(on_conflict);
-                insert.build().execute(&mut **tx).await?;
-            }
-            Ok(())
+                Ok(insert)
+            })
+            .await
         }
 
         /// A row of `FEED_EVENTS` / `FEED_HISTORY`: txid, id, event_id, source, kind,
@@ -1126,7 +1162,7 @@ macro_rules! insert_events_by_values {
             processed_at: i64,
         ) -> Result<(), super::StoreError> {
             use $crate::domain::ids::{HouseholdId, MaskedId};
-            for chunk in events.chunks(super::sql::ROWS_PER_INSERT) {
+            queries::execute_chunks(tx, events, |chunk| {
                 let mut insert: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(
                     "INSERT INTO events (event_id, source, kind, occurred_at, reported_at, \
                      person_key, person_masked, household_id, region_code, match, payload, origin, processed_at) ",
@@ -1147,9 +1183,9 @@ macro_rules! insert_events_by_values {
                         .push_bind(processed_at);
                 });
                 insert.push(" ON CONFLICT (event_id) DO NOTHING");
-                insert.build().execute(&mut **tx).await?;
-            }
-            Ok(())
+                Ok(insert)
+            })
+            .await
         }
     };
 }

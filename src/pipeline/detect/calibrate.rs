@@ -461,22 +461,24 @@ impl<'a> ArlSweep<'a> {
     }
 }
 
-/// A dot product with four accumulators, so the compiler can vectorise the O(N³) sweep.
+/// A dot product with eight independent accumulators over exact chunks (no bounds
+/// checks), so the compiler vectorises the O(N³) sweep and keeps the adders busy.
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0; 4];
-    let chunks = n / 4;
-    for c in 0..chunks {
-        for lane in 0..4 {
-            acc[lane] += a[4 * c + lane] * b[4 * c + lane];
+    let mut acc = [0.0; 8];
+    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (a_tail, b_tail) = (a_chunks.remainder(), b_chunks.remainder());
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for lane in 0..8 {
+            acc[lane] += x[lane] * y[lane];
         }
     }
     let mut tail = 0.0;
-    for i in 4 * chunks..n {
-        tail += a[i] * b[i];
+    for (x, y) in a_tail.iter().zip(b_tail) {
+        tail += x * y;
     }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
 #[cfg(test)]
