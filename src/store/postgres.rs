@@ -58,9 +58,12 @@ const FEED_HISTORY: &str = "SELECT txid, id, event_id, source, kind, occurred_at
      WHERE (txid < $1 OR (txid = $1 AND id <= $2)) AND occurred_at >= $3 \
      AND (household_id IS NOT NULL OR kind = 'industry_project_failure') ORDER BY txid, id";
 
-/// Inserts a batch's accepted events through `COPY` into a per-session staging
-/// table, then one `INSERT ... SELECT ... ON CONFLICT DO NOTHING` (COPY itself cannot
-/// skip duplicates): several times faster than multi-row `INSERT`s with binds.
+/// Inserts a batch's accepted events (duplicates ignored) through `COPY`, several
+/// times faster than multi-row `INSERT`s with binds. COPY cannot skip duplicates, so
+/// it goes straight into `events` under a savepoint; when an id is already there
+/// (re-sent by a department, or committed meanwhile by another instance) the
+/// savepoint is rolled back and the batch goes through a per-session staging table
+/// and one `INSERT ... SELECT ... ON CONFLICT DO NOTHING`.
 pub(super) async fn insert_events(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     events: &[crate::pipeline::core::StoredEvent],
@@ -69,6 +72,18 @@ pub(super) async fn insert_events(
     if events.is_empty() {
         return Ok(());
     }
+    let data = copy_rows(events, processed_at);
+    let mut direct = sqlx::Connection::begin(&mut **tx).await?;
+    match copy_into(&mut direct, "events", &data).await {
+        Ok(()) => {
+            direct.commit().await?;
+            return Ok(());
+        }
+        Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+            direct.rollback().await?;
+        }
+        Err(error) => return Err(error.into()),
+    }
     sqlx::query(
         "CREATE TEMP TABLE IF NOT EXISTS events_incoming (event_id TEXT, source TEXT, kind TEXT, \
          occurred_at BIGINT, reported_at BIGINT, person_key BYTEA, person_masked TEXT, household_id TEXT, \
@@ -76,6 +91,39 @@ pub(super) async fn insert_events(
     )
     .execute(&mut **tx)
     .await?;
+    copy_into(tx, "events_incoming", &data).await?;
+    sqlx::query(
+        "INSERT INTO events (event_id, source, kind, occurred_at, reported_at, person_key, \
+         person_masked, household_id, region_code, match, payload, origin, processed_at) \
+         SELECT event_id, source, kind, occurred_at, reported_at, person_key, person_masked, \
+         household_id, region_code, match, payload, origin, processed_at FROM events_incoming \
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .execute(&mut **tx)
+    .await?;
+    // Emptied at commit (ON COMMIT DELETE ROWS), and by a rollback.
+    Ok(())
+}
+
+/// COPYs `data` (rows in COPY's text format) into `table`'s event columns.
+async fn copy_into(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    table: &str,
+    data: &[u8],
+) -> Result<(), sqlx::Error> {
+    let mut copy = (**tx)
+        .copy_in_raw(&format!(
+            "COPY {table} (event_id, source, kind, occurred_at, reported_at, person_key, \
+             person_masked, household_id, region_code, match, payload, origin, processed_at) FROM STDIN"
+        ))
+        .await?;
+    copy.send(data).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
+/// The events as rows of COPY's text format.
+fn copy_rows(events: &[crate::pipeline::core::StoredEvent], processed_at: i64) -> Vec<u8> {
     let mut data = Vec::with_capacity(events.len() * 400);
     for event in events {
         copy_text(&mut data, Some(event.event_id.as_str()));
@@ -114,25 +162,7 @@ pub(super) async fn insert_events(
         data.extend_from_slice(processed_at.to_string().as_bytes());
         data.push(b'\n');
     }
-    let mut copy = (**tx)
-        .copy_in_raw(
-            "COPY events_incoming (event_id, source, kind, occurred_at, reported_at, person_key, \
-             person_masked, household_id, region_code, match, payload, origin, processed_at) FROM STDIN",
-        )
-        .await?;
-    copy.send(data).await?;
-    copy.finish().await?;
-    sqlx::query(
-        "INSERT INTO events (event_id, source, kind, occurred_at, reported_at, person_key, \
-         person_masked, household_id, region_code, match, payload, origin, processed_at) \
-         SELECT event_id, source, kind, occurred_at, reported_at, person_key, person_masked, \
-         household_id, region_code, match, payload, origin, processed_at FROM events_incoming \
-         ON CONFLICT (event_id) DO NOTHING",
-    )
-    .execute(&mut **tx)
-    .await?;
-    // Emptied at commit (ON COMMIT DELETE ROWS), and by a rollback.
-    Ok(())
+    data
 }
 
 /// A text value in COPY's text format: `\N` for NULL, backslash, tab, newline and
