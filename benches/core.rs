@@ -97,11 +97,12 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("core");
     group.sample_size(10);
     group.throughput(Throughput::Elements(county.records.len() as u64));
+    // Batches as `yujing run` cuts them (`input.batch_size`).
     group.bench_function("process_county", |b| {
         b.iter_batched(
             || core_for(&county),
             |mut core| {
-                for batch in county.records.chunks(8192) {
+                for batch in county.records.chunks(county.settings.input.batch_size) {
                     black_box(core.process(batch, now));
                 }
                 core
@@ -115,7 +116,7 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || core_for(&county).without_regional_stage(),
             |mut core| {
-                for batch in county.records.chunks(8192) {
+                for batch in county.records.chunks(county.settings.input.batch_size) {
                     black_box(core.process(batch, now));
                 }
                 core

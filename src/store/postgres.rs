@@ -138,8 +138,11 @@ fn copy_rows(events: &[crate::pipeline::core::StoredEvent], processed_at: i64) -
         data.push(b'\t');
         match event.person_key {
             Some(key) => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
                 data.extend_from_slice(b"\\\\x");
-                data.extend_from_slice(key.to_hex().as_bytes());
+                for byte in key.0 {
+                    data.extend_from_slice(&[HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]]);
+                }
             }
             None => data.extend_from_slice(b"\\N"),
         }
@@ -172,15 +175,22 @@ fn copy_text(out: &mut Vec<u8>, value: Option<&str>) {
         out.extend_from_slice(b"\\N");
         return;
     };
-    for &byte in value.as_bytes() {
-        match byte {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            other => out.push(other),
-        }
+    let bytes = value.as_bytes();
+    // Runs without special bytes are copied whole.
+    let mut run = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match byte {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[run..at]);
+        out.extend_from_slice(escaped);
+        run = at + 1;
     }
+    out.extend_from_slice(&bytes[run..]);
 }
 
 #[cfg(test)]
