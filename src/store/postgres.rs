@@ -141,7 +141,10 @@ fn copy_rows(events: &[crate::pipeline::core::StoredEvent], processed_at: i64) -
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 data.extend_from_slice(b"\\\\x");
                 for byte in key.0 {
-                    data.extend_from_slice(&[HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]]);
+                    data.extend_from_slice(&[
+                        HEX[usize::from(byte >> 4)],
+                        HEX[usize::from(byte & 15)],
+                    ]);
                 }
             }
             None => data.extend_from_slice(b"\\N"),
