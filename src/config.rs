@@ -83,6 +83,8 @@ pub struct StoreSettings {
     pub url: Secret,
     /// `normal` or `full`.
     pub sqlite_synchronous: String,
+    /// SQLite page size of a new database file.
+    pub sqlite_page_size: u32,
     /// SQLite WAL pages between checkpoints.
     pub sqlite_wal_autocheckpoint_pages: u32,
     /// Pool size (PostgreSQL).
@@ -388,6 +390,11 @@ impl Check for StoreSettings {
         require(
             self.sqlite_synchronous == "normal" || self.sqlite_synchronous == "full",
             "store.sqlite_synchronous: must be \"normal\" or \"full\"",
+        );
+        require(
+            self.sqlite_page_size.is_power_of_two()
+                && (4096..=65536).contains(&self.sqlite_page_size),
+            "store.sqlite_page_size: must be a power of two from 4096 to 65536",
         );
         require(
             self.max_connections >= 1,
@@ -746,9 +753,16 @@ mod tests {
             ("YUJING__INPUT__BATCH_SIZE", "0"),
             ("YUJING__TELEMETRY__LOG_FORMAT", "xml"),
             ("YUJING__PRIVACY__PSEUDONYMISATION_KEY", "short"),
+            ("YUJING__STORE__SQLITE_PAGE_SIZE", "5000"),
         ]))
         .unwrap_err();
-        assert_eq!(error.problems.len(), 3, "{error}");
+        assert_eq!(error.problems.len(), 4, "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("store.sqlite_page_size: must be a power of two"),
+            "{error}"
+        );
     }
 
     #[test]

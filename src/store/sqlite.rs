@@ -35,12 +35,14 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(synchronous)
             .busy_timeout(Duration::from_secs(30))
+            // Applies to a new file only (set before its first table is created).
+            .page_size(settings.sqlite_page_size)
             // 256 MiB of page cache: the event id index and the alerts stay in memory
             // on a county-sized store.
             .pragma("cache_size", "-262144")
             .pragma("temp_store", "memory")
-            // Checkpoint every ~80 MiB of WAL rather than SQLite's 4 MiB: batches are
-            // tens of MiB, and each checkpoint syncs the database file.
+            // Checkpoint every ~80 MiB of WAL (by default) rather than SQLite's 4 MiB:
+            // batches are tens of MiB, and each checkpoint syncs the database file.
             .pragma(
                 "wal_autocheckpoint",
                 settings.sqlite_wal_autocheckpoint_pages.to_string(),

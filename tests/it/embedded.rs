@@ -607,3 +607,37 @@ async fn export_writes_one_document_per_line() {
         count
     );
 }
+
+async fn page_size(url: &str) -> i64 {
+    let pool = sqlx::SqlitePool::connect(url).await.expect("open the file");
+    let size = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(&pool)
+        .await
+        .expect("page size");
+    pool.close().await;
+    size
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_sqlite_page_size_applies_to_new_files_only() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let mut settings = yujing::config::Settings::defaults().store;
+    settings.sqlite_page_size = 8192;
+    let store = yujing::store::Store::connect(&url, &settings)
+        .await
+        .expect("new store");
+    store.close().await;
+    assert_eq!(page_size(&url).await, 8192, "a new file takes the setting");
+
+    settings.sqlite_page_size = 16384;
+    let store = yujing::store::Store::connect(&url, &settings)
+        .await
+        .expect("existing store");
+    store.close().await;
+    assert_eq!(
+        page_size(&url).await,
+        8192,
+        "an existing file keeps its size"
+    );
+}
