@@ -583,11 +583,13 @@ mod tests {
             })
             .collect();
         for p in 0..n {
-            for r in p + 1..n {
-                let factor = m[r][p] / m[p][p];
+            let (top, bottom) = m.split_at_mut(p + 1);
+            let pivot = &top[p];
+            for row in bottom {
+                let factor = row[p] / pivot[p];
                 if factor != 0.0 {
-                    for c in p..=n {
-                        m[r][c] -= factor * m[p][c];
+                    for (x, y) in row[p..].iter_mut().zip(&pivot[p..]) {
+                        *x -= factor * y;
                     }
                 }
             }
