@@ -338,7 +338,7 @@ fn campaigns_cover_every_village_of_the_region() {
         && t.due_at == at(50) + Duration::days(15)));
     assert_eq!(output.tasks.len(), 4);
     // More evidence updates the same signal and opens no second campaign.
-    stage.observe(&declared_again(), &[], &registry);
+    stage.observe(&township_a_flood("flood-2", 51), &[], &registry);
     let again = stage.flush(&registry, at(51));
     assert!(again.tasks.is_empty());
     assert!(
@@ -363,18 +363,7 @@ fn campaign_tasks_list_households_with_recent_risk_events_first() {
     {
         stage.observe(&dibao(&format!("d{n}"), day), &[household], &registry);
     }
-    let declared = event(
-        "flood",
-        50,
-        Payload::DisasterDeclared(DisasterDeclared {
-            hazard: Hazard::Flood,
-            level: DisasterLevel::Ii,
-            region_codes: vec![code(TOWNSHIP_A)],
-            ends_at: None,
-        }),
-        Subject::Region(code(COUNTY)),
-    );
-    stage.observe(&declared, &[], &registry);
+    stage.observe(&township_a_flood("flood", 50), &[], &registry);
     let output = stage.flush(&registry, at(50));
     let priority = |village: &str| -> Vec<String> {
         output
@@ -392,10 +381,11 @@ fn campaign_tasks_list_households_with_recent_risk_events_first() {
     assert!(priority("522425101203").is_empty());
 }
 
-fn declared_again() -> Event {
+/// A level II flood declared by the county for township A on `day`, open-ended.
+fn township_a_flood(id: &str, day: i64) -> Event {
     event(
-        "flood-2",
-        51,
+        id,
+        day,
         Payload::DisasterDeclared(DisasterDeclared {
             hazard: Hazard::Flood,
             level: DisasterLevel::Ii,
