@@ -152,6 +152,9 @@ pub struct Core {
     /// Whether the regional stage runs here (else the regional leader counts the
     /// committed events; see `detect.placement`).
     regional_inline: bool,
+    /// The batch's household events, applied to the rules at the end of the batch
+    /// (kept between batches for its capacity).
+    pending: Vec<(HouseholdIdx, RiskEvent)>,
 }
 
 impl Core {
@@ -166,6 +169,7 @@ impl Core {
             seen: SeenSet::default(),
             regional: RegionalStage::new(&settings.detect),
             regional_inline: true,
+            pending: Vec::new(),
         }
     }
 
@@ -302,7 +306,7 @@ impl Core {
                 continue;
             }
             match self.decoder.decode(&record.bytes, now) {
-                Ok(event) => self.accept(event, &record.origin, now, &mut output),
+                Ok(event) => self.accept(event, &record.origin, &mut output),
                 Err(refusal) => {
                     let super::decode::Refusal { rejection, salvage } = *refusal;
                     output
@@ -310,6 +314,15 @@ impl Core {
                         .push(DeadLetter::new(record, rejection, salvage, now));
                 }
             }
+        }
+        // Household by household, each household's events in arrival order: the
+        // rules keep no state across households, so this gives exactly the results
+        // of applying them as they came, with each household's window, alert and
+        // registry record fetched into cache once per batch instead of once per
+        // event.
+        self.pending.sort_by_key(|(idx, _)| *idx);
+        for (idx, event) in self.pending.drain(..) {
+            self.rules.apply(&self.registry, idx, event, now);
         }
         let changes = self.rules.drain();
         output.alerts = changes.alerts;
@@ -322,13 +335,7 @@ impl Core {
         output
     }
 
-    fn accept(
-        &mut self,
-        event: Event,
-        origin: &Origin,
-        now: DateTime<Utc>,
-        output: &mut BatchOutput,
-    ) {
+    fn accept(&mut self, event: Event, origin: &Origin, output: &mut BatchOutput) {
         if !self.seen.insert(event.event_id.digest()) {
             output.counts.duplicates += 1;
             return;
@@ -371,7 +378,7 @@ impl Core {
                     occurred_at: event.occurred_at,
                     fact,
                 };
-                self.rules.apply(&self.registry, idx, risk_event, now);
+                self.pending.push((idx, risk_event));
             }
         }
         output.events.push(StoredEvent {

@@ -9,6 +9,8 @@
 //! ```
 
 pub mod core;
+#[cfg(test)]
+mod core_tests;
 pub mod decode;
 pub mod detect;
 pub mod leader;
