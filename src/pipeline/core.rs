@@ -152,9 +152,20 @@ pub struct Core {
     /// Whether the regional stage runs here (else the regional leader counts the
     /// committed events; see `detect.placement`).
     regional_inline: bool,
-    /// The batch's household events, applied to the rules at the end of the batch
-    /// (kept between batches for its capacity).
-    pending: Vec<(HouseholdIdx, RiskEvent)>,
+    /// The batch's household work, done at the end of the batch (kept between
+    /// batches for its capacity).
+    pending: Vec<Pending>,
+}
+
+/// Household work of an accepted event, done household by household at the end
+/// of its batch.
+struct Pending {
+    household: HouseholdIdx,
+    /// The accepted event (index into the batch's events) whose household id and
+    /// village come from the household's record.
+    stored: Option<u32>,
+    /// Its risk fact for the household's window.
+    risk: Option<RiskEvent>,
 }
 
 impl Core {
@@ -317,12 +328,21 @@ impl Core {
         }
         // Household by household, each household's events in arrival order: the
         // rules keep no state across households, so this gives exactly the results
-        // of applying them as they came, with each household's window, alert and
-        // registry record fetched into cache once per batch instead of once per
-        // event.
-        self.pending.sort_by_key(|(idx, _)| *idx);
-        for (idx, event) in self.pending.drain(..) {
-            self.rules.apply(&self.registry, idx, event, now);
+        // of applying them as they came, with each household's record, window and
+        // alert fetched into cache once per batch instead of once per event, in
+        // registry order.
+        self.pending.sort_by_key(|p| p.household);
+        for pending in self.pending.drain(..) {
+            if let Some(at) = pending.stored {
+                let household = self.registry.household(pending.household);
+                let stored = &mut output.events[at as usize];
+                stored.household_id = Some(household.household_id.clone());
+                stored.region_code = Some(household.region_code);
+            }
+            if let Some(risk) = pending.risk {
+                self.rules
+                    .apply(&self.registry, pending.household, risk, now);
+            }
         }
         let changes = self.rules.drain();
         output.alerts = changes.alerts;
@@ -342,27 +362,22 @@ impl Core {
         }
         output.counts.accepted += 1;
         let resolved = resolve(&event, &self.registry, &self.pseudonymiser);
-        let (matched, household_id, region_code, households) = match &resolved.target {
-            Target::Household(idx) => {
-                let household = self.registry.household(*idx);
-                (
-                    Match::Matched,
-                    Some(household.household_id.clone()),
-                    Some(household.region_code),
-                    std::slice::from_ref(idx),
-                )
-            }
+        // A single household's id and village are filled in with its other
+        // household work at the end of the batch.
+        let at = output.events.len() as u32;
+        let (matched, region_code, households, stored) = match &resolved.target {
+            Target::Household(idx) => (Match::Matched, None, std::slice::from_ref(idx), Some(at)),
             Target::Households(list, _) => (
                 Match::Matched,
-                None,
                 match &event.subject {
                     crate::domain::event::Subject::Region(code) => Some(*code),
                     _ => None,
                 },
                 list.as_slice(),
+                None,
             ),
-            Target::Regional(code) => (Match::Regional, None, Some(*code), &[][..]),
-            Target::Unmatched => (Match::Unmatched, None, None, &[][..]),
+            Target::Regional(code) => (Match::Regional, Some(*code), &[][..], None),
+            Target::Unmatched => (Match::Unmatched, None, &[][..], None),
         };
         if matched == Match::Unmatched {
             output.counts.unmatched += 1;
@@ -372,13 +387,18 @@ impl Core {
         }
         for &idx in households {
             let facts = person_facts(&self.registry, idx, resolved.person);
-            if let Some(fact) = Fact::derive(&event.payload, facts, &self.rule_settings) {
-                let risk_event = RiskEvent {
+            let risk =
+                Fact::derive(&event.payload, facts, &self.rule_settings).map(|fact| RiskEvent {
                     event_id: event.event_id.clone(),
                     occurred_at: event.occurred_at,
                     fact,
-                };
-                self.pending.push((idx, risk_event));
+                });
+            if stored.is_some() || risk.is_some() {
+                self.pending.push(Pending {
+                    household: idx,
+                    stored,
+                    risk,
+                });
             }
         }
         output.events.push(StoredEvent {
@@ -389,7 +409,7 @@ impl Core {
             reported_at: event.reported_at,
             person_key: resolved.person_key,
             person_masked: resolved.person_masked,
-            household_id,
+            household_id: None,
             region_code,
             matched,
             payload_json: event.payload_json,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use chrono::{TimeZone, Utc};
 
-use super::core::Core;
+use super::core::{Core, Match, StoredEvent};
 use crate::config::Settings;
 use crate::domain::alert::HouseholdAlert;
 use crate::domain::ids::Pseudonymiser;
@@ -70,16 +70,16 @@ fn county() -> (Core, Vec<RawRecord>) {
     (core, records)
 }
 
-/// Each alert's and task's last snapshot, the events' ids in order, and the count
+/// Each alert's and task's last snapshot, the accepted events in order, and the count
 /// of suppressed findings, after processing `records` in batches of `size`.
 struct Outcome {
     alerts: BTreeMap<String, HouseholdAlert>,
     tasks: BTreeMap<String, ScreeningTask>,
-    events: Vec<String>,
+    events: Vec<StoredEvent>,
     suppressed: u64,
 }
 
-fn run(mut core: Core, records: &[RawRecord], size: usize) -> Outcome {
+fn run(core: &mut Core, records: &[RawRecord], size: usize) -> Outcome {
     let now = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
     let mut outcome = Outcome {
         alerts: BTreeMap::new(),
@@ -90,9 +90,7 @@ fn run(mut core: Core, records: &[RawRecord], size: usize) -> Outcome {
     for batch in records.chunks(size) {
         let output = core.process(batch, now);
         outcome.suppressed += output.counts.suppressed;
-        outcome
-            .events
-            .extend(output.events.iter().map(|e| e.event_id.to_string()));
+        outcome.events.extend(output.events);
         for alert in output.alerts {
             outcome.alerts.insert(alert.alert_id.clone(), alert);
         }
@@ -105,10 +103,10 @@ fn run(mut core: Core, records: &[RawRecord], size: usize) -> Outcome {
 
 #[test]
 fn batching_does_not_change_alerts_tasks_or_events() {
-    let (core, records) = county();
-    let (single, _) = county();
-    let whole = run(core, &records, records.len());
-    let one_by_one = run(single, &records, 1);
+    let (mut core, records) = county();
+    let (mut single, _) = county();
+    let whole = run(&mut core, &records, records.len());
+    let one_by_one = run(&mut single, &records, 1);
     assert!(
         whole.alerts.len() > 20,
         "the county raises alerts ({})",
@@ -116,6 +114,21 @@ fn batching_does_not_change_alerts_tasks_or_events() {
     );
     // Several households change within one batch, several times each.
     assert!(whole.events.len() > 2 * whole.alerts.len());
+    // Events carry their household's id and village.
+    let matched: Vec<_> = whole
+        .events
+        .iter()
+        .filter(|e| e.matched == Match::Matched && e.person_key.is_some())
+        .collect();
+    assert!(!matched.is_empty());
+    let registry = core.registry();
+    for event in matched {
+        let key = event.person_key.expect("a person event");
+        let person = registry.person(&key).expect("a registry person");
+        let household = registry.household(person.household);
+        assert_eq!(event.household_id.as_ref(), Some(&household.household_id));
+        assert_eq!(event.region_code, Some(household.region_code));
+    }
     assert_eq!(whole.events, one_by_one.events);
     assert_eq!(whole.suppressed, one_by_one.suppressed);
     assert_eq!(whole.tasks, one_by_one.tasks);
