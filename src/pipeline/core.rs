@@ -13,15 +13,15 @@ use chrono::{DateTime, Utc};
 use crate::config::Settings;
 use crate::domain::alert::HouseholdAlert;
 use crate::domain::dead_letter::{DeadLetter, Rejection, Salvage, Stage};
-use crate::domain::event::{Event, Kind, Source};
+use crate::domain::event::{Event, Kind, Source, Subject};
 use crate::domain::ids::{EventId, HouseholdId, MaskedId, PersonKey, Pseudonymiser, RegionCode};
 use crate::domain::record::{Origin, RawRecord};
-use crate::domain::registry::{HouseholdIdx, Registry};
+use crate::domain::registry::{HouseholdIdx, PersonEntry, Registry};
 use crate::domain::task::ScreeningTask;
 
 use super::decode::Decoder;
 use super::detect::{RegionalOutput, RegionalStage};
-use super::resolve::{Target, resolve};
+use super::resolve::{Target, person_lookup, resolve_with};
 use super::rules::facts::{Fact, PersonFacts, RiskEvent};
 use super::rules::{ClosedAlert, HouseholdRules};
 
@@ -298,6 +298,7 @@ impl Core {
             ..BatchOutput::default()
         };
         output.counts.records = records.len() as u64;
+        let mut decoded = Vec::with_capacity(records.len());
         for record in records {
             if let Some(full) = record.original_len {
                 let rejection = Rejection::new(
@@ -317,7 +318,7 @@ impl Core {
                 continue;
             }
             match self.decoder.decode(&record.bytes, now) {
-                Ok(event) => self.accept(event, &record.origin, &mut output),
+                Ok(event) => decoded.push((event, &record.origin)),
                 Err(refusal) => {
                     let super::decode::Refusal { rejection, salvage } = *refusal;
                     output
@@ -325,6 +326,36 @@ impl Core {
                         .push(DeadLetter::new(record, rejection, salvage, now));
                 }
             }
+        }
+        // The look-ups that miss the cache (the seen set, the person index) run
+        // back to back for the whole batch, so the processor overlaps their misses
+        // instead of waiting for each between two decodes.
+        let fresh: Vec<bool> = decoded
+            .iter()
+            .map(|(event, _)| self.seen.insert(event.event_id.digest()))
+            .collect();
+        let keys: Vec<Option<PersonKey>> = decoded
+            .iter()
+            .zip(&fresh)
+            .map(|((event, _), &fresh)| match &event.subject {
+                Subject::Person(id) if fresh => Some(self.pseudonymiser.key(id)),
+                _ => None,
+            })
+            .collect();
+        let persons: Vec<Option<PersonEntry>> = keys
+            .iter()
+            .map(|key| key.and_then(|key| self.registry.person(&key)))
+            .collect();
+        for (((event, origin), fresh), (key, person)) in decoded
+            .into_iter()
+            .zip(fresh)
+            .zip(keys.into_iter().zip(persons))
+        {
+            if !fresh {
+                output.counts.duplicates += 1;
+                continue;
+            }
+            self.accept(event, origin, key.map(|key| (key, person)), &mut output);
         }
         // Household by household, each household's events in arrival order: the
         // rules keep no state across households, so this gives exactly the results
@@ -355,13 +386,18 @@ impl Core {
         output
     }
 
-    fn accept(&mut self, event: Event, origin: &Origin, output: &mut BatchOutput) {
-        if !self.seen.insert(event.event_id.digest()) {
-            output.counts.duplicates += 1;
-            return;
-        }
+    /// Takes a new event; `person` is its person subject's pseudonym and entry.
+    fn accept(
+        &mut self,
+        event: Event,
+        origin: &Origin,
+        person: Option<(PersonKey, Option<PersonEntry>)>,
+        output: &mut BatchOutput,
+    ) {
         output.counts.accepted += 1;
-        let resolved = resolve(&event, &self.registry, &self.pseudonymiser);
+        let resolved = resolve_with(&event, &self.registry, |id| {
+            person.unwrap_or_else(|| person_lookup(id, &self.registry, &self.pseudonymiser))
+        });
         // A single household's id and village are filled in with its other
         // household work at the end of the batch.
         let at = output.events.len() as u32;
@@ -370,7 +406,7 @@ impl Core {
             Target::Households(list, _) => (
                 Match::Matched,
                 match &event.subject {
-                    crate::domain::event::Subject::Region(code) => Some(*code),
+                    Subject::Region(code) => Some(*code),
                     _ => None,
                 },
                 list.as_slice(),

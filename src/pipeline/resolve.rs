@@ -5,7 +5,7 @@
 //! counted and stored, never a dead letter.
 
 use crate::domain::event::{Event, Payload, Subject};
-use crate::domain::ids::{MaskedId, PersonKey, Pseudonymiser, RegionCode};
+use crate::domain::ids::{MaskedId, PersonKey, Pseudonymiser, RegionCode, ResidentId};
 use crate::domain::registry::{HouseholdIdx, PersonEntry, Registry};
 
 /// How an event attaches to the registry.
@@ -37,10 +37,31 @@ pub struct Resolved {
 
 /// Joins `event` to `registry`.
 pub fn resolve(event: &Event, registry: &Registry, pseudonymiser: &Pseudonymiser) -> Resolved {
+    resolve_with(event, registry, |id| {
+        person_lookup(id, registry, pseudonymiser)
+    })
+}
+
+/// A person's pseudonym and registry entry.
+pub fn person_lookup(
+    id: &ResidentId,
+    registry: &Registry,
+    pseudonymiser: &Pseudonymiser,
+) -> (PersonKey, Option<PersonEntry>) {
+    let key = pseudonymiser.key(id);
+    (key, registry.person(&key))
+}
+
+/// Joins `event` to `registry`, with a person subject's pseudonym and entry from
+/// `person` (the core looks them up for a whole batch at once).
+pub fn resolve_with(
+    event: &Event,
+    registry: &Registry,
+    person: impl FnOnce(&ResidentId) -> (PersonKey, Option<PersonEntry>),
+) -> Resolved {
     match &event.subject {
         Subject::Person(id) => {
-            let key = pseudonymiser.key(id);
-            let person = registry.person(&key);
+            let (key, person) = person(id);
             Resolved {
                 person_key: Some(key),
                 person_masked: Some(id.masked()),
