@@ -4,6 +4,14 @@
 //! household rules, and the regional stage beside them. No I/O and no
 //! clock of its own: `now` comes in, so tests and benchmarks are deterministic.
 //! It cannot fail: every bad record becomes a dead letter.
+//!
+//! A batch goes through in phases, each over the whole batch, because its cost is
+//! mostly cache misses: decode every record; then the seen-set inserts, the
+//! pseudonyms and the person look-ups back to back (their misses overlap); then
+//! each new event in arrival order (stored event, regional counts, risk fact); and
+//! last the household work — household id and village, rules — household by
+//! household, in registry order. The results are those of taking the records one
+//! by one (`core_tests`).
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
