@@ -9,9 +9,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use yujing::config::Settings;
 use yujing::domain::ids::Pseudonymiser;
 use yujing::domain::record::{Origin, RawRecord};
-use yujing::domain::registry::Registry;
 use yujing::generate::{GenerateOptions, generate};
-use yujing::pipeline::core::Core;
+use yujing::pipeline::core::{BatchOutput, Core};
 use yujing::pipeline::decode::Decoder;
 
 /// The binary's allocator, so the figures are the binary's.
@@ -22,8 +21,9 @@ const KEY: &[u8] = b"bench-key-0123456789";
 
 struct County {
     settings: Settings,
-    households: Vec<yujing::domain::registry::Household>,
-    members: Vec<yujing::domain::registry::Member>,
+    /// The roster CSVs, read again for each fresh core.
+    households_csv: Vec<u8>,
+    members_csv: Vec<u8>,
     records: Vec<RawRecord>,
 }
 
@@ -36,23 +36,8 @@ fn county() -> County {
         ..GenerateOptions::default()
     };
     let key = generate(dir.path(), &options).expect("county");
-    let pseudonymiser = Pseudonymiser::new(KEY);
-    let households = yujing::registry::parse_households(
-        std::fs::File::open(dir.path().join("households.csv")).expect("households"),
-    )
-    .expect("households parse")
-    .rows;
-    let known: std::collections::HashSet<String> = households
-        .iter()
-        .map(|h| h.household_id.to_string())
-        .collect();
-    let members = yujing::registry::parse_members(
-        std::fs::File::open(dir.path().join("members.csv")).expect("members"),
-        &pseudonymiser,
-        &|id| known.contains(id.as_str()),
-    )
-    .expect("members parse")
-    .rows;
+    let read = |name: &str| std::fs::read(dir.path().join(name)).expect("registry file");
+    let (households_csv, members_csv) = (read("households.csv"), read("members.csv"));
     let mut records = Vec::new();
     for feed in &key.feeds {
         let text = std::fs::read(dir.path().join(feed)).expect("feed");
@@ -73,22 +58,38 @@ fn county() -> County {
     }
     County {
         settings: Settings::defaults(),
-        households,
-        members,
+        households_csv,
+        members_csv,
         records,
     }
 }
 
 fn core_for(county: &County) -> Core {
-    let (registry, _) = Registry::build(
-        county.households.clone(),
-        county
-            .members
-            .iter()
-            .map(|m| (m.person_key, m.household_id.clone(), m.labour_capable)),
+    let pseudonymiser = Pseudonymiser::new(KEY);
+    let registry = yujing::registry::registry_from_csv(
+        county.households_csv.as_slice(),
+        county.members_csv.as_slice(),
         Vec::new(),
-    );
-    Core::new(&county.settings, Pseudonymiser::new(KEY), registry)
+        &pseudonymiser,
+    )
+    .expect("registry");
+    Core::new(&county.settings, pseudonymiser, registry)
+}
+
+/// Runs `core` over the county in batches as `yujing run` cuts them
+/// (`input.batch_size`). The outputs are returned, so they are dropped outside the
+/// timing, as in a run, where the store drops them after writing.
+fn process_county(
+    mut core: Core,
+    county: &County,
+    now: chrono::DateTime<Utc>,
+) -> (Core, Vec<BatchOutput>) {
+    let outputs = county
+        .records
+        .chunks(county.settings.input.batch_size)
+        .map(|batch| core.process(batch, now))
+        .collect();
+    (core, outputs)
 }
 
 fn bench(c: &mut Criterion) {
@@ -97,20 +98,10 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("core");
     group.sample_size(10);
     group.throughput(Throughput::Elements(county.records.len() as u64));
-    // Batches as `yujing run` cuts them (`input.batch_size`). The outputs are
-    // returned, so they are dropped outside the timing, as in a run, where the store
-    // drops them after writing.
     group.bench_function("process_county", |b| {
         b.iter_batched(
             || core_for(&county),
-            |mut core| {
-                let outputs: Vec<_> = county
-                    .records
-                    .chunks(county.settings.input.batch_size)
-                    .map(|batch| core.process(batch, now))
-                    .collect();
-                (core, outputs)
-            },
+            |core| process_county(core, &county, now),
             criterion::BatchSize::LargeInput,
         )
     });
@@ -119,14 +110,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("process_county_household_only", |b| {
         b.iter_batched(
             || core_for(&county).without_regional_stage(),
-            |mut core| {
-                let outputs: Vec<_> = county
-                    .records
-                    .chunks(county.settings.input.batch_size)
-                    .map(|batch| core.process(batch, now))
-                    .collect();
-                (core, outputs)
-            },
+            |core| process_county(core, &county, now),
             criterion::BatchSize::LargeInput,
         )
     });

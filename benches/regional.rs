@@ -32,25 +32,13 @@ fn county() -> (Registry, Vec<(Event, Vec<u32>)>) {
     let key = generate(dir.path(), &options).expect("county");
     let open = |name: &str| std::fs::File::open(dir.path().join(name)).expect("file");
     let pseudonymiser = Pseudonymiser::new(KEY);
-    let households = yujing::registry::parse_households(open("households.csv"))
-        .expect("households")
-        .rows;
-    let known: HashSet<String> = households
-        .iter()
-        .map(|h| h.household_id.to_string())
-        .collect();
-    let members = yujing::registry::parse_members(open("members.csv"), &pseudonymiser, &|id| {
-        known.contains(id.as_str())
-    })
-    .expect("members")
-    .rows;
-    let (registry, _) = Registry::build(
-        households,
-        members
-            .into_iter()
-            .map(|m| (m.person_key, m.household_id, m.labour_capable)),
+    let registry = yujing::registry::registry_from_csv(
+        open("households.csv"),
+        open("members.csv"),
         Vec::new(),
-    );
+        &pseudonymiser,
+    )
+    .expect("registry");
     let decoder = Decoder::new(&Settings::defaults().validation);
     let now = Utc
         .with_ymd_and_hms(2025, 6, 1, 0, 0, 0)

@@ -2,7 +2,7 @@
 //! applied household by household at the end of a batch, which must give exactly
 //! what applying them record by record gives.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use chrono::{TimeZone, Utc};
 
@@ -11,7 +11,6 @@ use crate::config::Settings;
 use crate::domain::alert::HouseholdAlert;
 use crate::domain::ids::Pseudonymiser;
 use crate::domain::record::{Origin, RawRecord};
-use crate::domain::registry::Registry;
 use crate::domain::task::ScreeningTask;
 use crate::generate::{GenerateOptions, generate};
 
@@ -27,27 +26,14 @@ fn county() -> (Core, Vec<RawRecord>) {
         ..GenerateOptions::default()
     };
     let key = generate(dir.path(), &options).expect("county");
-    let pseudonymiser = Pseudonymiser::new(KEY);
     let open = |name: &str| std::fs::File::open(dir.path().join(name)).expect("registry file");
-    let households = crate::registry::parse_households(open("households.csv"))
-        .expect("households")
-        .rows;
-    let known: HashSet<String> = households
-        .iter()
-        .map(|h| h.household_id.to_string())
-        .collect();
-    let members = crate::registry::parse_members(open("members.csv"), &pseudonymiser, &|id| {
-        known.contains(id.as_str())
-    })
-    .expect("members")
-    .rows;
-    let (registry, _) = Registry::build(
-        households,
-        members
-            .iter()
-            .map(|m| (m.person_key, m.household_id.clone(), m.labour_capable)),
+    let registry = crate::registry::registry_from_csv(
+        open("households.csv"),
+        open("members.csv"),
         Vec::new(),
-    );
+        &Pseudonymiser::new(KEY),
+    )
+    .expect("registry");
     let mut records = Vec::new();
     for feed in &key.feeds {
         let text = std::fs::read(dir.path().join(feed)).expect("feed");

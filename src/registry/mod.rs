@@ -11,7 +11,7 @@ use chrono::NaiveDate;
 
 use crate::domain::ids::{HouseholdId, Pseudonymiser, RegionCode, RegionLevel, ResidentId};
 use crate::domain::registry::{
-    Household, HouseholdStatus, Member, MonitoringType, Region, Relation,
+    Household, HouseholdStatus, Member, MonitoringType, Region, Registry, Relation,
 };
 
 /// A row that could not be imported.
@@ -239,6 +239,27 @@ pub fn parse_households(input: impl Read) -> Result<Parsed<Household>, ImportErr
             tekun: flag(11, "tekun")?,
         })
     })
+}
+
+/// The in-memory registry of a roster's CSVs, without a store (the core's tests and
+/// benchmarks): the rows that parse, members of unknown households left out.
+pub fn registry_from_csv(
+    households: impl Read,
+    members: impl Read,
+    regions: Vec<Region>,
+    pseudonymiser: &Pseudonymiser,
+) -> Result<Registry, ImportError> {
+    let households = parse_households(households)?.rows;
+    let known: HashSet<&str> = households.iter().map(|h| h.household_id.as_str()).collect();
+    let members = parse_members(members, pseudonymiser, &|id| known.contains(id.as_str()))?.rows;
+    let (registry, _) = Registry::build(
+        households,
+        members
+            .into_iter()
+            .map(|m| (m.person_key, m.household_id, m.labour_capable)),
+        regions,
+    );
+    Ok(registry)
 }
 
 /// Parses the members file, pseudonymising each resident ID. A member whose

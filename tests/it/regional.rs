@@ -77,30 +77,16 @@ fn county(households: usize, days: u32, seed: u64, planted: bool) -> County {
 
 fn registry(dir: &Path) -> Registry {
     let open = |name: &str| std::fs::File::open(dir.join(name)).unwrap();
-    let households = yujing::registry::parse_households(open("households.csv"))
-        .unwrap()
-        .rows;
-    let known: HashSet<String> = households
-        .iter()
-        .map(|h| h.household_id.to_string())
-        .collect();
-    let pseudonymiser = Pseudonymiser::new(KEY.as_bytes());
-    let members = yujing::registry::parse_members(open("members.csv"), &pseudonymiser, &|id| {
-        known.contains(id.as_str())
-    })
-    .unwrap()
-    .rows;
     let regions = yujing::registry::parse_regions(open("regions.csv"))
         .unwrap()
         .rows;
-    Registry::build(
-        households,
-        members
-            .into_iter()
-            .map(|m| (m.person_key, m.household_id, m.labour_capable)),
+    yujing::registry::registry_from_csv(
+        open("households.csv"),
+        open("members.csv"),
         regions,
+        &Pseudonymiser::new(KEY.as_bytes()),
     )
-    .0
+    .unwrap()
 }
 
 /// Runs the events through a stage, one batch per hour of arrival time; `delay` moves
