@@ -138,14 +138,10 @@ fn copy_rows(events: &[crate::pipeline::core::StoredEvent], processed_at: i64) -
         data.push(b'\t');
         match event.person_key {
             Some(key) => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
                 data.extend_from_slice(b"\\\\x");
-                for byte in key.0 {
-                    data.extend_from_slice(&[
-                        HEX[usize::from(byte >> 4)],
-                        HEX[usize::from(byte & 15)],
-                    ]);
-                }
+                let mut digits = [0u8; 64];
+                hex::encode_to_slice(key.0, &mut digits).expect("32 bytes are 64 hex digits");
+                data.extend_from_slice(&digits);
             }
             None => data.extend_from_slice(b"\\N"),
         }
