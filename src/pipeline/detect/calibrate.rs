@@ -473,7 +473,7 @@ impl<'a> ArlSweep<'a> {
 }
 
 /// A dot product with eight independent accumulators over exact chunks (no bounds
-/// checks), so the compiler vectorises the O(N³) sweep and keeps the adders busy.
+/// checks), so the compiler vectorises the sweep and keeps the adders busy.
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
