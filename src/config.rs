@@ -85,7 +85,8 @@ pub struct StoreSettings {
     pub sqlite_synchronous: String,
     /// SQLite page size of a new database file.
     pub sqlite_page_size: u32,
-    /// SQLite WAL pages between checkpoints.
+    /// SQLite WAL size (pages) past which a batch waits for the background
+    /// checkpoint, so the WAL starts over.
     pub sqlite_wal_autocheckpoint_pages: u32,
     /// Pool size (PostgreSQL).
     pub max_connections: u32,

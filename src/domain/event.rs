@@ -545,8 +545,9 @@ pub struct Event {
     /// Content.
     pub payload: Payload,
     /// The payload as received: validated JSON, stored as is (payloads carry no
-    /// resident IDs), so accepting an event does not re-serialise it.
-    pub payload_json: String,
+    /// resident IDs), so accepting an event does not re-serialise it. Shared, so
+    /// the store binds it without a copy.
+    pub payload_json: std::sync::Arc<str>,
 }
 
 impl Event {

@@ -444,6 +444,11 @@ impl EventId {
         &self.0
     }
 
+    /// The shared text itself, for binding without a copy.
+    pub fn shared(&self) -> std::sync::Arc<str> {
+        self.0.clone()
+    }
+
     /// The 128-bit digest the dedupe set holds.
     ///
     /// xxh3 is not a cryptographic hash, but event ids come from departments, not

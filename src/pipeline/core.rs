@@ -86,7 +86,7 @@ pub struct StoredEvent {
     /// How it attached.
     pub matched: Match,
     /// The typed payload as JSON.
-    pub payload_json: String,
+    pub payload_json: std::sync::Arc<str>,
     /// Where it came from.
     pub origin: Origin,
 }

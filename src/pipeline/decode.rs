@@ -191,7 +191,7 @@ impl Decoder {
         }
         self.check_payload(&payload, occurred_at, reported_at)?;
         Ok(Event {
-            payload_json: wire.payload.get().to_string(),
+            payload_json: wire.payload.get().into(),
             event_id,
             source,
             occurred_at,

@@ -182,7 +182,7 @@ fn observation(fed: &FeedEvent, registry: &Registry) -> Option<(Event, Vec<House
             reported_at: fed.reported_at,
             subject,
             payload,
-            payload_json: fed.payload_json.clone(),
+            payload_json: fed.payload_json.as_str().into(),
         },
         households,
     ))

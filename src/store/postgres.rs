@@ -40,6 +40,17 @@ impl PgStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// Where batches are written: any connection of the pool.
+    pub(super) fn batch_pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Before a batch's transaction: nothing to wait for (the server checkpoints).
+    pub(super) async fn before_batch(&self) {}
+
+    /// After a batch's commit: nothing to do.
+    pub(super) fn after_commit(&self) {}
 }
 
 super::sql::sql_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);

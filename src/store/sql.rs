@@ -73,7 +73,8 @@ macro_rules! sql_store {
                 fence: Option<&Fence>,
                 now: DateTime<Utc>,
             ) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin().await?;
+                self.before_batch().await;
+                let mut tx = self.batch_pool().begin().await?;
                 if let Some(fence) = fence {
                     // First, so the lease row stays locked until the commit: a takeover
                     // waits for it and then sees the renewed lease.
@@ -333,6 +334,7 @@ macro_rules! sql_store {
                     .await?;
                 }
                 tx.commit().await?;
+                self.after_commit();
                 Ok(())
             }
 
@@ -1167,8 +1169,13 @@ macro_rules! insert_events_by_values {
                     "INSERT INTO events (event_id, source, kind, occurred_at, reported_at, \
                      person_key, person_masked, household_id, region_code, match, payload, origin, processed_at) ",
                 );
+                // The event id and the payload are bound as shared text, without a copy
+                // (not the household id: the registry's copy is in use by the core at
+                // the same time). The region code binds as its number: twelve digits
+                // with no leading zero, which the column's TEXT affinity stores as
+                // that same text.
                 insert.push_values(chunk, |mut row, event| {
-                    row.push_bind(event.event_id.as_str())
+                    row.push_bind(event.event_id.shared())
                         .push_bind(event.source.as_str())
                         .push_bind(event.kind.as_str())
                         .push_bind(event.occurred_at.timestamp_millis())
@@ -1176,9 +1183,9 @@ macro_rules! insert_events_by_values {
                         .push_bind(event.person_key.map(|k| k.0.to_vec()))
                         .push_bind(event.person_masked.as_ref().map(MaskedId::as_str))
                         .push_bind(event.household_id.as_ref().map(HouseholdId::as_str))
-                        .push_bind(event.region_code.map(|c| c.to_string()))
+                        .push_bind(event.region_code.map(|c| c.value() as i64))
                         .push_bind(event.matched.as_str())
-                        .push_bind(event.payload_json.as_str())
+                        .push_bind(event.payload_json.clone())
                         .push_bind(event.origin.locator())
                         .push_bind(processed_at);
                 });
