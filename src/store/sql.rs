@@ -1153,8 +1153,8 @@ macro_rules! sql_store {
 
 pub(crate) use sql_store;
 
-/// Multi-row `INSERT ... ON CONFLICT DO NOTHING` of accepted events, for a backend
-/// without a faster bulk path.
+/// Multi-row `INSERT ... ON CONFLICT DO NOTHING` of accepted events: the SQLite store's
+/// way (PostgreSQL copies them in).
 macro_rules! insert_events_by_values {
     ($db:ty) => {
         /// Inserts a batch's accepted events (duplicates ignored).
@@ -1172,8 +1172,8 @@ macro_rules! insert_events_by_values {
                 // The event id and the payload are bound as shared text, without a copy
                 // (not the household id: the registry's copy is in use by the core at
                 // the same time). The region code binds as its number: twelve digits
-                // with no leading zero, which the column's TEXT affinity stores as
-                // that same text.
+                // with no leading zero, which SQLite's TEXT affinity stores as that
+                // same text (only the SQLite store inserts events this way).
                 insert.push_values(chunk, |mut row, event| {
                     row.push_bind(event.event_id.shared())
                         .push_bind(event.source.as_str())
