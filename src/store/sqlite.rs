@@ -116,19 +116,13 @@ impl SqliteStore {
     }
 }
 
-/// Where the checkpointer stands: the last commit whose frames it checkpointed.
-#[derive(Debug, Clone, Copy, Default)]
-struct Checkpointed {
-    commit: u64,
-}
-
 /// Checkpoints the WAL on its own connection after commits (see the module doc).
 #[derive(Debug)]
 struct Checkpointer {
     /// The sequence number of the last batch commit.
     committed: watch::Sender<u64>,
     /// The last commit a finished checkpoint covers.
-    checkpointed: watch::Receiver<Checkpointed>,
+    checkpointed: watch::Receiver<u64>,
     /// Frames in the WAL at the last checkpoint; reset when the writer has waited
     /// for a checkpoint (its next write restarts the WAL).
     wal_frames: Arc<AtomicI64>,
@@ -141,7 +135,7 @@ struct Checkpointer {
 impl Checkpointer {
     fn start(connection: SqliteConnection, wal_pages: i64) -> Arc<Checkpointer> {
         let (committed, commits) = watch::channel(0);
-        let (done, checkpointed) = watch::channel(Checkpointed::default());
+        let (done, checkpointed) = watch::channel(0);
         let wal_frames = Arc::new(AtomicI64::new(0));
         let stop = CancellationToken::new();
         let task = tokio::spawn(checkpoint_loop(
@@ -167,8 +161,11 @@ impl Checkpointer {
         }
         let last = *self.committed.borrow();
         let mut checkpointed = self.checkpointed.clone();
-        match tokio::time::timeout(CHECKPOINT_WAIT, checkpointed.wait_for(|c| c.commit >= last))
-            .await
+        match tokio::time::timeout(
+            CHECKPOINT_WAIT,
+            checkpointed.wait_for(|&commit| commit >= last),
+        )
+        .await
         {
             Ok(Ok(_)) => self.wal_frames.store(0, Ordering::Relaxed),
             Ok(Err(_)) => tracing::warn!("the WAL checkpointer has stopped"),
@@ -191,7 +188,7 @@ impl Checkpointer {
 async fn checkpoint_loop(
     mut connection: SqliteConnection,
     mut commits: watch::Receiver<u64>,
-    done: watch::Sender<Checkpointed>,
+    done: watch::Sender<u64>,
     wal_frames: Arc<AtomicI64>,
     stop: CancellationToken,
 ) {
@@ -213,7 +210,7 @@ async fn checkpoint_loop(
             }
             Err(error) => tracing::warn!(error = %error, "WAL checkpoint failed"),
         }
-        done.send_replace(Checkpointed { commit });
+        done.send_replace(commit);
     }
     let _ = connection.close().await;
 }
@@ -294,10 +291,13 @@ mod tests {
         let checkpointer = &store.checkpointer;
         let last = *checkpointer.committed.borrow();
         let mut done = checkpointer.checkpointed.clone();
-        tokio::time::timeout(Duration::from_secs(10), done.wait_for(|c| c.commit >= last))
-            .await
-            .expect("the checkpointer covers the last commit")
-            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            done.wait_for(|&commit| commit >= last),
+        )
+        .await
+        .expect("the checkpointer covers the last commit")
+        .unwrap();
         checkpointer.wal_frames.load(Ordering::Relaxed)
     }
 
@@ -342,7 +342,7 @@ mod tests {
             checkpointer.wal_frames.store(1, Ordering::Relaxed);
             store.before_batch().await;
             let last = *checkpointer.committed.borrow();
-            assert_eq!(checkpointer.checkpointed.borrow().commit, last);
+            assert_eq!(*checkpointer.checkpointed.borrow(), last);
             assert_eq!(checkpointer.wal_frames.load(Ordering::Relaxed), 0);
         }
         // The same pages each time: a WAL that started over holds one batch.
