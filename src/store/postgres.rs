@@ -3,6 +3,7 @@
 //! source offsets commit in one transaction; connection losses surface as
 //! transient errors, which the sink retries.
 
+use std::io::Write;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -69,8 +70,9 @@ const FEED_HISTORY: &str = "SELECT txid, id, event_id, source, kind, occurred_at
      WHERE (txid < $1 OR (txid = $1 AND id <= $2)) AND occurred_at >= $3 \
      AND (household_id IS NOT NULL OR kind = 'industry_project_failure') ORDER BY txid, id";
 
-/// Inserts a batch's accepted events (duplicates ignored) through `COPY`, several
-/// times faster than multi-row `INSERT`s with binds. COPY cannot skip duplicates, so
+/// Inserts a batch's accepted events (duplicates ignored) through a binary `COPY`,
+/// several times faster than multi-row `INSERT`s with binds (and the binary format
+/// spares both sides the text escaping and parsing). COPY cannot skip duplicates, so
 /// it goes straight into `events` under a savepoint; when an id is already there
 /// (re-sent by a department, or committed meanwhile by another instance) the
 /// savepoint is rolled back and the batch goes through a per-session staging table
@@ -116,7 +118,7 @@ pub(super) async fn insert_events(
     Ok(())
 }
 
-/// COPYs `data` (rows in COPY's text format) into `table`'s event columns.
+/// COPYs `data` (rows in COPY's binary format) into `table`'s event columns.
 async fn copy_into(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     table: &str,
@@ -125,7 +127,8 @@ async fn copy_into(
     let mut copy = (**tx)
         .copy_in_raw(&format!(
             "COPY {table} (event_id, source, kind, occurred_at, reported_at, person_key, \
-             person_masked, household_id, region_code, match, payload, origin, processed_at) FROM STDIN"
+             person_masked, household_id, region_code, match, payload, origin, processed_at) \
+             FROM STDIN (FORMAT binary)"
         ))
         .await?;
     copy.send(data).await?;
@@ -133,85 +136,88 @@ async fn copy_into(
     Ok(())
 }
 
-/// The events as rows of COPY's text format.
+/// The columns of an event row in [`copy_into`]'s list.
+const EVENT_COLUMNS: i16 = 13;
+
+/// The events as COPY's binary format: a signature, flags and header extension
+/// length; per row the field count, then each field as its length (-1 for NULL) and
+/// its bytes (text as UTF-8, BIGINT as 8 big-endian bytes, BYTEA as is); -1 as the
+/// trailer.
 fn copy_rows(events: &[crate::pipeline::core::StoredEvent], processed_at: i64) -> Vec<u8> {
-    let mut data = Vec::with_capacity(events.len() * 400);
+    let mut data = Vec::with_capacity(19 + events.len() * 400);
+    data.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    data.extend_from_slice(&0i32.to_be_bytes());
+    data.extend_from_slice(&0i32.to_be_bytes());
     for event in events {
-        copy_text(&mut data, Some(event.event_id.as_str()));
-        data.push(b'\t');
-        copy_text(&mut data, Some(event.source.as_str()));
-        data.push(b'\t');
-        copy_text(&mut data, Some(event.kind.as_str()));
-        data.push(b'\t');
-        data.extend_from_slice(event.occurred_at.timestamp_millis().to_string().as_bytes());
-        data.push(b'\t');
-        data.extend_from_slice(event.reported_at.timestamp_millis().to_string().as_bytes());
-        data.push(b'\t');
-        match event.person_key {
-            Some(key) => {
-                data.extend_from_slice(b"\\\\x");
-                let mut digits = [0u8; 64];
-                hex::encode_to_slice(key.0, &mut digits).expect("32 bytes are 64 hex digits");
-                data.extend_from_slice(&digits);
-            }
-            None => data.extend_from_slice(b"\\N"),
-        }
-        data.push(b'\t');
-        copy_text(&mut data, event.person_masked.as_ref().map(|m| m.as_str()));
-        data.push(b'\t');
-        copy_text(&mut data, event.household_id.as_ref().map(|h| h.as_str()));
-        data.push(b'\t');
-        copy_text(
+        data.extend_from_slice(&EVENT_COLUMNS.to_be_bytes());
+        copy_bytes(&mut data, Some(event.event_id.as_str().as_bytes()));
+        copy_bytes(&mut data, Some(event.source.as_str().as_bytes()));
+        copy_bytes(&mut data, Some(event.kind.as_str().as_bytes()));
+        copy_bigint(&mut data, event.occurred_at.timestamp_millis());
+        copy_bigint(&mut data, event.reported_at.timestamp_millis());
+        copy_bytes(&mut data, event.person_key.as_ref().map(|key| &key.0[..]));
+        copy_bytes(
             &mut data,
-            event.region_code.map(|c| c.to_string()).as_deref(),
+            event.person_masked.as_ref().map(|m| m.as_str().as_bytes()),
         );
-        data.push(b'\t');
-        copy_text(&mut data, Some(event.matched.as_str()));
-        data.push(b'\t');
-        copy_text(&mut data, Some(&event.payload_json));
-        data.push(b'\t');
-        copy_text(&mut data, Some(&event.origin.locator()));
-        data.push(b'\t');
-        data.extend_from_slice(processed_at.to_string().as_bytes());
-        data.push(b'\n');
+        copy_bytes(
+            &mut data,
+            event.household_id.as_ref().map(|h| h.as_str().as_bytes()),
+        );
+        match event.region_code {
+            Some(code) => {
+                // Twelve digits, written in place.
+                data.extend_from_slice(&0i32.to_be_bytes());
+                let at = data.len();
+                let _ = write!(data, "{code}");
+                let written = (data.len() - at) as i32;
+                data[at - 4..at].copy_from_slice(&written.to_be_bytes());
+            }
+            None => data.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+        copy_bytes(&mut data, Some(event.matched.as_str().as_bytes()));
+        copy_bytes(&mut data, Some(event.payload_json.as_bytes()));
+        copy_bytes(&mut data, Some(event.origin.locator().as_bytes()));
+        copy_bigint(&mut data, processed_at);
     }
+    data.extend_from_slice(&(-1i16).to_be_bytes());
     data
 }
 
-/// A text value in COPY's text format: `\N` for NULL, backslash, tab, newline and
-/// carriage return escaped.
-fn copy_text(out: &mut Vec<u8>, value: Option<&str>) {
-    let Some(value) = value else {
-        out.extend_from_slice(b"\\N");
-        return;
-    };
-    let bytes = value.as_bytes();
-    // Runs without special bytes are copied whole.
-    let mut run = 0;
-    for (at, &byte) in bytes.iter().enumerate() {
-        let escaped: &[u8] = match byte {
-            b'\\' => b"\\\\",
-            b'\t' => b"\\t",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[run..at]);
-        out.extend_from_slice(escaped);
-        run = at + 1;
+/// A field of COPY's binary format: its length and bytes, or -1 for NULL.
+fn copy_bytes(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        // A field longer than 2 GiB cannot reach here: a record is at most
+        // `input.max_line_bytes`.
+        Some(bytes) => {
+            out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+            out.extend_from_slice(bytes);
+        }
+        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
     }
-    out.extend_from_slice(&bytes[run..]);
+}
+
+/// A BIGINT field of COPY's binary format.
+fn copy_bigint(out: &mut Vec<u8>, value: i64) {
+    out.extend_from_slice(&8i32.to_be_bytes());
+    out.extend_from_slice(&value.to_be_bytes());
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn copy_text_escapes_what_copy_reads_specially() {
+    fn binary_fields_carry_their_length_or_minus_one_for_null() {
         let mut out = Vec::new();
-        super::copy_text(&mut out, Some("a\\b\tc\nd\re"));
-        assert_eq!(out, b"a\\\\b\\tc\\nd\\re");
+        super::copy_bytes(&mut out, Some(b"a\tb\\c\n"));
+        assert_eq!(out, [&6i32.to_be_bytes()[..], b"a\tb\\c\n"].concat());
         out.clear();
-        super::copy_text(&mut out, None);
-        assert_eq!(out, b"\\N");
+        super::copy_bytes(&mut out, None);
+        assert_eq!(out, (-1i32).to_be_bytes());
+        out.clear();
+        super::copy_bigint(&mut out, -2);
+        assert_eq!(
+            out,
+            [&8i32.to_be_bytes()[..], &(-2i64).to_be_bytes()].concat()
+        );
     }
 }

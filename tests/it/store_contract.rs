@@ -98,6 +98,12 @@ impl Raw {
         on_pool!(self, pool => sqlx::query_scalar::<_, String>(sql).bind(event_id).fetch_one(pool).await.unwrap())
     }
 
+    /// The stored payload of an event.
+    async fn event_payload(&self, event_id: &str) -> String {
+        let sql = "SELECT payload FROM events WHERE event_id = $1";
+        on_pool!(self, pool => sqlx::query_scalar::<_, String>(sql).bind(event_id).fetch_one(pool).await.unwrap())
+    }
+
     /// Members as stored: (pseudonym, masked id, household, relation), by pseudonym.
     async fn members(&self) -> Vec<(Vec<u8>, String, String, String)> {
         let sql = "SELECT person_key, person_masked, household_id, relation FROM members ORDER BY person_key";
@@ -220,6 +226,7 @@ both_backends! {
     contract_rollback => rollback_sqlite, rollback_postgres;
     contract_positions => positions_sqlite, positions_postgres;
     contract_duplicates => duplicates_sqlite, duplicates_postgres;
+    contract_event_text => event_text_sqlite, event_text_postgres;
     contract_alert_upserts => alert_upserts_sqlite, alert_upserts_postgres;
     contract_task_upserts => task_upserts_sqlite, task_upserts_postgres;
     contract_load_state => load_state_sqlite, load_state_postgres;
@@ -1055,6 +1062,51 @@ async fn contract_duplicates(subject: Subject) {
         twice.report.duplicates + replayed.counts.duplicates
     );
     assert_eq!(thrice.report.events_accepted, twice.report.events_accepted);
+}
+
+/// Text the bulk insert's encoding could garble (tabs, line breaks, backslashes,
+/// JSON escapes, Chinese) is stored as it was, whether the events go straight in or,
+/// with a duplicate among them, through the staging path.
+async fn contract_event_text(subject: Subject) {
+    let county = county(&subject).await;
+    let store = subject.store();
+    let mut core = subject.core().await;
+    let batch = core.process(&county.records, now());
+    let awkward = |mut event: yujing::pipeline::core::StoredEvent, n: usize| {
+        event.origin = Origin::File {
+            path: Arc::from(format!("/数据/县{n}\t\\tab\there\nline\r.ndjson").as_str()),
+            line: 7,
+            byte_offset: 0,
+        };
+        event.payload_json =
+            Arc::from(format!(r#"{{"note":"引号\" 反斜杠\\ 制表\t {n}","raw":"a\\nb"}}"#).as_str());
+        event
+    };
+    let first = awkward(batch.events[0].clone(), 1);
+    let second = awkward(batch.events[1].clone(), 2);
+    let only = |events: Vec<yujing::pipeline::core::StoredEvent>| BatchOutput {
+        events,
+        ..BatchOutput::default()
+    };
+    store
+        .commit_batch(&only(vec![first.clone()]), &[], now())
+        .await
+        .unwrap();
+    // The first again beside a new one: the duplicate sends the batch through staging.
+    store
+        .commit_batch(&only(vec![first.clone(), second.clone()]), &[], now())
+        .await
+        .unwrap();
+    assert_eq!(subject.raw.count("events").await, 2);
+    for event in [&first, &second] {
+        let id = event.event_id.to_string();
+        assert_eq!(subject.raw.event_origin(&id).await, event.origin.locator());
+        assert_eq!(
+            subject.raw.event_payload(&id).await,
+            &*event.payload_json,
+            "payload of {id}"
+        );
+    }
 }
 
 /// Alert snapshots update an open alert, never a closed one, and a closed alert
