@@ -32,11 +32,14 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut seen = 0u64;
     let mut bytes = 0u64;
+    // Joining the group and the first fetch: time before the first message.
+    let mut first = None;
     while seen < count {
         match tokio::time::timeout(Duration::from_secs(60), consumer.recv()).await {
             Ok(Ok(message)) => {
                 // Touch the payload, as any consumer must.
                 bytes += message.payload().map_or(0, |p| p.len() as u64);
+                first.get_or_insert_with(|| started.elapsed());
                 seen += 1;
             }
             Ok(Err(error)) => eprintln!("consumer error: {error}"),
@@ -44,8 +47,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    let first = first.unwrap_or_default().as_secs_f64();
     println!(
-        "{{\"messages\":{seen},\"bytes\":{bytes},\"seconds\":{seconds:.3},\"per_second\":{:.0}}}",
+        "{{\"messages\":{seen},\"bytes\":{bytes},\"seconds\":{seconds:.3},\"per_second\":{:.0},\"first_message_after\":{first:.3}}}",
         seen as f64 / seconds
     );
     Ok(())
