@@ -102,7 +102,9 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || core_for(&county),
             |core| process_county(core, &county, now),
-            criterion::BatchSize::LargeInput,
+            // One fresh core per iteration (a whole county each); also what `--profile-time`
+            // needs, where a per-batch size would round to zero iterations.
+            criterion::BatchSize::PerIteration,
         )
     });
     // The household path alone (decode → dedupe → resolve → household rules): the
@@ -111,7 +113,9 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || core_for(&county).without_regional_stage(),
             |core| process_county(core, &county, now),
-            criterion::BatchSize::LargeInput,
+            // One fresh core per iteration (a whole county each); also what `--profile-time`
+            // needs, where a per-batch size would round to zero iterations.
+            criterion::BatchSize::PerIteration,
         )
     });
     let decoder = Decoder::new(&county.settings.validation);
