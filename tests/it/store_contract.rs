@@ -563,6 +563,17 @@ async fn contract_migrations(subject: Subject) {
     .unwrap()
     .count() as i64;
     assert_eq!(subject.raw.migrations_applied().await, files);
+    if let Raw::Postgres(pool) = &subject.raw {
+        // Event ids compare byte by byte whatever collation the database was made with.
+        let collation: Option<String> = sqlx::query_scalar(
+            "SELECT collation_name::text FROM information_schema.columns \
+             WHERE table_name = 'events' AND column_name = 'event_id'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(collation.as_deref(), Some("C"));
+    }
 
     let store = subject.store();
     assert_eq!(store.report().await.unwrap(), Report::default());
