@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{App, AppError};
 use crate::config::Settings;
 use crate::domain::record::Origin;
-use crate::store::{SourcePosition, Store, StoreError};
+use crate::store::{BegunBatch, SourcePosition, Store, StoreError};
 use crate::telemetry::Metrics;
 use core::{BatchCounts, BatchOutput, Core};
 use detect::settings::Placement;
@@ -169,8 +169,18 @@ fn abort_after_commit() -> Option<u64> {
         .ok()
 }
 
+/// Batches whose transactions may be begun ahead of their turn, at most.
+const BEGIN_AHEAD: usize = 2;
+
 /// Commits processed batches in order until the channel closes; calls
 /// `committed` after each commit. Stops at the first permanent store error.
+///
+/// Batches waiting behind the one being committed begin their transactions on other
+/// connections (their events inserted, [`Store::begin_ahead`]), up to
+/// [`BEGIN_AHEAD`] of them and always leaving a connection of the pool free for
+/// the head, so PostgreSQL loads several batches at once; each still commits only
+/// after every batch before it has. A batch begun ahead whose finish fails is
+/// committed anew; on a permanent failure the batches begun ahead roll back.
 async fn write_all(
     mut input: mpsc::Receiver<Processed>,
     store: &Store,
@@ -179,19 +189,70 @@ async fn write_all(
     cancel: &CancellationToken,
     mut committed: impl FnMut(u64, &[SourcePosition]),
 ) -> Result<RunSummary, StoreError> {
+    type Begun = Option<tokio::task::JoinHandle<Result<Option<BegunBatch>, StoreError>>>;
     let mut summary = RunSummary::default();
     let abort_after = abort_after_commit();
-    while let Some(processed) = input.recv().await {
-        sinks::store::commit_with_retry(
-            store,
-            &processed.output,
-            &processed.positions,
-            &settings.store,
-            metrics,
-            cancel,
-        )
-        .await
-        .inspect_err(|error| tracing::error!(error = %error, "store commit failed; stopping"))?;
+    // SQLite's one writer takes the batches in turn: none is taken early.
+    let depth = if store.begins_ahead() {
+        BEGIN_AHEAD.min(settings.store.max_connections.saturating_sub(1) as usize)
+    } else {
+        0
+    };
+    let mut queue: std::collections::VecDeque<(Arc<Processed>, Begun)> = Default::default();
+    let mut open = true;
+    loop {
+        // Take what is waiting (waiting for a batch only when none is queued).
+        while open && queue.len() <= depth {
+            let next = if queue.is_empty() {
+                input.recv().await
+            } else {
+                match input.try_recv() {
+                    Ok(next) => Some(next),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            };
+            let Some(next) = next else {
+                open = false;
+                break;
+            };
+            let next = Arc::new(next);
+            // The head commits in turn; batches behind it begin ahead.
+            let begun = (!queue.is_empty() && !next.output.events.is_empty()).then(|| {
+                let (store, batch) = (store.clone(), next.clone());
+                tokio::spawn(async move { store.begin_ahead(&batch.output, Utc::now()).await })
+            });
+            queue.push_back((next, begun));
+        }
+        let Some((processed, begun)) = queue.pop_front() else {
+            break;
+        };
+        let begun = match begun {
+            Some(handle) => match handle.await {
+                Ok(Ok(begun)) => begun,
+                Ok(Err(error)) => {
+                    tracing::debug!(error = %error, "beginning a batch ahead failed; it commits in turn");
+                    None
+                }
+                Err(error) => {
+                    tracing::debug!(error = %error, "beginning a batch ahead did not finish; it commits in turn");
+                    None
+                }
+            },
+            None => None,
+        };
+        let result = commit_one(store, &processed, begun, settings, metrics, cancel).await;
+        if let Err(error) = result {
+            tracing::error!(error = %error, "store commit failed; stopping");
+            // What was begun ahead is rolled back: stop the tasks, dropping their
+            // transactions.
+            for (_, begun) in queue {
+                if let Some(handle) = begun {
+                    handle.abort();
+                }
+            }
+            return Err(error);
+        }
         summary.add(&processed.output);
         if abort_after.is_some_and(|n| summary.batches >= n) {
             tracing::error!("failpoint abort_after_commit reached; aborting");
@@ -200,6 +261,43 @@ async fn write_all(
         committed(processed.seq, &processed.positions);
     }
     Ok(summary)
+}
+
+/// Commits one batch: finishes its transaction begun ahead when there is one; when
+/// that fails, or there is none, commits the whole batch, retrying transient errors.
+async fn commit_one(
+    store: &Store,
+    processed: &Processed,
+    begun: Option<BegunBatch>,
+    settings: &Settings,
+    metrics: &Metrics,
+    cancel: &CancellationToken,
+) -> Result<(), StoreError> {
+    if let Some(begun) = begun {
+        let attempt = Instant::now();
+        match store
+            .commit_begun(begun, &processed.output, &processed.positions, Utc::now())
+            .await
+        {
+            Ok(()) => {
+                metrics.batch_committed(&processed.output, attempt.elapsed());
+                return Ok(());
+            }
+            Err(error) => {
+                metrics.commit_retried();
+                tracing::warn!(error = %error, "finishing a batch begun ahead failed; committing it anew");
+            }
+        }
+    }
+    sinks::store::commit_with_retry(
+        store,
+        &processed.output,
+        &processed.positions,
+        &settings.store,
+        metrics,
+        cancel,
+    )
+    .await
 }
 
 /// Runs NDJSON inputs to their end through `core` into `store`. Files resume from

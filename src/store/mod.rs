@@ -274,6 +274,14 @@ macro_rules! dispatch {
     };
 }
 
+/// A batch's transaction begun ahead of its turn ([`Store::begin_ahead`]): its events
+/// are inserted, nothing is committed, and dropping it rolls it back.
+#[derive(Debug)]
+pub struct BegunBatch {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    store: postgres::PgStore,
+}
+
 /// The store, whichever backend.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -327,6 +335,46 @@ impl Store {
     ) -> Result<(), StoreError> {
         let outbox = self.outbox.as_deref();
         dispatch!(self, store => store.commit_batch(batch, positions, outbox, None, now).await)
+    }
+
+    /// Whether [`Store::begin_ahead`] begins anything (PostgreSQL).
+    pub fn begins_ahead(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Begins `batch`'s transaction and inserts its events while the batch before it is
+    /// still being committed, so the database loads two batches at once: PostgreSQL
+    /// only (`None` for SQLite, whose one writer takes the batches in turn). Nothing
+    /// is visible until [`Store::commit_begun`]; dropping the result rolls it back.
+    pub async fn begin_ahead(
+        &self,
+        batch: &BatchOutput,
+        now: DateTime<Utc>,
+    ) -> Result<Option<BegunBatch>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(None),
+            Backend::Postgres(store) => Ok(Some(BegunBatch {
+                tx: store.begin_batch(batch, now).await?,
+                store: store.clone(),
+            })),
+        }
+    }
+
+    /// Finishes and commits a batch begun ahead with the positions that produced it,
+    /// as [`Store::commit_batch`] would have; called only once every batch before it
+    /// is committed.
+    pub async fn commit_begun(
+        &self,
+        begun: BegunBatch,
+        batch: &BatchOutput,
+        positions: &[SourcePosition],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let outbox = self.outbox.as_deref();
+        begun
+            .store
+            .finish_batch(begun.tx, batch, positions, outbox, now)
+            .await
     }
 
     /// Commits the regional stage's results under the regional lead, with the cursor of

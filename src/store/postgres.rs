@@ -47,6 +47,18 @@ impl PgStore {
         &self.pool
     }
 
+    /// Begins a batch's transaction and inserts its events: the first part of
+    /// `commit_batch`, for a batch begun while the one before it still commits.
+    pub(super) async fn begin_batch(
+        &self,
+        batch: &crate::pipeline::core::BatchOutput,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_events(&mut tx, &batch.events, now.timestamp_millis()).await?;
+        Ok(tx)
+    }
+
     /// Before a batch's transaction: nothing to wait for (the server checkpoints).
     pub(super) async fn before_batch(&self) {}
 

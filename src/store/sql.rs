@@ -93,8 +93,21 @@ macro_rules! sql_store {
                         return Err(StoreError::LeadershipLost);
                     }
                 }
-                let processed_at = now.timestamp_millis();
-                super::insert_events(&mut tx, &batch.events, processed_at).await?;
+                super::insert_events(&mut tx, &batch.events, now.timestamp_millis()).await?;
+                self.finish_batch(tx, batch, positions, outbox, now).await
+            }
+
+            /// The rest of [`Self::commit_batch`] once the batch's events are in `tx`:
+            /// dead letters, alert and task snapshots, the regional stage's results,
+            /// the outbox, the counters and the positions; then the commit.
+            pub(in crate::store) async fn finish_batch(
+                &self,
+                mut tx: sqlx::Transaction<'static, $db>,
+                batch: &BatchOutput,
+                positions: &[SourcePosition],
+                outbox: Option<&OutboxTopics>,
+                now: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
                 execute_chunks(&mut tx, &batch.dead_letters, |chunk| {
                     let mut insert: QueryBuilder<$db> = QueryBuilder::new(
                         "INSERT INTO dead_letters (dead_letter_id, origin, stage, rule, field, reason, \

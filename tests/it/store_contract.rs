@@ -227,6 +227,7 @@ both_backends! {
     contract_positions => positions_sqlite, positions_postgres;
     contract_duplicates => duplicates_sqlite, duplicates_postgres;
     contract_event_text => event_text_sqlite, event_text_postgres;
+    contract_begun_ahead => begun_ahead_sqlite, begun_ahead_postgres;
     contract_alert_upserts => alert_upserts_sqlite, alert_upserts_postgres;
     contract_task_upserts => task_upserts_sqlite, task_upserts_postgres;
     contract_load_state => load_state_sqlite, load_state_postgres;
@@ -1118,6 +1119,84 @@ async fn contract_event_text(subject: Subject) {
             "payload of {id}"
         );
     }
+}
+
+/// A batch begun ahead (PostgreSQL) shows nothing while the batch before it commits,
+/// then commits as `commit_batch` would have; one dropped instead leaves nothing
+/// behind, not even an open transaction. SQLite begins nothing ahead.
+async fn contract_begun_ahead(subject: Subject) {
+    let county = county(&subject).await;
+    let store = subject.with_outbox();
+    let mut core = subject.core().await;
+    let records = &county.records;
+    let (a, b) = (records.len() / 3, 2 * records.len() / 3);
+    let first = core.process(&records[..a], now());
+    let second = core.process(&records[a..b], now());
+    let third = core.process(&records[b..], now());
+    assert!(!second.events.is_empty() && !third.events.is_empty());
+    let begun = store.begin_ahead(&second, now()).await.unwrap();
+    if subject.backend == Backend::Sqlite {
+        assert!(begun.is_none());
+        return;
+    }
+    let begun = begun.expect("PostgreSQL begins a batch ahead");
+    store
+        .commit_batch(&first, &file_positions(&records[..a]), now())
+        .await
+        .unwrap();
+    assert_eq!(subject.raw.count("events").await, first.events.len() as i64);
+    let positions = file_positions(&records[..b]);
+    store
+        .commit_begun(begun, &second, &positions, now())
+        .await
+        .unwrap();
+    let both = (first.events.len() + second.events.len()) as i64;
+    assert_eq!(subject.raw.count("events").await, both);
+    assert_eq!(sorted_positions(&store, "file:").await, positions);
+    let report = store.report().await.unwrap();
+    assert_eq!(report.events_processed, b as u64);
+    assert_eq!(
+        report.events_accepted,
+        first.counts.accepted + second.counts.accepted
+    );
+    let pending = store.outbox_pending(i64::MAX).await.unwrap();
+    assert_eq!(
+        household_rows(&pending).len(),
+        [&first, &second]
+            .iter()
+            .map(|batch| batch.alerts.len() + batch.tasks.len() + batch.dead_letters.len())
+            .sum::<usize>()
+    );
+
+    let dropped = store.begin_ahead(&third, now()).await.unwrap();
+    drop(dropped);
+    assert_eq!(subject.raw.count("events").await, both);
+    let Raw::Postgres(pool) = &subject.raw else {
+        unreachable!("PostgreSQL only from here")
+    };
+    let mut open = i64::MAX;
+    for _ in 0..100 {
+        open = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND state LIKE 'idle in transaction%'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(open, 0, "the dropped batch's transaction was rolled back");
+    store
+        .commit_batch(&third, &file_positions(records), now())
+        .await
+        .unwrap();
+    assert_eq!(
+        subject.raw.count("events").await,
+        both + third.events.len() as i64
+    );
 }
 
 /// Alert snapshots update an open alert, never a closed one, and a closed alert
