@@ -178,7 +178,7 @@ fn copy_rows(events: &[crate::pipeline::core::StoredEvent], processed_at: i64) -
         );
         match event.region_code {
             Some(code) => {
-                // Twelve digits, written in place.
+                // Twelve digits, written in place (writing to a Vec cannot fail).
                 data.extend_from_slice(&0i32.to_be_bytes());
                 let at = data.len();
                 let _ = write!(data, "{code}");
