@@ -189,7 +189,7 @@ async fn write_all(
     cancel: &CancellationToken,
     mut committed: impl FnMut(u64, &[SourcePosition]),
 ) -> Result<RunSummary, StoreError> {
-    type Begun = Option<tokio::task::JoinHandle<Result<Option<BegunBatch>, StoreError>>>;
+    type Begun = Option<tokio::task::JoinHandle<Option<BegunBatch>>>;
     let mut summary = RunSummary::default();
     let abort_after = abort_after_commit();
     // SQLite's one writer takes the batches in turn: none is taken early.
@@ -220,25 +220,24 @@ async fn write_all(
             // The head commits in turn; batches behind it begin ahead.
             let begun = (!queue.is_empty() && !next.output.events.is_empty()).then(|| {
                 let (store, batch) = (store.clone(), next.clone());
-                tokio::spawn(async move { store.begin_ahead(&batch.output, Utc::now()).await })
+                tokio::spawn(async move {
+                    store
+                        .begin_ahead(&batch.output, Utc::now())
+                        .await
+                        .unwrap_or_else(|error| {
+                            tracing::debug!(error = %error, "beginning a batch ahead failed; it commits in turn");
+                            None
+                        })
+                })
             });
             queue.push_back((next, begun));
         }
         let Some((processed, begun)) = queue.pop_front() else {
             break;
         };
+        // A batch whose beginning failed (or whose task died) commits in turn.
         let begun = match begun {
-            Some(handle) => match handle.await {
-                Ok(Ok(begun)) => begun,
-                Ok(Err(error)) => {
-                    tracing::debug!(error = %error, "beginning a batch ahead failed; it commits in turn");
-                    None
-                }
-                Err(error) => {
-                    tracing::debug!(error = %error, "beginning a batch ahead did not finish; it commits in turn");
-                    None
-                }
-            },
+            Some(handle) => handle.await.ok().flatten(),
             None => None,
         };
         let result = commit_one(store, &processed, begun, settings, metrics, cancel).await;
