@@ -77,8 +77,70 @@ pub struct HouseholdRules {
     suppressed: u64,
     /// Scratch space of the evaluations.
     scratch: Gathered,
-    /// Monitoring lines by (village, year): looked up once, not per evaluation.
-    lines: HashMap<(RegionCode, i32), f64>,
+    /// Monitoring lines by village and year: looked up once, not per evaluation.
+    lines: Lines,
+}
+
+/// The monitoring lines in force, by village and year (China Standard Time), with
+/// the last one used and the instants its year spans: households are judged in
+/// registry order, village by village, so most judgements reuse it without any
+/// date arithmetic.
+#[derive(Debug, Default)]
+struct Lines {
+    by_year: HashMap<(RegionCode, i32), f64>,
+    last: Option<LastLine>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LastLine {
+    village: RegionCode,
+    /// Its year: from (inclusive) ...
+    from: DateTime<Utc>,
+    /// ... until (exclusive).
+    until: DateTime<Utc>,
+    line: f64,
+}
+
+impl Lines {
+    /// The line for `household` at `at`.
+    fn get(&mut self, policy: &PolicySettings, household: &Household, at: DateTime<Utc>) -> f64 {
+        if let Some(last) = self.last
+            && last.village == household.region_code
+            && last.from <= at
+            && at < last.until
+        {
+            return last.line;
+        }
+        let year = cst_year(at);
+        let line = *self
+            .by_year
+            .entry((household.region_code, year))
+            .or_insert_with(|| monitoring_line(policy, household, at));
+        // Midnight of 1 January in China Standard Time, as UTC; years chrono cannot
+        // represent leave the memo empty.
+        let new_year = |year: i32| {
+            chrono::NaiveDate::from_ymd_opt(year, 1, 1)
+                .and_then(|day| day.and_hms_opt(0, 0, 0))
+                .and_then(|midnight| midnight.checked_sub_signed(Duration::hours(8)))
+                .map(|utc| utc.and_utc())
+        };
+        self.last = match (new_year(year), new_year(year + 1)) {
+            (Some(from), Some(until)) => Some(LastLine {
+                village: household.region_code,
+                from,
+                until,
+                line,
+            }),
+            _ => None,
+        };
+        line
+    }
+}
+
+/// The calendar year of `at` in China Standard Time (UTC+8), in which the policy
+/// years run.
+fn cst_year(at: DateTime<Utc>) -> i32 {
+    (at + Duration::hours(8)).year()
 }
 
 impl HouseholdRules {
@@ -93,7 +155,7 @@ impl HouseholdRules {
             dirty_tasks: BTreeSet::new(),
             suppressed: 0,
             scratch: Gathered::default(),
-            lines: HashMap::new(),
+            lines: Lines::default(),
         }
     }
 
@@ -193,14 +255,28 @@ impl HouseholdRules {
                 Err(position) => position,
             },
         };
-        window.insert(position, event);
-        // Prune what no judgement within the lateness bound can reach.
-        if let Some(newest) = window.last().map(|e| e.occurred_at) {
+        // Prune what no judgement within the lateness bound can reach. An event that
+        // comes in order leaves older ones that no later judgement reaches either
+        // (its window starts after them), so those go only when the window would
+        // otherwise grow its storage, and most inserts do no date arithmetic; a late
+        // event prunes at once, so a too-late one is dropped as before.
+        let prune = |window: &mut Vec<RiskEvent>, newest: DateTime<Utc>| {
             let oldest_kept = newest - keep;
             let cut = window.partition_point(|e| e.occurred_at < oldest_kept);
             if cut > 0 {
                 window.drain(..cut);
             }
+        };
+        if position < window.len() {
+            window.insert(position, event);
+            if let Some(newest) = window.last().map(|e| e.occurred_at) {
+                prune(window, newest);
+            }
+        } else {
+            if window.len() == window.capacity() {
+                prune(window, event.occurred_at);
+            }
+            window.push(event);
         }
         true
     }
@@ -236,25 +312,26 @@ impl HouseholdRules {
         // Judgement points: each distinct event time from this event's up to one
         // window later (later windows do not contain it).
         let first = window.partition_point(|e| e.occurred_at < occurred_at);
-        let last_point = occurred_at + lookback;
+        // The first point is the event's own time; the end is worked out only when
+        // a later event follows it (the event came late).
+        let mut last_point = None;
         let mut previous = None;
         for judged in &window[first..] {
             let point = judged.occurred_at;
-            if point >= last_point {
-                break;
-            }
             if previous == Some(point) {
                 continue;
+            }
+            if previous.is_some()
+                && point >= *last_point.get_or_insert_with(|| occurred_at + lookback)
+            {
+                break;
             }
             previous = Some(point);
             let window_start = point - lookback;
             let start = window.partition_point(|e| e.occurred_at <= window_start);
             let end = window.partition_point(|e| e.occurred_at <= point);
             let events = &window[start..end];
-            let year = (point + Duration::hours(8)).year();
-            let line = *lines
-                .entry((record.region_code, year))
-                .or_insert_with(|| monitoring_line(policy, record, point));
+            let line = lines.get(policy, record, point);
             let evaluation = evaluate_with(
                 scratch,
                 HouseholdContext {
@@ -324,7 +401,7 @@ fn slot_mut(alerts: &mut Vec<Option<Box<AlertSlot>>>, household: HouseholdIdx) -
 /// line of that year in China Standard Time; before every configured year, the
 /// earliest national line.
 fn monitoring_line(policy: &PolicySettings, household: &Household, at: DateTime<Utc>) -> f64 {
-    let year = (at + Duration::hours(8)).year();
+    let year = cst_year(at);
     let code = household.region_code.to_string();
     // The settings check guarantees a national default line.
     policy

@@ -754,3 +754,96 @@ fn monitoring_line_follows_year_and_province() {
     let h2023 = Utc.with_ymd_and_hms(2023, 6, 1, 0, 0, 0).unwrap();
     assert_eq!(rules.monitoring_line(&h, h2023), 7_100.0);
 }
+
+#[test]
+fn events_later_than_the_lateness_bound_are_dropped() {
+    // Default look-back 365 days and lateness 90: after an event on day 600, the
+    // household keeps events from day 145 on.
+    let settings = settings();
+    assert_eq!(
+        (
+            settings.rules.lookback_days,
+            settings.rules.max_lateness_days
+        ),
+        (365, 90)
+    );
+    let registry = registry_with(household(HouseholdStatus::Ordinary, 3, 27_000.0));
+    // 5 000 yuan out of pocket alone takes 9 000 per capita below the line.
+    let mut rules = stage();
+    rules.apply(&registry, 0, medical("M2", 600, 10.0), now());
+    rules.apply(&registry, 0, medical("M1", 144, 5_000.0), now());
+    assert!(rules.open_alert(0).is_none(), "too late: dropped");
+    assert_eq!(rules.windows[0].len(), 1);
+    let mut rules = stage();
+    rules.apply(&registry, 0, medical("M2", 600, 10.0), now());
+    rules.apply(&registry, 0, medical("M1", 145, 5_000.0), now());
+    assert_eq!(
+        rules.open_alert(0).map(|a| a.level),
+        Some(Level::Red),
+        "late within the bound: judged at its own time"
+    );
+}
+
+#[test]
+fn a_window_in_time_order_stays_within_twice_what_it_keeps() {
+    let registry = registry_with(household(HouseholdStatus::Ordinary, 3, 1_000_000.0));
+    let mut rules = stage();
+    let kept = (365 + 90 + 1) as usize;
+    let mut longest = 0;
+    for d in 0..3_000 {
+        rules.apply(&registry, 0, medical(&format!("M{d}"), d, 1.0), now());
+        longest = longest.max(rules.windows[0].len());
+    }
+    assert!(longest >= kept, "it keeps what a late event can reach");
+    assert!(longest <= 2 * kept, "longest window {longest}");
+    // A late event within the bound still finds everything it needs.
+    rules.apply(&registry, 0, medical("late", 2_990, 1.0), now());
+    assert!(rules.windows[0].len() <= kept + 1);
+}
+
+#[test]
+fn the_monitoring_line_changes_at_midnight_china_standard_time() {
+    let mut settings = settings();
+    settings
+        .policy
+        .monitoring_lines
+        .push(crate::config::MonitoringLine {
+            region_prefix: "52".into(),
+            from_year: 2024,
+            yuan_per_capita: 9_000.0,
+        });
+    let registry = registry_with(household(HouseholdStatus::Ordinary, 4, 200_000.0));
+    let mut rules = HouseholdRules::new(settings.rules, settings.policy);
+    let illness = |id: &str, at: DateTime<Utc>| RiskEvent {
+        event_id: EventId::parse(id).unwrap(),
+        occurred_at: at,
+        fact: Fact::SeriousIllness,
+    };
+    // 23:59:59 on 31 December 2023 in Beijing: the 2023 line.
+    let before = Utc.with_ymd_and_hms(2023, 12, 31, 15, 59, 59).unwrap();
+    rules.apply(&registry, 0, illness("S1", before), now());
+    assert_eq!(rules.open_alert(0).unwrap().monitoring_line_yuan, 7_100.0);
+    // One second later it is 2024 there.
+    rules.apply(
+        &registry,
+        0,
+        illness("S2", before + Duration::seconds(1)),
+        now(),
+    );
+    assert_eq!(rules.open_alert(0).unwrap().monitoring_line_yuan, 9_000.0);
+    // Back to a 2023 time (a late event) and forward again: each judged with its own
+    // year's line; the alert keeps the latest judgement's.
+    rules.apply(
+        &registry,
+        0,
+        illness("S0", before - Duration::days(3)),
+        now(),
+    );
+    assert_eq!(rules.open_alert(0).unwrap().monitoring_line_yuan, 9_000.0);
+    assert_eq!(
+        rules
+            .lines
+            .get(&rules.policy, registry.household(0), before),
+        7_100.0
+    );
+}

@@ -17,6 +17,8 @@ use crate::domain::event::*;
 use crate::domain::ids::{EventId, HouseholdId, IdError, RegionCode, ResidentId};
 use crate::schemas::Schemas;
 
+mod scan;
+
 /// Largest amount of money the schemas accept (1e10 yuan).
 const MAX_YUAN: f64 = 1e10;
 
@@ -38,6 +40,7 @@ pub struct Decoder {
 
 /// The envelope as it arrives; strings borrowed where JSON has no escapes.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 struct WireEnvelope<'a> {
     #[serde(borrow)]
@@ -57,9 +60,22 @@ struct WireEnvelope<'a> {
     #[serde(default, borrow, deserialize_with = "present_str")]
     region_code: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    payload: &'a RawValue,
+    payload: PayloadText<'a>,
     #[serde(default, deserialize_with = "present_u64")]
     schema_version: Option<u64>,
+}
+
+/// The payload's JSON text as received (any JSON value; the typed parse decides).
+#[cfg_attr(test, derive(Debug, PartialEq))]
+struct PayloadText<'a>(&'a str);
+
+impl<'de: 'a, 'a> Deserialize<'de> for PayloadText<'a> {
+    fn deserialize<D>(deserializer: D) -> Result<Self, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+    {
+        <&'a RawValue>::deserialize(deserializer).map(|raw| PayloadText(raw.get()))
+    }
 }
 
 fn present_str<'de: 'a, 'a, D>(deserializer: D) -> Result<Option<Cow<'a, str>>, D::Error>
@@ -112,6 +128,16 @@ impl Decoder {
     /// Decodes and validates one record; `now` is the processing time used by the
     /// future-date check.
     pub fn decode(&self, bytes: &[u8], now: DateTime<Utc>) -> Result<Event, Box<Refusal>> {
+        self.decode_with(bytes, now, scan::scan)
+    }
+
+    /// [`Decoder::decode`] with the envelope reader that runs before serde's.
+    fn decode_with(
+        &self,
+        bytes: &[u8],
+        now: DateTime<Utc>,
+        scan: fn(&str) -> Option<scan::Scanned<'_>>,
+    ) -> Result<Event, Box<Refusal>> {
         let text = match std::str::from_utf8(bytes) {
             Ok(text) => text,
             Err(error) => {
@@ -129,7 +155,7 @@ impl Decoder {
                 }));
             }
         };
-        match self.fast(text, now) {
+        match self.fast(text, now, scan) {
             Ok(event) => Ok(event),
             Err(FastFail::Semantic(rejection)) => Err(Box::new(Refusal {
                 rejection,
@@ -142,9 +168,20 @@ impl Decoder {
         }
     }
 
-    fn fast(&self, text: &str, now: DateTime<Utc>) -> Fast<Event> {
-        let wire: WireEnvelope<'_> =
-            serde_json::from_str(text).map_err(|_| FastFail::Schema("envelope"))?;
+    fn fast(
+        &self,
+        text: &str,
+        now: DateTime<Utc>,
+        scan: fn(&str) -> Option<scan::Scanned<'_>>,
+    ) -> Fast<Event> {
+        let (wire, read) = match scan(text) {
+            Some(scan::Scanned { wire, payload }) => (wire, payload),
+            None => (
+                serde_json::from_str::<WireEnvelope<'_>>(text)
+                    .map_err(|_| FastFail::Schema("envelope"))?,
+                None,
+            ),
+        };
         let event_id = EventId::parse(&wire.event_id).map_err(|_| FastFail::Schema("event_id"))?;
         let source = Source::parse(&wire.source).ok_or(FastFail::Schema("source"))?;
         let kind = Kind::parse(&wire.kind).ok_or(FastFail::Schema("kind"))?;
@@ -165,9 +202,12 @@ impl Decoder {
             &wire.reported_at,
         )?;
         // serde would also read a struct from a JSON array; the schema says object.
-        schema(wire.payload.get().starts_with('{'), "payload", ())?;
+        schema(wire.payload.0.starts_with('{'), "payload", ())?;
         let subject = self.subject(&wire, kind)?;
-        let payload = payload(kind, wire.payload.get())?;
+        let payload = match read {
+            Some(read) => read?,
+            None => payload(kind, &mut WholeText(wire.payload.0))?,
+        };
 
         let occurred_at = parse_time(occurred_text, "/occurred_at")?;
         let reported_at = parse_time(reported_text, "/reported_at")?;
@@ -191,7 +231,7 @@ impl Decoder {
         }
         self.check_payload(&payload, occurred_at, reported_at)?;
         Ok(Event {
-            payload_json: wire.payload.get().into(),
+            payload_json: wire.payload.0.into(),
             event_id,
             source,
             occurred_at,
@@ -437,9 +477,45 @@ fn text_len(value: &str, max: usize) -> bool {
 }
 
 /// Typed payload for `kind`, with the schema constraints serde cannot express.
-fn payload(kind: Kind, json: &str) -> Fast<Payload> {
-    fn typed<'a, T: Deserialize<'a>>(json: &'a str) -> Fast<T> {
-        serde_json::from_str(json).map_err(|_| FastFail::Schema("payload"))
+/// Where a typed payload is read from.
+trait PayloadInput<'a> {
+    /// Reads the payload as `T` (each kind reads it once).
+    fn typed<T: Deserialize<'a>>(&mut self) -> Fast<T>;
+}
+
+/// The payload's own text.
+struct WholeText<'a>(&'a str);
+
+impl<'a> PayloadInput<'a> for WholeText<'a> {
+    fn typed<T: Deserialize<'a>>(&mut self) -> Fast<T> {
+        serde_json::from_str(self.0).map_err(|_| FastFail::Schema("payload"))
+    }
+}
+
+/// The record from the payload's first byte on: the payload is read where it is,
+/// in the same pass as the envelope, and its end is noted.
+struct InPlace<'a> {
+    text: &'a str,
+    /// The payload's length, once read.
+    read: Option<usize>,
+}
+
+impl<'a> PayloadInput<'a> for InPlace<'a> {
+    fn typed<T: Deserialize<'a>>(&mut self) -> Fast<T> {
+        let mut stream = serde_json::Deserializer::from_str(self.text).into_iter::<T>();
+        match stream.next() {
+            Some(Ok(value)) => {
+                self.read = Some(stream.byte_offset());
+                Ok(value)
+            }
+            _ => Err(FastFail::Schema("payload")),
+        }
+    }
+}
+
+fn payload<'a>(kind: Kind, json: &mut impl PayloadInput<'a>) -> Fast<Payload> {
+    fn typed<'a, T: Deserialize<'a>>(json: &mut impl PayloadInput<'a>) -> Fast<T> {
+        json.typed()
     }
     let payload = match kind {
         Kind::AssistanceApplication => {
