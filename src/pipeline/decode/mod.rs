@@ -18,6 +18,7 @@ use crate::domain::ids::{EventId, HouseholdId, IdError, RegionCode, ResidentId};
 use crate::schemas::Schemas;
 
 mod scan;
+mod settlement;
 
 /// Largest amount of money the schemas accept (1e10 yuan).
 const MAX_YUAN: f64 = 1e10;
@@ -481,6 +482,11 @@ fn text_len(value: &str, max: usize) -> bool {
 trait PayloadInput<'a> {
     /// Reads the payload as `T` (each kind reads it once).
     fn typed<T: Deserialize<'a>>(&mut self) -> Fast<T>;
+
+    /// Reads the payload as a medical settlement.
+    fn settlement(&mut self) -> Fast<MedicalSettlement> {
+        self.typed()
+    }
 }
 
 /// The payload's own text.
@@ -511,6 +517,16 @@ impl<'a> PayloadInput<'a> for InPlace<'a> {
             _ => Err(FastFail::Schema("payload")),
         }
     }
+
+    fn settlement(&mut self) -> Fast<MedicalSettlement> {
+        match settlement::settlement(self.text) {
+            Some((settlement, length)) => {
+                self.read = Some(length);
+                Ok(settlement)
+            }
+            None => self.typed(),
+        }
+    }
 }
 
 fn payload<'a>(kind: Kind, json: &mut impl PayloadInput<'a>) -> Fast<Payload> {
@@ -528,7 +544,7 @@ fn payload<'a>(kind: Kind, json: &mut impl PayloadInput<'a>) -> Fast<Payload> {
             Payload::AssistanceApplication(p)
         }
         Kind::MedicalSettlement => {
-            let p: MedicalSettlement = typed(json)?;
+            let p = json.settlement()?;
             schema(
                 money(p.total_cost_yuan) && money(p.reimbursed_yuan) && money(p.out_of_pocket_yuan),
                 "settlement money",

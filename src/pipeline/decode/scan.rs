@@ -153,7 +153,7 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 
 /// The position of the first quote, backslash or control character in `bytes`,
 /// eight bytes at a time.
-fn special(bytes: &[u8]) -> Option<usize> {
+pub(super) fn special(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     // A byte of `word` is zero: its high bit is set in the result (and no lower
