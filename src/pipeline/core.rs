@@ -5,11 +5,12 @@
 //! clock of its own: `now` comes in, so tests and benchmarks are deterministic.
 //! It cannot fail: every bad record becomes a dead letter.
 //!
-//! A batch goes through in phases, each over the whole batch, because its cost is
-//! mostly cache misses: decode every record; then the seen-set inserts, the
-//! pseudonyms and the person look-ups back to back (their misses overlap); then
-//! each new event in arrival order (stored event, regional counts, risk fact); and
-//! last the household work — household id and village, rules — household by
+//! A batch goes through in phases, because its cost is mostly cache misses: a few
+//! thousand records at a time (so each step finds the previous one's results in
+//! cache), decode every record; then the seen-set inserts, the pseudonyms and the
+//! person look-ups back to back (their misses overlap); then each new event in
+//! arrival order (stored event, regional counts, risk fact). Last, over the whole
+//! batch, the household work — household id and village, rules — household by
 //! household, in registry order. The results are those of taking the records one
 //! by one (`core_tests`).
 

@@ -1,8 +1,10 @@
 //! Decode + validate: record bytes -> [`Event`], or a [`Rejection`] for the dead
-//! letters. The fast path deserialises straight into typed structs and enforces by
-//! hand every constraint the JSON Schemas state; only a failing record pays for a
-//! full schema validation, which names the exact field and keyword. Then come the
-//! checks no schema can make: GB 11643 check digits, province prefixes, clocks, sums.
+//! letters. The fast path deserialises straight into typed structs (records of the
+//! usual shape in one pass, `scan` and `settlement`; all others through serde) and
+//! enforces by hand every constraint the JSON Schemas state; only a failing record
+//! pays for a full schema validation, which names the exact field and keyword. Then
+//! come the checks no schema can make: GB 11643 check digits, province prefixes,
+//! clocks, sums.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -137,7 +139,7 @@ impl Decoder {
         &self,
         bytes: &[u8],
         now: DateTime<Utc>,
-        scan: fn(&str) -> Option<scan::Scanned<'_>>,
+        envelope: fn(&str) -> Option<scan::Scanned<'_>>,
     ) -> Result<Event, Box<Refusal>> {
         let text = match std::str::from_utf8(bytes) {
             Ok(text) => text,
@@ -156,7 +158,7 @@ impl Decoder {
                 }));
             }
         };
-        match self.fast(text, now, scan) {
+        match self.fast(text, now, envelope) {
             Ok(event) => Ok(event),
             Err(FastFail::Semantic(rejection)) => Err(Box::new(Refusal {
                 rejection,
@@ -173,9 +175,9 @@ impl Decoder {
         &self,
         text: &str,
         now: DateTime<Utc>,
-        scan: fn(&str) -> Option<scan::Scanned<'_>>,
+        envelope: fn(&str) -> Option<scan::Scanned<'_>>,
     ) -> Fast<Event> {
-        let (wire, read) = match scan(text) {
+        let (wire, read) = match envelope(text) {
             Some(scan::Scanned { wire, payload }) => (wire, payload),
             None => (
                 serde_json::from_str::<WireEnvelope<'_>>(text)
