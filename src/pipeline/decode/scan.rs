@@ -28,11 +28,7 @@ pub(super) struct Scanned<'a> {
 
 /// Reads `text` when it has the usual shape; `None` when serde must decide.
 pub(super) fn scan(text: &str) -> Option<Scanned<'_>> {
-    let mut cursor = Cursor {
-        text,
-        bytes: text.as_bytes(),
-        at: 0,
-    };
+    let mut cursor = Cursor::new(text);
     let mut fields = Fields::default();
     cursor.blank();
     cursor.take(b'{')?;
@@ -141,7 +137,7 @@ impl<'a> Fields<'a> {
 
 /// Fills an empty slot; `None` if it was filled before (serde refuses a repeated
 /// field).
-fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
+pub(super) fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
     match slot {
         Some(_) => None,
         None => {
@@ -153,7 +149,7 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 
 /// The position of the first quote, backslash or control character in `bytes`,
 /// eight bytes at a time.
-pub(super) fn special(bytes: &[u8]) -> Option<usize> {
+fn special(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     // A byte of `word` is zero: its high bit is set in the result (and no lower
@@ -182,36 +178,45 @@ pub(super) fn special(bytes: &[u8]) -> Option<usize> {
         .map(|at| offset + at)
 }
 
-struct Cursor<'a> {
-    text: &'a str,
-    bytes: &'a [u8],
-    at: usize,
+/// A position in a record's text, for the one-pass readers.
+pub(super) struct Cursor<'a> {
+    pub(super) text: &'a str,
+    pub(super) bytes: &'a [u8],
+    pub(super) at: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn peek(&self) -> Option<u8> {
+    pub(super) fn new(text: &'a str) -> Self {
+        Cursor {
+            text,
+            bytes: text.as_bytes(),
+            at: 0,
+        }
+    }
+
+    pub(super) fn peek(&self) -> Option<u8> {
         self.bytes.get(self.at).copied()
     }
 
-    fn next(&mut self) -> Option<u8> {
+    pub(super) fn next(&mut self) -> Option<u8> {
         let byte = self.peek()?;
         self.at += 1;
         Some(byte)
     }
 
-    fn take(&mut self, byte: u8) -> Option<()> {
+    pub(super) fn take(&mut self, byte: u8) -> Option<()> {
         (self.next()? == byte).then_some(())
     }
 
     /// Skips JSON whitespace.
-    fn blank(&mut self) {
+    pub(super) fn blank(&mut self) {
         while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
             self.at += 1;
         }
     }
 
     /// A string without escapes or control characters, borrowed.
-    fn string(&mut self) -> Option<&'a str> {
+    pub(super) fn string(&mut self) -> Option<&'a str> {
         self.take(b'"')?;
         let start = self.at;
         let length = special(&self.bytes[start..])?;

@@ -7,16 +7,13 @@
 //! — exponents, signs, long numbers, escapes, `null`, unknown or repeated keys —
 //! it leaves to serde (`None`).
 
+use super::scan::{Cursor, once};
 use crate::domain::event::MedicalSettlement;
 
 /// Reads a settlement object from the start of `text`: the payload and its
 /// length in bytes, or `None` when serde must decide.
 pub(super) fn settlement(text: &str) -> Option<(MedicalSettlement, usize)> {
-    let mut reader = Reader {
-        text,
-        bytes: text.as_bytes(),
-        at: 0,
-    };
+    let mut reader = Cursor::new(text);
     let mut total = None;
     let mut reimbursed = None;
     let mut out_of_pocket = None;
@@ -57,61 +54,13 @@ pub(super) fn settlement(text: &str) -> Option<(MedicalSettlement, usize)> {
     Some((settlement, reader.at))
 }
 
-/// Fills an empty slot; `None` if it was filled before.
-fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
-    match slot {
-        Some(_) => None,
-        None => {
-            *slot = Some(value);
-            Some(())
-        }
-    }
-}
-
 /// Powers of ten a plain decimal of up to 15 digits can need.
 const POWERS: [f64; 16] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
 ];
 
-struct Reader<'a> {
-    text: &'a str,
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
-    }
-
-    fn next(&mut self) -> Option<u8> {
-        let byte = self.peek()?;
-        self.at += 1;
-        Some(byte)
-    }
-
-    fn take(&mut self, byte: u8) -> Option<()> {
-        (self.next()? == byte).then_some(())
-    }
-
-    fn blank(&mut self) {
-        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
-            self.at += 1;
-        }
-    }
-
-    /// A string without escapes or control characters, borrowed.
-    fn string(&mut self) -> Option<&'a str> {
-        self.take(b'"')?;
-        let start = self.at;
-        let length = super::scan::special(&self.bytes[start..])?;
-        if self.bytes[start + length] != b'"' {
-            return None;
-        }
-        self.at = start + length + 1;
-        self.text.get(start..start + length)
-    }
-
+/// The settlement's values, read at the envelope reader's cursor.
+impl Cursor<'_> {
     fn flag(&mut self) -> Option<bool> {
         let rest = &self.bytes[self.at..];
         let (value, length) = if rest.starts_with(b"true") {

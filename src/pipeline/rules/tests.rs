@@ -737,8 +737,8 @@ fn late_events_rejudge_later_windows() {
     assert_eq!(alert.evidence.len(), 2);
 }
 
-#[test]
-fn monitoring_line_follows_year_and_province() {
+/// The defaults plus a 2024 line of 9 000 yuan for province 52.
+fn settings_with_a_guizhou_line() -> Settings {
     let mut settings = settings();
     settings
         .policy
@@ -748,6 +748,12 @@ fn monitoring_line_follows_year_and_province() {
             from_year: 2024,
             yuan_per_capita: 9_000.0,
         });
+    settings
+}
+
+#[test]
+fn monitoring_line_follows_year_and_province() {
+    let settings = settings_with_a_guizhou_line();
     let rules = HouseholdRules::new(settings.rules, settings.policy);
     let h = household(HouseholdStatus::Ordinary, 3, 27_000.0);
     assert_eq!(rules.monitoring_line(&h, day(10)), 9_000.0);
@@ -803,15 +809,7 @@ fn a_window_in_time_order_stays_within_twice_what_it_keeps() {
 
 #[test]
 fn the_monitoring_line_changes_at_midnight_china_standard_time() {
-    let mut settings = settings();
-    settings
-        .policy
-        .monitoring_lines
-        .push(crate::config::MonitoringLine {
-            region_prefix: "52".into(),
-            from_year: 2024,
-            yuan_per_capita: 9_000.0,
-        });
+    let settings = settings_with_a_guizhou_line();
     let registry = registry_with(household(HouseholdStatus::Ordinary, 4, 200_000.0));
     let mut rules = HouseholdRules::new(settings.rules, settings.policy);
     let illness = |id: &str, at: DateTime<Utc>| RiskEvent {
