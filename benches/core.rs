@@ -6,11 +6,12 @@ use std::hint::black_box;
 
 use chrono::Utc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use yujing::batch::BatchOutput;
 use yujing::config::Settings;
 use yujing::domain::ids::Pseudonymiser;
 use yujing::domain::record::{Origin, RawRecord};
 use yujing::generate::{GenerateOptions, generate};
-use yujing::pipeline::core::{BatchOutput, Core};
+use yujing::pipeline::core::Core;
 use yujing::pipeline::decode::Decoder;
 
 /// The binary's allocator, so the figures are the binary's.

@@ -150,7 +150,7 @@ impl App {
         &self,
         stage: &mut RegionalStage,
         registry: &Registry,
-        events: &[crate::pipeline::core::RestoredEvent],
+        events: &[crate::batch::RestoredEvent],
     ) -> Result<(), AppError> {
         let counts_from = stage.counts_needed_from();
         let regional = self.store.load_regional(counts_from).await?;

@@ -14,7 +14,10 @@
 //! - [`domain`]: what flows between stages; identifier newtypes; no I/O.
 //! - [`pipeline`]: the stages. [`pipeline::core`] is pure (records in, results out);
 //!   [`pipeline::sources`] and [`pipeline::sinks`] are the I/O adapters around it.
-//! - [`store`]: the storage contract and its SQLite implementation.
+//! - [`batch`]: the contract between the core and the store: what a batch produces
+//!   (with the source positions behind it) and what the store gives back at start-up.
+//! - [`store`]: the storage contract, SQLite (embedded) and PostgreSQL (production);
+//!   it imports `domain` and `batch`, never a pipeline stage.
 //! - [`registry`]: CSV import of the household roster and the regions.
 //! - [`generate`]: a synthetic county with planted cases and an answer key.
 //! - [`config`]: layered, typed settings. [`app`]: builds the application.
@@ -23,6 +26,7 @@
 
 pub mod api;
 pub mod app;
+pub mod batch;
 pub mod commands;
 pub mod config;
 pub mod domain;

@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, AppError};
+use crate::batch::SourcePosition;
 use crate::config::Settings;
 use crate::domain::dead_letter::{DeadLetter, Rejection};
 use crate::domain::record::Origin;
@@ -22,7 +23,7 @@ use crate::pipeline::decode::Decoder;
 use crate::pipeline::sources::ndjson::{Input, ReadLimits, read_input};
 use crate::pipeline::{PipelineError, RunSummary, run_ndjson};
 use crate::registry::{ImportError, RowError, parse_households, parse_members, parse_regions};
-use crate::store::{Report, SourcePosition, StoreError};
+use crate::store::{Report, StoreError};
 
 /// A command failed.
 #[derive(Debug, thiserror::Error)]

@@ -22,109 +22,18 @@ use chrono::{DateTime, Utc};
 use crate::config::Settings;
 use crate::domain::alert::HouseholdAlert;
 use crate::domain::dead_letter::{DeadLetter, Rejection, Salvage, Stage};
-use crate::domain::event::{Event, Kind, Source, Subject};
-use crate::domain::ids::{EventId, HouseholdId, MaskedId, PersonKey, Pseudonymiser, RegionCode};
+use crate::domain::event::{Event, Subject};
+use crate::domain::ids::{HouseholdId, PersonKey, Pseudonymiser};
 use crate::domain::record::{Origin, RawRecord};
 use crate::domain::registry::{HouseholdIdx, PersonEntry, Registry};
 use crate::domain::task::ScreeningTask;
 
 use super::decode::Decoder;
-use super::detect::{RegionalOutput, RegionalStage};
+use super::detect::RegionalStage;
 use super::resolve::{Target, person_lookup, resolve_with};
+use super::rules::HouseholdRules;
 use super::rules::facts::{Fact, PersonFacts, RiskEvent};
-use super::rules::{ClosedAlert, HouseholdRules};
-
-/// How an accepted event attached to the registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Match {
-    /// Joined to a registry household.
-    Matched,
-    /// Its person or household is not in the registry.
-    Unmatched,
-    /// A region-level event.
-    Regional,
-}
-
-impl Match {
-    /// Stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Match::Matched => "matched",
-            Match::Unmatched => "unmatched",
-            Match::Regional => "regional",
-        }
-    }
-
-    /// Parses the stored name.
-    pub fn parse(text: &str) -> Option<Match> {
-        [Match::Matched, Match::Unmatched, Match::Regional]
-            .into_iter()
-            .find(|m| m.as_str() == text)
-    }
-}
-
-/// An accepted event as the store keeps it: no clear resident ID.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredEvent {
-    /// Department id.
-    pub event_id: EventId,
-    /// Department.
-    pub source: Source,
-    /// Kind.
-    pub kind: Kind,
-    /// Event time.
-    pub occurred_at: DateTime<Utc>,
-    /// Report time.
-    pub reported_at: DateTime<Utc>,
-    /// Pseudonym of the person.
-    pub person_key: Option<PersonKey>,
-    /// Masked person ID.
-    pub person_masked: Option<MaskedId>,
-    /// Household, when matched to one.
-    pub household_id: Option<HouseholdId>,
-    /// The household's village, or the event's region.
-    pub region_code: Option<RegionCode>,
-    /// How it attached.
-    pub matched: Match,
-    /// The typed payload as JSON.
-    pub payload_json: std::sync::Arc<str>,
-    /// Where it came from.
-    pub origin: Origin,
-}
-
-/// Per-batch counts (metrics and the report move once per batch).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BatchCounts {
-    /// Records handled.
-    pub records: u64,
-    /// Valid, new events.
-    pub accepted: u64,
-    /// Valid events whose id was seen before.
-    pub duplicates: u64,
-    /// Dead letters.
-    pub dead_letters: u64,
-    /// Accepted events the registry could not place.
-    pub unmatched: u64,
-    /// Findings held back by a cool-down.
-    pub suppressed: u64,
-}
-
-/// Everything one batch produced.
-#[derive(Debug, Default)]
-pub struct BatchOutput {
-    /// Accepted events.
-    pub events: Vec<StoredEvent>,
-    /// Refused records.
-    pub dead_letters: Vec<DeadLetter>,
-    /// Alert snapshots created or changed.
-    pub alerts: Vec<HouseholdAlert>,
-    /// Task snapshots created or changed.
-    pub tasks: Vec<ScreeningTask>,
-    /// The regional stage's counts, clock, signals and campaign tasks.
-    pub regional: RegionalOutput,
-    /// Counts.
-    pub counts: BatchCounts,
-}
+use crate::batch::{BatchOutput, ClosedAlert, Match, RestoredEvent, StoredEvent};
 
 /// A hasher for keys that are already uniformly distributed digests.
 #[derive(Default)]
@@ -533,21 +442,6 @@ fn sort_by_household(pending: &mut Vec<Pending>, room: &mut Vec<Pending>) {
         std::mem::swap(pending, room);
         shift += 8;
     }
-}
-
-/// A stored household event read back to rebuild state.
-#[derive(Debug, Clone)]
-pub struct RestoredEvent {
-    /// Id.
-    pub event_id: EventId,
-    /// Event time.
-    pub occurred_at: DateTime<Utc>,
-    /// Pseudonym of the person, for person events.
-    pub person_key: Option<PersonKey>,
-    /// Households it concerns.
-    pub households: Vec<HouseholdId>,
-    /// Typed payload (`None` if the stored JSON no longer parses).
-    pub payload: Option<crate::domain::event::Payload>,
 }
 
 fn person_facts(

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use chrono::{TimeZone, Utc};
 
-use super::core::{Core, Match, StoredEvent};
+use super::core::Core;
+use crate::batch::{Match, StoredEvent};
 use crate::config::Settings;
 use crate::domain::alert::HouseholdAlert;
 use crate::domain::ids::Pseudonymiser;

@@ -12,9 +12,9 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, AppError};
+use crate::batch::{BatchOutput, Match, RestoredEvent};
 use crate::domain::event::{Event, Payload, Subject};
 use crate::domain::registry::{HouseholdIdx, Registry};
-use crate::pipeline::core::{BatchOutput, Match, RestoredEvent};
 use crate::pipeline::detect::stage::RegionalStage;
 use crate::store::{FeedCursor, FeedEvent, Fence, Lease, StoreError};
 

@@ -28,11 +28,13 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, AppError};
+use crate::batch::SourcePosition;
+use crate::batch::{BatchCounts, BatchOutput};
 use crate::config::Settings;
 use crate::domain::record::Origin;
-use crate::store::{BegunBatch, SourcePosition, Store, StoreError};
+use crate::store::{BegunBatch, Store, StoreError};
 use crate::telemetry::Metrics;
-use core::{BatchCounts, BatchOutput, Core};
+use core::Core;
 use detect::settings::Placement;
 use sources::kafka::{KafkaSourceError, Progress};
 use sources::ndjson::{Input, RawBatch, ReadLimits, SourceError};

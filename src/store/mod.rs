@@ -13,14 +13,13 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::batch::{BatchOutput, SourcePosition, StoredRegional, StoredState};
 use crate::config::StoreSettings;
 use crate::domain::alert::HouseholdAlert;
 use crate::domain::dead_letter::DeadLetter;
 use crate::domain::ids::{HouseholdId, PersonKey};
 use crate::domain::registry::{Household, Member, Region};
 use crate::domain::task::ScreeningTask;
-use crate::pipeline::core::{BatchOutput, RestoredEvent};
-use crate::pipeline::rules::ClosedAlert;
 
 /// A store failure, with whose fault it is.
 #[derive(Debug, thiserror::Error)]
@@ -129,37 +128,11 @@ pub struct FeedEvent {
     /// Its region (the household's village, or a region event's region).
     pub region_code: Option<crate::domain::ids::RegionCode>,
     /// How it attached to the registry.
-    pub matched: crate::pipeline::core::Match,
+    pub matched: crate::batch::Match,
     /// Typed payload (`None` if the stored JSON no longer parses).
     pub payload: Option<crate::domain::event::Payload>,
     /// The payload as stored.
     pub payload_json: String,
-}
-
-/// Where one input stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourcePosition {
-    /// `file:/abs/path`, `stdin`, or `kafka:topic:partition`.
-    pub source_key: String,
-    /// Byte offset (files) or next offset (Kafka).
-    pub position: u64,
-    /// Lines read (files).
-    pub line: u64,
-    /// Digest of the file's first bytes, to notice a replaced file.
-    pub fingerprint: Option<String>,
-}
-
-/// The state the pipeline rebuilds at start-up.
-#[derive(Debug, Default)]
-pub struct StoredState {
-    /// Digests of every accepted event id.
-    pub seen: Vec<u128>,
-    /// Household events within reach of the rules' windows.
-    pub events: Vec<RestoredEvent>,
-    /// Open alerts with their tasks and episode numbers.
-    pub open_alerts: Vec<(HouseholdAlert, Option<ScreeningTask>, u32)>,
-    /// Closed alerts still relevant to cool-downs.
-    pub closed_alerts: Vec<(HouseholdId, ClosedAlert, u32)>,
 }
 
 /// The figures `yujing report` prints.
@@ -197,17 +170,6 @@ pub struct Report {
     pub households: u64,
     /// Registry members.
     pub members: u64,
-}
-
-/// The regional stage's state as stored (the clock is read first, on its own).
-#[derive(Debug, Default)]
-pub struct StoredRegional {
-    /// Count rows from the day the stage asked for.
-    pub counts: Vec<crate::pipeline::detect::CountRow>,
-    /// Every series' detector state.
-    pub checkpoints: Vec<crate::pipeline::detect::SeriesCheckpoint>,
-    /// The latest signal of every (region, kind).
-    pub signals: Vec<crate::domain::signal::RegionalSignal>,
 }
 
 /// The registry as stored.
@@ -533,9 +495,7 @@ impl Store {
     }
 
     /// The regional stage's clock, if it has run.
-    pub async fn regional_clock(
-        &self,
-    ) -> Result<Option<crate::pipeline::detect::WatermarkState>, StoreError> {
+    pub async fn regional_clock(&self) -> Result<Option<crate::batch::WatermarkState>, StoreError> {
         dispatch!(self, store => store.regional_clock().await)
     }
 

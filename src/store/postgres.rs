@@ -51,7 +51,7 @@ impl PgStore {
     /// `commit_batch`, for a batch begun while the one before it still commits.
     pub(super) async fn begin_batch(
         &self,
-        batch: &crate::pipeline::core::BatchOutput,
+        batch: &crate::batch::BatchOutput,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -91,7 +91,7 @@ const FEED_HISTORY: &str = "SELECT txid, id, event_id, source, kind, occurred_at
 /// and one `INSERT ... SELECT ... ON CONFLICT DO NOTHING`.
 pub(super) async fn insert_events(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    events: &[crate::pipeline::core::StoredEvent],
+    events: &[crate::batch::StoredEvent],
     processed_at: i64,
 ) -> Result<(), StoreError> {
     if events.is_empty() {
@@ -155,7 +155,7 @@ const EVENT_COLUMNS: i16 = 13;
 /// length; per row the field count, then each field as its length (-1 for NULL) and
 /// its bytes (text as UTF-8, BIGINT as 8 big-endian bytes, BYTEA as is); -1 as the
 /// trailer.
-fn copy_rows(events: &[crate::pipeline::core::StoredEvent], processed_at: i64) -> Vec<u8> {
+fn copy_rows(events: &[crate::batch::StoredEvent], processed_at: i64) -> Vec<u8> {
     let mut data = Vec::with_capacity(19 + events.len() * 400);
     data.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
     data.extend_from_slice(&0i32.to_be_bytes());

@@ -52,13 +52,13 @@ macro_rules! sql_store {
         };
         use $crate::domain::signal::{RegionalSignal, RiskKind};
         use $crate::domain::task::{Outcome, ScreeningTask, TaskKind, TaskStatus};
-        use $crate::pipeline::detect::{CountRow, WatermarkState};
-        use $crate::pipeline::core::{BatchOutput, RestoredEvent};
-        use $crate::pipeline::rules::ClosedAlert;
+        use $crate::batch::{CountRow, SeriesCheckpoint, WatermarkState};
+        use $crate::batch::{BatchOutput, RestoredEvent, SourcePosition, StoredRegional, StoredState};
+        use $crate::batch::ClosedAlert;
         use $crate::store::sql::{ROWS_PER_INSERT, corrupt, millis_to_time, priority_households};
         use $crate::store::{
             EvidenceItem, FeedCursor, FeedEvent, Fence, Lease, OutboxRow, OutboxTopics, Report,
-            SourcePosition, StoreError, StoredRegional, StoredRegistry, StoredState,
+            StoreError, StoredRegistry,
         };
 
         use super::$store;
@@ -211,7 +211,7 @@ macro_rules! sql_store {
                     )
                     .bind(checkpoint.region_code.to_string())
                     .bind(checkpoint.kind.as_str())
-                    .bind(serde_json::to_string(checkpoint).map_err(corrupt)?)
+                    .bind(checkpoint.document.as_str())
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -937,13 +937,16 @@ macro_rules! sql_store {
                     });
                 }
                 drop(rows);
-                let rows = sqlx::query("SELECT checkpoint FROM regional_series")
+                let rows = sqlx::query("SELECT region_code, kind, checkpoint FROM regional_series")
                     .fetch_all(&self.pool)
                     .await?;
                 for row in rows {
-                    regional
-                        .checkpoints
-                        .push(serde_json::from_str(row.get(0)).map_err(corrupt)?);
+                    regional.checkpoints.push(SeriesCheckpoint {
+                        region_code: RegionCode::parse(row.get(0)).map_err(corrupt)?,
+                        kind: RiskKind::parse(row.get(1))
+                            .ok_or_else(|| corrupt(format!("series kind {}", row.get::<&str, _>(1))))?,
+                        document: row.get(2),
+                    });
                 }
                 let rows = sqlx::query(
                     "SELECT s.doc, s.episode FROM signals s WHERE s.episode = \
@@ -1106,7 +1109,7 @@ macro_rules! sql_store {
         /// occurred_at, reported_at, household_id, region_code, match, payload.
         fn feed_event(row: &$row) -> Result<FeedEvent, StoreError> {
             use $crate::domain::event::Source;
-            use $crate::pipeline::core::Match;
+            use $crate::batch::Match;
             let kind = Kind::parse(row.get(4)).ok_or_else(|| corrupt("event kind"))?;
             let payload_json: String = row.get(10);
             let household: Option<String> = row.get(7);
@@ -1173,7 +1176,7 @@ macro_rules! insert_events_by_values {
         /// Inserts a batch's accepted events (duplicates ignored).
         pub(super) async fn insert_events(
             tx: &mut sqlx::Transaction<'_, $db>,
-            events: &[$crate::pipeline::core::StoredEvent],
+            events: &[$crate::batch::StoredEvent],
             processed_at: i64,
         ) -> Result<(), super::StoreError> {
             use $crate::domain::ids::{HouseholdId, MaskedId};

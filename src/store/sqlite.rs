@@ -237,8 +237,8 @@ mod tests {
     use chrono::Utc;
 
     use super::*;
+    use crate::batch::BatchOutput;
     use crate::config::Settings;
-    use crate::pipeline::core::BatchOutput;
     use crate::store::SourcePosition;
 
     async fn open(path: &Path, wal_pages: u32) -> SqliteStore {

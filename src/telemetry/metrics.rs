@@ -8,7 +8,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::pipeline::core::BatchOutput;
+use crate::batch::BatchOutput;
 
 /// Every metric yujing exports.
 #[derive(Clone)]

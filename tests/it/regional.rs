@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use yujing::batch::RegionalOutput;
 use yujing::config::Settings;
 use yujing::domain::event::{Event, Payload};
 use yujing::domain::ids::{HouseholdId, Pseudonymiser, RegionCode};
@@ -15,8 +16,8 @@ use yujing::domain::registry::Registry;
 use yujing::domain::signal::{RegionalSignal, RiskKind, SignalStatus};
 use yujing::generate::{AnswerKey, GenerateOptions, generate};
 use yujing::pipeline::decode::Decoder;
+use yujing::pipeline::detect::RegionalStage;
 use yujing::pipeline::detect::series::{day_from_date, day_of};
-use yujing::pipeline::detect::{RegionalOutput, RegionalStage};
 use yujing::pipeline::resolve::{Target, resolve};
 use yujing::schemas::Schemas;
 

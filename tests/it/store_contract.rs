@@ -11,6 +11,7 @@ use std::sync::Arc;
 use base64::Engine;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use yujing::app::App;
+use yujing::batch::{BatchOutput, SourcePosition};
 use yujing::config::Secret;
 use yujing::domain::alert::{AlertStatus, HouseholdAlert, Level};
 use yujing::domain::dead_letter::DeadLetter;
@@ -22,11 +23,9 @@ use yujing::domain::registry::{
 };
 use yujing::domain::task::{ScreeningTask, TaskKind, TaskStatus};
 use yujing::generate::AnswerKey;
-use yujing::pipeline::core::{BatchOutput, Core};
+use yujing::pipeline::core::Core;
 use yujing::schemas::Schemas;
-use yujing::store::{
-    FeedCursor, Fence, OutboxRow, OutboxTopics, Report, SourcePosition, Store, StoreError,
-};
+use yujing::store::{FeedCursor, Fence, OutboxRow, OutboxTopics, Report, Store, StoreError};
 
 use crate::support::{self, Env};
 
@@ -1084,7 +1083,7 @@ async fn contract_event_text(subject: Subject) {
     let store = subject.store();
     let mut core = subject.core().await;
     let batch = core.process(&county.records, now());
-    let awkward = |mut event: yujing::pipeline::core::StoredEvent, n: usize| {
+    let awkward = |mut event: yujing::batch::StoredEvent, n: usize| {
         event.origin = Origin::File {
             path: Arc::from(format!("/数据/县{n}\t\\tab\there\nline\r.ndjson").as_str()),
             line: 7,
@@ -1096,7 +1095,7 @@ async fn contract_event_text(subject: Subject) {
     };
     let first = awkward(batch.events[0].clone(), 1);
     let second = awkward(batch.events[1].clone(), 2);
-    let only = |events: Vec<yujing::pipeline::core::StoredEvent>| BatchOutput {
+    let only = |events: Vec<yujing::batch::StoredEvent>| BatchOutput {
         events,
         ..BatchOutput::default()
     };
@@ -1506,7 +1505,7 @@ async fn contract_load_state(subject: Subject) {
         within.closed_alerts,
         vec![(
             alert.household_id.clone(),
-            yujing::pipeline::rules::ClosedAlert {
+            yujing::batch::ClosedAlert {
                 risk_types: alert.risk_types.clone(),
                 level: alert.level,
                 closed_at,

@@ -16,7 +16,7 @@ pub mod systemic;
 
 pub use ears::{DetectError, Judgement};
 pub use settings::DetectSettings;
-pub use stage::{CountRow, RegionalOutput, RegionalStage, SeriesCheckpoint, WatermarkState};
+pub use stage::RegionalStage;
 
 use crate::domain::ids::RegionCode;
 use crate::domain::signal::{Method, RiskKind};

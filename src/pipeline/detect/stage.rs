@@ -10,12 +10,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::batch::{CountRow, RegionalOutput, RestoredEvent, SeriesCheckpoint, WatermarkState};
 use crate::domain::event::{Event, Payload, Subject};
 use crate::domain::ids::{RegionCode, RegionLevel, stable_id};
 use crate::domain::registry::{HouseholdIdx, Registry};
 use crate::domain::signal::{Method, RegionalSignal, RiskKind};
 use crate::domain::task::{ScreeningTask, TaskKind, TaskStatus};
-use crate::pipeline::core::RestoredEvent;
 
 use super::cusum::CusumState;
 use super::ears::{DetectError, Judgement};
@@ -47,68 +47,27 @@ pub enum RegionalError {
     Detector(#[from] DetectError),
 }
 
-/// One count row: the absolute number of distinct households of `region` with `kind`
-/// on `day`. The store upserts it (primary key region, kind, day).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CountRow {
-    /// Region (village, township or county).
-    pub region_code: RegionCode,
-    /// Risk kind.
-    pub kind: RiskKind,
-    /// CST day.
-    pub day: NaiveDate,
-    /// Distinct households.
-    pub count: u32,
+/// A series' detector state as its checkpoint document holds it (the same shape the
+/// store has always kept, so older stores restore).
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredSeries {
+    region_code: RegionCode,
+    kind: RiskKind,
+    epochs: Vec<Epoch>,
 }
 
-/// A series' detector state: its CUSUM model per refit period (at most two: the
-/// previous and the current), each with the statistic carried into its first day.
-/// Upserted by the store (primary key region, kind), typically as JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SeriesCheckpoint {
-    /// Region.
-    pub region_code: RegionCode,
-    /// Kind.
-    pub kind: RiskKind,
-    /// Refit periods, oldest first.
-    pub epochs: Vec<Epoch>,
-}
-
-/// The stage's clock: one row in the store, replaced when it changes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WatermarkState {
-    /// Latest event time seen.
-    pub max_event_time: Option<DateTime<Utc>>,
-    /// The watermark (never goes backwards).
-    pub watermark: Option<DateTime<Utc>>,
-    /// Processing time the latest event time last moved (for the idle timeout).
-    pub last_progress_at: Option<DateTime<Utc>>,
-    /// First day of every series (frozen when the first day is judged).
-    pub origin: Option<NaiveDate>,
-    /// Last judged day.
-    pub judged_through: Option<NaiveDate>,
-}
-
-/// Everything one [`RegionalStage::flush`] produced: what the store must commit in the
-/// same transaction as the batch.
-#[derive(Debug, Default, PartialEq)]
-pub struct RegionalOutput {
-    /// Count rows created or changed (absolute values).
-    pub counts: Vec<CountRow>,
-    /// Series checkpoints created or changed.
-    pub checkpoints: Vec<SeriesCheckpoint>,
-    /// The clock, when it changed.
-    pub watermark: Option<WatermarkState>,
-    /// Signal snapshots raised, updated or cleared.
-    pub signals: Vec<RegionalSignal>,
-    /// Campaign screening tasks opened.
-    pub tasks: Vec<ScreeningTask>,
-    /// Events of this batch for days already judged.
-    pub late_events: u64,
-    /// Of them, those that changed a count (and re-judged its days).
-    pub late_corrections: u64,
-    /// Days newly closed and judged.
-    pub days_judged: u64,
+fn checkpoint(key: SeriesKey, epochs: &[Epoch]) -> SeriesCheckpoint {
+    let stored = StoredSeries {
+        region_code: key.region,
+        kind: key.kind,
+        epochs: epochs.to_vec(),
+    };
+    SeriesCheckpoint {
+        region_code: key.region,
+        kind: key.kind,
+        // Epochs hold finite numbers and dates only: serialising them cannot fail.
+        document: serde_json::to_string(&stored).unwrap_or_default(),
+    }
 }
 
 /// One series in memory.
@@ -589,11 +548,7 @@ impl RegionalStage {
             .collect();
         for (key, series) in &mut self.series {
             if std::mem::take(&mut series.checkpoint_dirty) {
-                output.checkpoints.push(SeriesCheckpoint {
-                    region_code: key.region,
-                    kind: key.kind,
-                    epochs: series.epochs.clone(),
-                });
+                output.checkpoints.push(checkpoint(*key, &series.epochs));
             }
         }
         if std::mem::take(&mut self.clock_dirty) {
@@ -996,8 +951,10 @@ impl RegionalStage {
             kind: checkpoint.kind,
             reason: reason.to_string(),
         };
+        let stored: StoredSeries =
+            serde_json::from_str(&checkpoint.document).map_err(|e| corrupt(&e.to_string()))?;
         let refit = self.refit_days();
-        for epoch in &checkpoint.epochs {
+        for epoch in &stored.epochs {
             if day_from_date(epoch.start).rem_euclid(refit) != 0 {
                 return Err(corrupt("a refit period does not start on the grid"));
             }
@@ -1012,7 +969,7 @@ impl RegionalStage {
                 kind: checkpoint.kind,
             })
             .or_default();
-        series.epochs = checkpoint.epochs;
+        series.epochs = stored.epochs;
         series.epochs.sort_by_key(|e| e.start);
         Ok(())
     }

@@ -533,10 +533,7 @@ impl FakeStore {
                 }),
         );
         for checkpoint in self.checkpoints.values() {
-            let json = serde_json::to_string(checkpoint).unwrap();
-            stage
-                .restore_checkpoint(serde_json::from_str(&json).unwrap())
-                .unwrap();
+            stage.restore_checkpoint(checkpoint.clone()).unwrap();
         }
         for signal in self.signals.values() {
             stage.restore_signal(signal.clone());

@@ -11,27 +11,15 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Datelike, Duration, Utc};
 
+use crate::batch::ClosedAlert;
 use crate::config::{PolicySettings, RuleSettings};
-use crate::domain::alert::{Action, AlertStatus, HouseholdAlert, Level, RiskType, RuleFinding};
+use crate::domain::alert::{Action, AlertStatus, HouseholdAlert, Level, RuleFinding};
 use crate::domain::ids::{EventId, RegionCode, stable_id};
 use crate::domain::registry::{Household, HouseholdIdx, HouseholdStatus, MonitoringType, Registry};
 use crate::domain::task::{ScreeningTask, TaskKind, TaskStatus};
 
 use evaluate::{Detail, Evaluation, Gathered, HouseholdContext, evaluate_with};
 use facts::RiskEvent;
-
-/// A closed alert, as far as the cool-down needs it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClosedAlert {
-    /// Its risk types.
-    pub risk_types: Vec<RiskType>,
-    /// Its level.
-    pub level: Level,
-    /// When it closed.
-    pub closed_at: DateTime<Utc>,
-    /// Its evidence: events already handled by a visit.
-    pub evidence: Vec<EventId>,
-}
 
 /// Per-household alert state.
 #[derive(Debug, Default)]

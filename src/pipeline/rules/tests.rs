@@ -8,6 +8,7 @@ use super::evaluate::rule_ids::*;
 use super::facts::Fact;
 use super::*;
 use crate::config::Settings;
+use crate::domain::alert::RiskType;
 use crate::domain::event::{Decision, Hazard, HouseDamage, HousingRating, Program, SchoolStage};
 use crate::domain::ids::{HouseholdId, RegionCode};
 

@@ -8,9 +8,10 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::BatchOutput;
+use crate::batch::SourcePosition;
 use crate::config::StoreSettings;
-use crate::pipeline::core::BatchOutput;
-use crate::store::{SourcePosition, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 
 /// Commits `batch` with `positions`, retrying transient errors. Gives up when the

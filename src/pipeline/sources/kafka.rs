@@ -18,9 +18,10 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
+use crate::batch::SourcePosition;
 use crate::config::KafkaSettings;
 use crate::domain::record::{Origin, RawRecord};
-use crate::store::{SourcePosition, Store};
+use crate::store::Store;
 use crate::telemetry::Metrics;
 
 /// How long a revocation waits for the batches in flight to commit.

@@ -7,8 +7,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use crate::batch::SourcePosition;
 use crate::domain::record::{Origin, RawRecord};
-use crate::store::SourcePosition;
 
 /// Bytes hashed to recognise a file when resuming.
 const FINGERPRINT_BYTES: usize = 4096;
