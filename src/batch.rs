@@ -107,6 +107,8 @@ pub struct BatchOutput {
     pub regional: RegionalOutput,
     /// Counts.
     pub counts: BatchCounts,
+    /// The inputs whose event-time progress this batch changed.
+    pub lanes: Vec<LaneProgress>,
 }
 
 /// One count row: the absolute number of distinct households of `region` with `kind`
@@ -137,7 +139,7 @@ pub struct SeriesCheckpoint {
 }
 
 /// The stage's clock: one row in the store, replaced when it changes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatermarkState {
     /// Latest event time seen.
     pub max_event_time: Option<DateTime<Utc>>,
@@ -149,6 +151,20 @@ pub struct WatermarkState {
     pub origin: Option<NaiveDate>,
     /// Last judged day.
     pub judged_through: Option<NaiveDate>,
+    /// Each input's event-time progress, by input key: while any input holds the
+    /// watermark, the watermark follows the least advanced of those that do (events
+    /// from a lagging partition or a file not yet read are not late for it).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub lanes: std::collections::BTreeMap<String, LaneClock>,
+}
+
+/// One input's event-time progress in the stage's clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaneClock {
+    /// Whether the input may still deliver events older than its latest one.
+    pub holding: bool,
+    /// Its latest event time.
+    pub max_event_time: Option<DateTime<Utc>>,
 }
 
 /// Everything one the regional stage's flush produced: what the store must commit in the
@@ -174,7 +190,7 @@ pub struct RegionalOutput {
 }
 
 /// Where one input stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourcePosition {
     /// `file:/abs/path`, `stdin`, or `kafka:topic:partition`.
     pub source_key: String,
@@ -184,6 +200,36 @@ pub struct SourcePosition {
     pub line: u64,
     /// Digest of the file's first bytes, to notice a replaced file.
     pub fingerprint: Option<String>,
+    /// The claim under which this instance reads the input (Kafka partitions: the
+    /// epoch the store gave it when the partition was assigned). A commit whose claim
+    /// another instance has since superseded is refused, so an evicted consumer can
+    /// never overwrite the new owner's position. `None`: not fenced (files, stdin).
+    pub claim: Option<i64>,
+}
+
+/// One input's event-time progress, as a source reports it with a batch: whether
+/// the input still *holds* the regional watermark (it may yet deliver events older
+/// than what it delivered so far: a file not read to its end, a partition behind its
+/// high watermark) or no longer does (a file at its end, a partition caught up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaneMark {
+    /// The input's key (as in [`SourcePosition::source_key`]).
+    pub lane: String,
+    /// Whether it holds the watermark.
+    pub holding: bool,
+}
+
+/// One input's event-time progress after a batch, as the store keeps it (the regional
+/// leader reads every instance's lanes): whether it holds the watermark, and the latest
+/// event time committed from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaneProgress {
+    /// The input's key.
+    pub lane: String,
+    /// Whether it holds the watermark.
+    pub holding: bool,
+    /// The latest event time of its accepted events (`None`: none yet).
+    pub max_event_time: Option<DateTime<Utc>>,
 }
 
 // What the store gives back at start-up.

@@ -109,6 +109,10 @@ pub struct InputSettings {
     pub max_dead_letter_bytes: usize,
     /// Batches in flight between stages.
     pub channel_capacity: usize,
+    /// A file whose last line has no line end yet is read up to that line only; the
+    /// line itself is read once the file has not changed for this long (a department
+    /// may still be writing it).
+    pub settle_seconds: u64,
 }
 
 /// `[privacy]`

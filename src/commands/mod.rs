@@ -20,7 +20,7 @@ use crate::config::Settings;
 use crate::domain::dead_letter::{DeadLetter, Rejection};
 use crate::domain::record::Origin;
 use crate::pipeline::decode::Decoder;
-use crate::pipeline::sources::ndjson::{Input, ReadLimits, read_input};
+use crate::pipeline::sources::ndjson::{Ending, Input, ReadLimits, read_input};
 use crate::pipeline::{PipelineError, RunSummary, run_ndjson};
 use crate::registry::{ImportError, RowError, parse_households, parse_members, parse_regions};
 use crate::store::{Report, StoreError};
@@ -121,38 +121,7 @@ pub async fn run(
     cancel: CancellationToken,
     progress: bool,
 ) -> Result<RunSummary, CommandError> {
-    let core = app.load_core().await?;
-    let relay_cancel = CancellationToken::new();
-    let relay = match app.store.outbox_topics() {
-        Some(_) => {
-            let producer = crate::pipeline::sinks::outbox::producer(&app.settings.kafka)
-                .map_err(|e| CommandError::Kafka(e.to_string()))?;
-            Some(tokio::spawn(crate::pipeline::sinks::outbox::relay(
-                app.store.clone(),
-                producer,
-                app.settings.kafka.clone(),
-                app.metrics.clone(),
-                std::sync::Arc::new(tokio::sync::Notify::new()),
-                relay_cancel.clone(),
-            )))
-        }
-        None => None,
-    };
-    let result = run_ndjson(
-        core,
-        &app.store,
-        &app.settings,
-        &app.metrics,
-        inputs,
-        cancel,
-        progress,
-    )
-    .await;
-    relay_cancel.cancel();
-    if let Some(relay) = relay {
-        let _ = relay.await;
-    }
-    Ok(result?.0)
+    Ok(run_ndjson(app, inputs, cancel, progress).await?)
 }
 
 /// `yujing run` on Kafka: consumes the department topics until cancelled.
@@ -295,7 +264,7 @@ pub fn validate(settings: &Settings, paths: &[PathBuf]) -> Result<ValidateReport
             byte_offset,
         };
         let now = Utc::now();
-        let mut check = |batch: crate::pipeline::sources::ndjson::RawBatch| {
+        let mut check = |batch: crate::pipeline::sources::RawBatch| {
             for record in batch.records {
                 report.lines += 1;
                 let rejection: Option<Rejection> = match record.original_len {
@@ -333,16 +302,18 @@ pub fn validate(settings: &Settings, paths: &[PathBuf]) -> Result<ValidateReport
         };
         let start = SourcePosition {
             source_key: name.clone(),
-            position: 0,
-            line: 0,
-            fingerprint: None,
+            ..SourcePosition::default()
         };
-        read_input(reader, &origin, start, limits, &mut check, &|_| {}).map_err(|source| {
-            CommandError::Io {
+        let ending = Ending {
+            complete: true,
+            lane: None,
+        };
+        read_input(reader, &origin, start, limits, ending, &mut check, &|_| {}).map_err(
+            |source| CommandError::Io {
                 path: name.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
     }
     Ok(report)
 }

@@ -55,6 +55,43 @@ impl Origin {
     }
 }
 
+impl Origin {
+    /// The key of the input the record came from, as its position is stored under:
+    /// `file:PATH`, `stdin`, `kafka:TOPIC:PARTITION`.
+    pub fn input_key(&self) -> String {
+        match self {
+            Origin::File { path, .. } => format!("file:{path}"),
+            Origin::Stdin { .. } => "stdin".to_string(),
+            Origin::Kafka {
+                topic, partition, ..
+            } => format!("kafka:{topic}:{partition}"),
+        }
+    }
+
+    /// Whether two records came from the same input.
+    pub fn same_input(&self, other: &Origin) -> bool {
+        match (self, other) {
+            (Origin::File { path: a, .. }, Origin::File { path: b, .. }) => {
+                std::sync::Arc::ptr_eq(a, b) || a == b
+            }
+            (Origin::Stdin { .. }, Origin::Stdin { .. }) => true,
+            (
+                Origin::Kafka {
+                    topic: a,
+                    partition: p,
+                    ..
+                },
+                Origin::Kafka {
+                    topic: b,
+                    partition: q,
+                    ..
+                },
+            ) => p == q && a == b,
+            _ => false,
+        }
+    }
+}
+
 /// One record's bytes and origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawRecord {

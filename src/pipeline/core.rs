@@ -33,7 +33,9 @@ use super::detect::RegionalStage;
 use super::resolve::{Target, person_lookup, resolve_with};
 use super::rules::HouseholdRules;
 use super::rules::facts::{Fact, PersonFacts, RiskEvent};
-use crate::batch::{BatchOutput, ClosedAlert, Match, RestoredEvent, StoredEvent};
+use crate::batch::{
+    BatchOutput, ClosedAlert, LaneMark, LaneProgress, Match, RestoredEvent, StoredEvent,
+};
 
 /// A hasher for keys that are already uniformly distributed digests.
 #[derive(Default)]
@@ -87,6 +89,11 @@ pub struct Core {
     decoded: Vec<(Event, u32)>,
     /// The look-ups of each decoded event.
     lookups: Vec<Lookup>,
+    /// Whether each input of the run holds the regional watermark, as its source last
+    /// said (declared inputs hold it until then; an input never declared does not).
+    lanes: std::collections::BTreeMap<String, bool>,
+    /// Inputs whose holding changed since the last batch.
+    marked: Vec<String>,
 }
 
 /// Household work of an accepted event, done household by household at the end
@@ -126,7 +133,74 @@ impl Core {
             sorting: Vec::new(),
             decoded: Vec::new(),
             lookups: Vec::new(),
+            lanes: Default::default(),
+            marked: Vec::new(),
         }
+    }
+
+    /// Declares the inputs of this run (its files, or the partitions assigned): each
+    /// holds the regional watermark until its source says it no longer does; inputs of
+    /// earlier runs no longer hold it.
+    pub fn declare_lanes(&mut self, lanes: &[String]) {
+        self.lanes = lanes.iter().map(|lane| (lane.clone(), true)).collect();
+        self.marked = lanes.to_vec();
+        if self.regional_inline {
+            self.regional
+                .declare_lanes(lanes.iter().map(String::as_str));
+        }
+    }
+
+    /// Takes what the source says of its inputs with the next batch.
+    pub fn mark_lanes(&mut self, marks: &[LaneMark]) {
+        for mark in marks {
+            let holding = self.lanes.entry(mark.lane.clone()).or_insert(!mark.holding);
+            if *holding != mark.holding {
+                *holding = mark.holding;
+                if !self.marked.contains(&mark.lane) {
+                    self.marked.push(mark.lane.clone());
+                }
+            }
+        }
+    }
+
+    /// The batch's progress of each input it touched: the latest event time of its
+    /// accepted events, and whether it still holds the watermark.
+    fn lane_progress(&mut self, events: &[StoredEvent]) -> Vec<LaneProgress> {
+        let mut lanes: Vec<LaneProgress> = Vec::new();
+        let mut current: Option<(usize, &crate::domain::record::Origin)> = None;
+        for event in events {
+            let at = match current {
+                Some((at, origin)) if origin.same_input(&event.origin) => at,
+                _ => {
+                    let key = event.origin.input_key();
+                    let at = match lanes.iter().position(|lane| lane.lane == key) {
+                        Some(at) => at,
+                        None => {
+                            lanes.push(LaneProgress {
+                                holding: self.lanes.get(&key).copied().unwrap_or(false),
+                                lane: key,
+                                max_event_time: None,
+                            });
+                            lanes.len() - 1
+                        }
+                    };
+                    current = Some((at, &event.origin));
+                    at
+                }
+            };
+            let lane = &mut lanes[at];
+            lane.max_event_time = lane.max_event_time.max(Some(event.occurred_at));
+        }
+        for key in std::mem::take(&mut self.marked) {
+            if !lanes.iter().any(|lane| lane.lane == key) {
+                lanes.push(LaneProgress {
+                    holding: self.lanes.get(&key).copied().unwrap_or(false),
+                    lane: key,
+                    max_event_time: None,
+                });
+            }
+        }
+        lanes
     }
 
     /// The same core without its regional stage: another process (the regional
@@ -270,7 +344,9 @@ impl Core {
         let changes = self.rules.drain();
         output.alerts = changes.alerts;
         output.tasks = changes.tasks;
+        output.lanes = self.lane_progress(&output.events);
         if self.regional_inline {
+            self.regional.update_lanes(&output.lanes);
             output.regional = self.regional.flush(&self.registry, now);
         }
         output.counts.suppressed = changes.suppressed;

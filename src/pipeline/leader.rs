@@ -115,7 +115,8 @@ async fn lead(
         if cancel.is_cancelled() {
             return Ok(());
         }
-        let events = app.store.feed_events(cursor, FEED_BATCH).await?;
+        let step = app.store.feed_step(cursor, FEED_BATCH, "kafka:").await?;
+        let events = step.events;
         for fed in &events {
             if let Some((event, households)) = observation(fed, &registry) {
                 stage.observe(&event, &households, &registry);
@@ -123,6 +124,11 @@ async fn lead(
         }
         if let Some(last) = events.last() {
             cursor = last.cursor;
+        }
+        // Every instance's inputs, as of the events read: the watermark waits for a
+        // partition still behind, whoever reads it.
+        if let Some(lanes) = &step.lanes {
+            stage.update_lanes(lanes);
         }
         app.metrics.regional_fed(events.len() as u64);
         let now = Utc::now();

@@ -1,11 +1,15 @@
-//! The pipeline: a source -> the core -> the store sink, joined by bounded
-//! channels, so a slow store stalls the source instead of growing memory. This
-//! module is the only one that knows about threads and channels; the core itself
-//! is pure.
+//! The pipeline: one driver runs any [`sources::Source`] -> the core -> the store
+//! sink, joined by bounded channels, so a slow store stalls the source instead of
+//! growing memory. The driver also owns what a source's inputs need from the store
+//! (their stored positions, and for Kafka partitions a claim that fences a former
+//! owner) and rebuilds the core's state from the store whenever the inputs change.
+//! This module is the only one that knows about threads and channels; the core
+//! itself is pure.
 //!
 //! ```text
-//! source ──(RawBatch, cap N)──▶ core thread ──(BatchOutput, cap N)──▶ store sink ──▶ outbox relay
-//! NDJSON reader thread, or the Kafka consumer task          (results + positions in one transaction)
+//! source ──(RawBatch, cap N)──▶ core thread ──(BatchOutput, cap N)──▶ store writer ──▶ outbox relay
+//!   ▲ establish(stored positions)                                     │ committed / discarded
+//!   └──────────────── driver (claims, state reloads) ◀────────────────┘
 //! ```
 
 pub mod core;
@@ -20,38 +24,37 @@ pub mod sinks;
 pub mod sources;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use rdkafka::consumer::Consumer;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, AppError};
-use crate::batch::SourcePosition;
-use crate::batch::{BatchCounts, BatchOutput};
+use crate::batch::{BatchCounts, BatchOutput, SourcePosition};
 use crate::config::Settings;
-use crate::domain::record::Origin;
 use crate::store::{BegunBatch, Store, StoreError};
 use crate::telemetry::Metrics;
 use core::Core;
 use detect::settings::Placement;
-use sources::kafka::{KafkaSourceError, Progress};
-use sources::ndjson::{Input, RawBatch, ReadLimits, SourceError};
+use sources::kafka::KafkaSource;
+use sources::ndjson::{Input, NdjsonSource};
+use sources::{Acknowledge, Pulled, RawBatch, Source, SourceError, Start};
 
 /// A run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// An input could not be read.
+    /// An input could not be read (or the Kafka source could not start).
     #[error(transparent)]
     Source(#[from] SourceError),
-    /// The Kafka source could not start.
-    #[error(transparent)]
-    Kafka(#[from] KafkaSourceError),
+    /// The outbox producer could not be created.
+    #[error("kafka producer: {0}")]
+    Producer(#[from] rdkafka::error::KafkaError),
     /// The store failed permanently (or for longer than the retry budget).
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The state could not be reloaded after a rebalance.
+    /// The state could not be loaded (at the start, or after a rebalance).
     #[error(transparent)]
     Reload(#[from] Box<AppError>),
     /// A pipeline thread panicked (a bug).
@@ -98,17 +101,18 @@ impl RunSummary {
 
 /// What the core thread receives.
 enum CoreInput {
-    /// A batch, with its sequence number.
-    Batch(u64, RawBatch),
+    /// A batch, with its sequence number and the assignment generation it was read in.
+    Batch(u64, u64, RawBatch),
     /// Replace the core (its state reloaded from the store after a rebalance).
     Replace(Box<Core>),
     /// A finite input ended: judge every day up to the latest event's.
-    EndOfInput(u64),
+    EndOfInput(u64, u64),
 }
 
 /// A processed batch on its way to the store.
 struct Processed {
     seq: u64,
+    generation: u64,
     output: BatchOutput,
     positions: Vec<SourcePosition>,
 }
@@ -123,37 +127,36 @@ fn spawn_core(
     tokio::task::spawn_blocking(move || {
         let mut core_time = Duration::ZERO;
         while let Some(message) = input.blocking_recv() {
-            match message {
-                CoreInput::Replace(fresh) => core = *fresh,
-                CoreInput::EndOfInput(seq) => {
+            let (seq, generation, processed, positions) = match message {
+                CoreInput::Replace(fresh) => {
+                    core = *fresh;
+                    continue;
+                }
+                CoreInput::EndOfInput(seq, generation) => {
                     core.end_of_input();
                     let began = Instant::now();
                     let processed = core.process(&[], Utc::now());
                     core_time += began.elapsed();
-                    let processed = Processed {
-                        seq,
-                        output: processed,
-                        positions: Vec::new(),
-                    };
-                    if output.blocking_send(processed).is_err() {
-                        break;
-                    }
+                    (seq, generation, processed, Vec::new())
                 }
-                CoreInput::Batch(seq, batch) => {
+                CoreInput::Batch(seq, generation, batch) => {
                     let began = Instant::now();
+                    core.mark_lanes(&batch.lanes);
                     let processed = core.process(&batch.records, Utc::now());
                     let elapsed = began.elapsed();
                     core_time += elapsed;
                     metrics.batch_processed(elapsed);
-                    let processed = Processed {
-                        seq,
-                        output: processed,
-                        positions: batch.positions,
-                    };
-                    if output.blocking_send(processed).is_err() {
-                        break;
-                    }
+                    (seq, generation, processed, batch.positions)
                 }
+            };
+            let processed = Processed {
+                seq,
+                generation,
+                output: processed,
+                positions,
+            };
+            if output.blocking_send(processed).is_err() {
+                break;
             }
         }
         (core, core_time)
@@ -174,8 +177,27 @@ fn abort_after_commit() -> Option<u64> {
 /// Batches whose transactions may be begun ahead of their turn, at most.
 const BEGIN_AHEAD: usize = 2;
 
-/// Commits processed batches in order until the channel closes; calls
-/// `committed` after each commit. Stops at the first permanent store error.
+/// What the store writer reports to the driver.
+enum Written {
+    /// A batch read in the current generation was refused: another instance claims an
+    /// input it was read from.
+    Fenced(u64),
+}
+
+/// The store writer's view of the driver: who hears of settled batches, the current
+/// assignment generation, and where to report a refused claim.
+struct WriterLink {
+    acknowledge: Arc<dyn Acknowledge>,
+    generation: Arc<AtomicU64>,
+    fenced: mpsc::UnboundedSender<Written>,
+    wake: Arc<Notify>,
+}
+
+/// Commits processed batches in order until the channel closes. Stops at the first
+/// permanent store error — but a batch refused because another instance claimed one
+/// of its inputs ([`StoreError::Fenced`]) is void, with every batch of its generation
+/// or older after it (committing them would skip its records), and the driver hears
+/// of it when it belongs to the current generation.
 ///
 /// Batches waiting behind the one being committed begin their transactions on other
 /// connections (their events inserted, [`Store::begin_ahead`]), up to
@@ -189,7 +211,7 @@ async fn write_all(
     settings: &Settings,
     metrics: &Metrics,
     cancel: &CancellationToken,
-    mut committed: impl FnMut(u64, &[SourcePosition]),
+    link: &WriterLink,
 ) -> Result<RunSummary, StoreError> {
     type Begun = Option<tokio::task::JoinHandle<Option<BegunBatch>>>;
     let mut summary = RunSummary::default();
@@ -201,6 +223,7 @@ async fn write_all(
         0
     };
     let mut queue: std::collections::VecDeque<(Arc<Processed>, Begun)> = Default::default();
+    let mut void_through: Option<u64> = None;
     let mut open = true;
     loop {
         // Take what is waiting (waiting for a batch only when none is queued).
@@ -237,29 +260,49 @@ async fn write_all(
         let Some((processed, begun)) = queue.pop_front() else {
             break;
         };
+        if void_through.is_some_and(|generation| processed.generation <= generation) {
+            if let Some(handle) = begun {
+                handle.abort();
+            }
+            link.acknowledge.discarded(processed.seq);
+            continue;
+        }
         // A batch whose beginning failed (or whose task died) commits in turn.
         let begun = match begun {
             Some(handle) => handle.await.ok().flatten(),
             None => None,
         };
-        let result = commit_one(store, &processed, begun, settings, metrics, cancel).await;
-        if let Err(error) = result {
-            tracing::error!(error = %error, "store commit failed; stopping");
-            // What was begun ahead is rolled back: stop the tasks, dropping their
-            // transactions.
-            for (_, begun) in queue {
-                if let Some(handle) = begun {
-                    handle.abort();
+        match commit_one(store, &processed, begun, settings, metrics, cancel).await {
+            Ok(()) => {}
+            Err(StoreError::Fenced { source_key }) => {
+                tracing::warn!(input = %source_key, seq = processed.seq, "batch refused: another instance claims its input; it and the batches read after it are void");
+                void_through = Some(processed.generation.max(void_through.unwrap_or(0)));
+                link.acknowledge.discarded(processed.seq);
+                if processed.generation == link.generation.load(Ordering::SeqCst) {
+                    let _ = link.fenced.send(Written::Fenced(processed.generation));
                 }
+                continue;
             }
-            return Err(error);
+            Err(error) => {
+                tracing::error!(error = %error, "store commit failed; stopping");
+                // What was begun ahead is rolled back: stop the tasks, dropping their
+                // transactions.
+                for (_, begun) in queue {
+                    if let Some(handle) = begun {
+                        handle.abort();
+                    }
+                }
+                return Err(error);
+            }
         }
         summary.add(&processed.output);
         if abort_after.is_some_and(|n| summary.batches >= n) {
             tracing::error!("failpoint abort_after_commit reached; aborting");
             std::process::abort();
         }
-        committed(processed.seq, &processed.positions);
+        link.acknowledge
+            .committed(processed.seq, &processed.positions);
+        link.wake.notify_one();
     }
     Ok(summary)
 }
@@ -284,6 +327,7 @@ async fn commit_one(
                 metrics.batch_committed(&processed.output, attempt.elapsed());
                 return Ok(());
             }
+            Err(error @ StoreError::Fenced { .. }) => return Err(error),
             Err(error) => {
                 metrics.commit_retried();
                 tracing::warn!(error = %error, "finishing a batch begun ahead failed; committing it anew");
@@ -301,157 +345,19 @@ async fn commit_one(
     .await
 }
 
-/// Runs NDJSON inputs to their end through `core` into `store`. Files resume from
-/// their stored positions. Returns the summary and the core (with its state).
+/// Runs NDJSON inputs (files resume from their stored positions; `-` is stdin) to
+/// their end, or until `cancel`. With Kafka outputs configured, the outbox is
+/// published as the run goes and flushed at its end.
 pub async fn run_ndjson(
-    core: Core,
-    store: &Store,
-    settings: &Settings,
-    metrics: &Metrics,
+    app: &App,
     inputs: Vec<Input>,
     cancel: CancellationToken,
     progress: bool,
-) -> Result<(RunSummary, Core), PipelineError> {
-    let started = Instant::now();
-    // Look up where each file stands before the blocking reader starts.
-    let mut opened = Vec::with_capacity(inputs.len());
-    let mut total_bytes = 0;
-    for input in inputs {
-        match input {
-            Input::File(path) => {
-                let path = std::fs::canonicalize(&path).map_err(|source| SourceError::Io {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                let stored = store.position(&sources::ndjson::file_key(&path)).await?;
-                let (reader, start, remaining) = sources::ndjson::open_file(&path, stored)?;
-                total_bytes += remaining;
-                opened.push(Opened::File(path, reader, start));
-            }
-            Input::Stdin => opened.push(Opened::Stdin),
-        }
-    }
-    let limits = ReadLimits {
-        batch_size: settings.input.batch_size,
-        max_line_bytes: settings.input.max_line_bytes,
-        max_dead_letter_bytes: settings.input.max_dead_letter_bytes,
-    };
-    let bar = progress.then(|| progress_bar(total_bytes));
-    let capacity = settings.input.channel_capacity;
-    let (raw_tx, raw_rx) = mpsc::channel::<CoreInput>(capacity);
-    let (out_tx, out_rx) = mpsc::channel::<Processed>(capacity);
-
-    let reader_cancel = cancel.clone();
-    let reader_bar = bar.clone();
-    let reader = tokio::task::spawn_blocking(move || -> Result<(), SourceError> {
-        let progress = |bytes: u64| {
-            if let Some(bar) = &reader_bar {
-                bar.inc(bytes);
-            }
-        };
-        let mut seq = 0;
-        let mut emit = |batch: RawBatch| -> bool {
-            seq += 1;
-            !reader_cancel.is_cancelled()
-                && raw_tx.blocking_send(CoreInput::Batch(seq, batch)).is_ok()
-        };
-        for input in opened {
-            if reader_cancel.is_cancelled() {
-                break;
-            }
-            match input {
-                Opened::File(path, reader, start) => {
-                    let name = path.display().to_string();
-                    let shared: Arc<str> = Arc::from(name.as_str());
-                    let origin = |line, byte_offset| Origin::File {
-                        path: shared.clone(),
-                        line,
-                        byte_offset,
-                    };
-                    let span =
-                        tracing::info_span!("read", input = %name, from_offset = start.position);
-                    let _entered = span.enter();
-                    sources::ndjson::read_input(
-                        reader, &origin, start, limits, &mut emit, &progress,
-                    )
-                    .map_err(|source| SourceError::Io {
-                        path: name.clone(),
-                        source,
-                    })?;
-                }
-                Opened::Stdin => {
-                    let stdin = std::io::stdin();
-                    let origin = |line, byte_offset| Origin::Stdin { line, byte_offset };
-                    let start = SourcePosition {
-                        source_key: "stdin".into(),
-                        position: 0,
-                        line: 0,
-                        fingerprint: None,
-                    };
-                    sources::ndjson::read_input(
-                        stdin.lock(),
-                        &origin,
-                        start,
-                        limits,
-                        &mut emit,
-                        &progress,
-                    )
-                    .map_err(|source| SourceError::Io {
-                        path: "stdin".into(),
-                        source,
-                    })?;
-                }
-            }
-        }
-        if !reader_cancel.is_cancelled() {
-            let _ = raw_tx.blocking_send(CoreInput::EndOfInput(seq + 1));
-        }
-        Ok(())
-    });
-    let core_task = spawn_core(core, raw_rx, out_tx, metrics.clone());
-    // Stdin positions cannot be resumed from; they are not stored.
-    let (stdin_free_tx, stdin_free_rx) = mpsc::channel::<Processed>(capacity);
-    let filter = tokio::spawn(strip_stdin_positions(out_rx, stdin_free_tx));
-    let written = write_all(stdin_free_rx, store, settings, metrics, &cancel, |_, _| {}).await;
-    if written.is_err() {
-        cancel.cancel();
-    }
-    let _ = filter.await;
-    let read_result = reader
-        .await
-        .map_err(|e| PipelineError::Thread(e.to_string()))?;
-    let (core, core_time) = core_task
-        .await
-        .map_err(|e| PipelineError::Thread(e.to_string()))?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    let mut summary = written?;
-    read_result?;
-    summary.elapsed = started.elapsed();
-    summary.core_time = core_time;
-    Ok((summary, core))
-}
-
-async fn strip_stdin_positions(
-    mut input: mpsc::Receiver<Processed>,
-    output: mpsc::Sender<Processed>,
-) {
-    while let Some(mut processed) = input.recv().await {
-        processed.positions.retain(|p| p.source_key != "stdin");
-        if output.send(processed).await.is_err() {
-            break;
-        }
-    }
-}
-
-enum Opened {
-    File(
-        std::path::PathBuf,
-        std::io::BufReader<std::fs::File>,
-        SourcePosition,
-    ),
-    Stdin,
+) -> Result<RunSummary, PipelineError> {
+    // A missing key is what a newcomer must fix first.
+    app.pseudonymiser().map_err(Box::new)?;
+    let source = NdjsonSource::open(inputs, &app.settings.input, progress)?;
+    drive(app, source, cancel).await
 }
 
 /// Consumes the configured Kafka topics until `cancel` fires: batches go through
@@ -459,41 +365,115 @@ enum Opened {
 /// On cancel: the partial batch is processed and committed, the outbox flushed,
 /// offsets committed to the group, then it returns.
 pub async fn run_kafka(app: &App, cancel: CancellationToken) -> Result<RunSummary, PipelineError> {
-    let started = Instant::now();
-    let settings = &app.settings;
-    let kafka = &settings.kafka;
-    let progress = Arc::new(Progress::default());
-    let regional_inline = settings.detect.placement == Placement::Inline;
-    let consumer = sources::kafka::subscribe(
-        kafka,
-        app.store.clone(),
-        progress.clone(),
+    let regional_inline = app.settings.detect.placement == Placement::Inline;
+    let source = KafkaSource::subscribe(
+        &app.settings.kafka,
+        &app.settings.input,
         app.metrics.clone(),
         regional_inline,
     )?;
-    let core = app
+    drive(app, source, cancel).await
+}
+
+/// A name for this process among the instances of a consumer group.
+fn holder_name(app: &App) -> String {
+    format!(
+        "{}-{}-{}",
+        app.settings.kafka.client_id,
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    )
+}
+
+/// Claims inputs in the store, retrying transient failures with capped backoff (an
+/// assignment never starts without the positions stored with the results).
+async fn claim_with_retry(
+    app: &App,
+    keys: &[String],
+    holder: &str,
+    cancel: &CancellationToken,
+) -> Result<Vec<crate::store::Claimed>, StoreError> {
+    let mut backoff = Duration::from_millis(100);
+    let cap = Duration::from_secs(app.settings.store.max_backoff_seconds);
+    loop {
+        match app.store.claim_inputs(keys, holder, Utc::now()).await {
+            Ok(claimed) => return Ok(claimed),
+            Err(error) if error.is_transient() && !cancel.is_cancelled() => {
+                tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "cannot claim the assigned partitions; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Err(error),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(cap);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// The core for `lanes`, its state rebuilt from the store.
+async fn load_core(
+    app: &App,
+    regional_inline: bool,
+    lanes: &[String],
+) -> Result<Core, PipelineError> {
+    let mut core = app
         .load_core_with(regional_inline)
         .await
         .map_err(Box::new)?;
+    core.declare_lanes(lanes);
+    Ok(core)
+}
+
+/// Runs `source` through the core into the store until it ends or `cancel` fires.
+async fn drive<S: Source>(
+    app: &App,
+    mut source: S,
+    cancel: CancellationToken,
+) -> Result<RunSummary, PipelineError> {
+    let started = Instant::now();
+    let settings = &app.settings;
+    let claims = source.claims_inputs();
+    let regional_inline = !claims || settings.detect.placement == Placement::Inline;
+    let holder = holder_name(app);
+
+    // Inputs known from the start (files) begin at their stored positions; a consumer
+    // group's come with its first assignment, and the core's state is loaded then.
+    let inputs = source.inputs();
+    let core = if claims {
+        Core::new(
+            settings,
+            app.pseudonymiser().map_err(Box::new)?,
+            Default::default(),
+        )
+    } else {
+        let mut starts = Vec::with_capacity(inputs.len());
+        for key in &inputs {
+            starts.push(Start {
+                source_key: key.clone(),
+                claim: None,
+                position: app.store.position(key).await?,
+            });
+        }
+        let core = load_core(app, regional_inline, &inputs).await?;
+        source.establish(starts)?;
+        core
+    };
+
     // With several instances, one elected among them counts every instance's events.
     let leader_cancel = cancel.child_token();
     let leader =
         (!regional_inline).then(|| tokio::spawn(leader::run(app.clone(), leader_cancel.clone())));
-    let capacity = settings.input.channel_capacity;
-    let (raw_tx, raw_rx) = mpsc::channel::<CoreInput>(capacity);
-    let (out_tx, out_rx) = mpsc::channel::<Processed>(capacity);
-    let core_task = spawn_core(core, raw_rx, out_tx, app.metrics.clone());
-
     // The outbox relay runs until the writer is done and the backlog is flushed.
     let wake = Arc::new(Notify::new());
     let relay_cancel = CancellationToken::new();
-    let relay = match (kafka.publish_outputs, app.store.outbox_topics()) {
+    let relay = match (settings.kafka.publish_outputs, app.store.outbox_topics()) {
         (true, Some(_)) => {
-            let producer = sinks::outbox::producer(kafka).map_err(KafkaSourceError::from)?;
+            let producer = sinks::outbox::producer(&settings.kafka)?;
             Some(tokio::spawn(sinks::outbox::relay(
                 app.store.clone(),
                 producer,
-                kafka.clone(),
+                settings.kafka.clone(),
                 app.metrics.clone(),
                 wake.clone(),
                 relay_cancel.clone(),
@@ -502,13 +482,21 @@ pub async fn run_kafka(app: &App, cancel: CancellationToken) -> Result<RunSummar
         _ => None,
     };
 
-    let writer_progress = progress.clone();
-    let writer_consumer = consumer.clone();
-    let writer_wake = wake.clone();
+    let capacity = settings.input.channel_capacity;
+    let (core_tx, core_rx) = mpsc::channel::<CoreInput>(capacity);
+    let (out_tx, out_rx) = mpsc::channel::<Processed>(capacity);
+    let core_task = spawn_core(core, core_rx, out_tx, app.metrics.clone());
+    let generation = Arc::new(AtomicU64::new(0));
+    let (fenced_tx, mut fenced_rx) = mpsc::unbounded_channel();
+    let link = WriterLink {
+        acknowledge: source.acknowledger(),
+        generation: generation.clone(),
+        fenced: fenced_tx,
+        wake: wake.clone(),
+    };
     let writer_cancel = cancel.clone();
-    let store = app.store.clone();
-    let writer_settings = settings.clone();
-    let metrics = app.metrics.clone();
+    let (store, writer_settings, metrics) =
+        (app.store.clone(), settings.clone(), app.metrics.clone());
     let writer = tokio::spawn(async move {
         let result = write_all(
             out_rx,
@@ -516,11 +504,7 @@ pub async fn run_kafka(app: &App, cancel: CancellationToken) -> Result<RunSummar
             &writer_settings,
             &metrics,
             &writer_cancel,
-            |seq, positions| {
-                writer_progress.committed(seq, positions);
-                sources::kafka::commit_group_offsets(&writer_consumer, positions);
-                writer_wake.notify_one();
-            },
+            &link,
         )
         .await;
         if result.is_err() {
@@ -529,101 +513,92 @@ pub async fn run_kafka(app: &App, cancel: CancellationToken) -> Result<RunSummar
         result
     });
 
-    // The consumer loop: accumulate a batch, hand it over when full or old enough.
     let mut seq = 0u64;
-    let mut batch = RawBatch::default();
-    let mut offsets: std::collections::BTreeMap<(String, i32), i64> = Default::default();
-    let mut generation = progress.generation();
-    let mut first_assignment = true;
-    let wait = Duration::from_millis(kafka.batch_max_wait_ms);
-    let mut deadline = tokio::time::Instant::now() + wait;
     let mut failure = None;
+    let mut ended = false;
     loop {
-        let received = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break,
-            message = consumer.recv() => Some(message),
-            _ = tokio::time::sleep_until(deadline) => None,
-        };
-        if progress.generation() != generation {
-            // The assignment changed: records read before it are read again from
-            // the stored offsets by whoever owns their partitions now.
-            generation = progress.generation();
-            batch = RawBatch::default();
-            offsets.clear();
+        if let Ok(Written::Fenced(refused)) = fenced_rx.try_recv()
+            && refused == generation.load(Ordering::SeqCst)
+        {
+            // Read under a claim another instance holds now: give everything up and
+            // start again from a fresh assignment.
+            generation.fetch_add(1, Ordering::SeqCst);
+            if let Err(error) = source.rejoin() {
+                failure = Some(error.into());
+                break;
+            }
         }
-        if progress.take_reload() {
-            if !first_assignment {
-                let drained =
-                    tokio::task::block_in_place(|| progress.wait_drained(Duration::from_secs(120)));
-                if !drained {
-                    tracing::warn!("batches in flight did not commit before the reload");
+        let pulled = match source.next(&cancel).await {
+            Ok(pulled) => pulled,
+            Err(error) => {
+                failure = Some(error.into());
+                break;
+            }
+        };
+        match pulled {
+            Pulled::Batch(batch) => {
+                seq += 1;
+                source.handed(seq);
+                let current = generation.load(Ordering::SeqCst);
+                if core_tx
+                    .send(CoreInput::Batch(seq, current, batch))
+                    .await
+                    .is_err()
+                {
+                    break;
                 }
-                match app.load_core_with(regional_inline).await {
-                    Ok(core) => {
-                        if raw_tx
-                            .send(CoreInput::Replace(Box::new(core)))
-                            .await
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
+            }
+            Pulled::Reassigned(keys) => {
+                generation.fetch_add(1, Ordering::SeqCst);
+                let claimed = match claim_with_retry(app, &keys, &holder, &cancel).await {
+                    Ok(claimed) => claimed,
+                    Err(_) if cancel.is_cancelled() => break,
                     Err(error) => {
-                        failure = Some(PipelineError::Reload(Box::new(error)));
+                        failure = Some(error.into());
                         break;
                     }
+                };
+                // The state as committed by whoever read these partitions before.
+                let core = match load_core(app, regional_inline, &keys).await {
+                    Ok(core) => core,
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                };
+                if core_tx
+                    .send(CoreInput::Replace(Box::new(core)))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                let starts = claimed
+                    .into_iter()
+                    .map(|claim| Start {
+                        source_key: claim.source_key,
+                        claim: Some(claim.epoch),
+                        position: claim.position,
+                    })
+                    .collect();
+                if let Err(error) = source.establish(starts) {
+                    failure = Some(error.into());
+                    break;
                 }
             }
-            first_assignment = false;
-        }
-        match received {
-            Some(Ok(message)) => {
-                use rdkafka::message::Message;
-                let record = sources::kafka::record(
-                    &message,
-                    settings.input.max_line_bytes,
-                    settings.input.max_dead_letter_bytes,
-                );
-                app.metrics.messages_consumed(message.topic(), 1);
-                offsets.insert(
-                    (message.topic().to_string(), message.partition()),
-                    message.offset() + 1,
-                );
-                if batch.records.is_empty() {
-                    deadline = tokio::time::Instant::now() + wait;
-                }
-                batch.records.push(record);
-                if batch.records.len() < kafka.batch_max_messages {
-                    continue;
-                }
+            Pulled::Ended => {
+                ended = true;
+                break;
             }
-            Some(Err(error)) => {
-                // Broker gone, partition errors: librdkafka retries by itself.
-                tracing::warn!(error = %error, "kafka consumer error");
-                continue;
-            }
-            None => {
-                deadline = tokio::time::Instant::now() + wait;
-                if batch.records.is_empty() {
-                    continue;
-                }
-            }
-        }
-        seq += 1;
-        if hand_over(&raw_tx, &progress, seq, &mut batch, &mut offsets)
-            .await
-            .is_err()
-        {
-            break;
         }
     }
-    // Drain: the partial batch is processed and committed too.
-    if failure.is_none() && !batch.records.is_empty() && progress.generation() == generation {
+    // A finite input read to its end: judge every day up to its latest event.
+    if ended && !claims && !cancel.is_cancelled() {
         seq += 1;
-        let _ = hand_over(&raw_tx, &progress, seq, &mut batch, &mut offsets).await;
+        let current = generation.load(Ordering::SeqCst);
+        let _ = core_tx.send(CoreInput::EndOfInput(seq, current)).await;
     }
-    drop(raw_tx);
+    drop(core_tx);
     let (_, core_time) = core_task
         .await
         .map_err(|e| PipelineError::Thread(e.to_string()))?;
@@ -639,11 +614,11 @@ pub async fn run_kafka(app: &App, cancel: CancellationToken) -> Result<RunSummar
     if let Some(relay) = relay {
         let _ = relay.await;
     }
-    // A last synchronous group commit, for lag monitoring.
-    if let Ok(positions) = app.store.positions_with_prefix("kafka:").await {
-        sources::kafka::commit_group_offsets(&consumer, &positions);
+    // A last group commit of what is stored, for lag monitoring.
+    if claims && let Ok(positions) = app.store.positions_with_prefix("kafka:").await {
+        source.acknowledger().committed(seq, &positions);
     }
-    close_consumer(consumer, Duration::from_secs(10));
+    source.close();
     if let Some(failure) = failure {
         return Err(failure);
     }
@@ -651,47 +626,6 @@ pub async fn run_kafka(app: &App, cancel: CancellationToken) -> Result<RunSummar
     summary.elapsed = started.elapsed();
     summary.core_time = core_time;
     Ok(summary)
-}
-
-/// Leaves the group and closes the consumer on a thread of its own, waiting at
-/// most `timeout`: with the broker gone, librdkafka's close can wait for a
-/// coordinator that never answers. Offsets live in the store, so an unclean leave
-/// only delays the next rebalance by the session timeout.
-fn close_consumer(consumer: Arc<sources::kafka::SourceConsumer>, timeout: Duration) {
-    let (done, closed) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        consumer.unsubscribe();
-        drop(consumer);
-        let _ = done.send(());
-    });
-    if closed.recv_timeout(timeout).is_err() {
-        tracing::warn!("the Kafka consumer did not close in time; leaving it behind");
-    }
-}
-
-/// Hands the accumulated batch, with the next offset of each partition in it, to
-/// the core.
-async fn hand_over(
-    core: &mpsc::Sender<CoreInput>,
-    progress: &Progress,
-    seq: u64,
-    batch: &mut RawBatch,
-    offsets: &mut std::collections::BTreeMap<(String, i32), i64>,
-) -> Result<(), ()> {
-    let mut taken = std::mem::take(batch);
-    taken.positions = std::mem::take(offsets)
-        .into_iter()
-        .map(|((topic, partition), next)| SourcePosition {
-            source_key: sources::kafka::partition_key(&topic, partition),
-            position: next as u64,
-            line: 0,
-            fingerprint: None,
-        })
-        .collect();
-    progress.handed(seq);
-    core.send(CoreInput::Batch(seq, taken))
-        .await
-        .map_err(|_| ())
 }
 
 /// A byte progress bar on stderr.

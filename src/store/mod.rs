@@ -42,6 +42,15 @@ pub enum StoreError {
     /// Another instance took the regional lead over: this one's results are refused.
     #[error("the regional lead passed to another instance")]
     LeadershipLost,
+    /// Another instance has claimed an input this batch was read from (the group gave
+    /// it the partition): the batch is refused, and the partition's new owner reads it.
+    #[error(
+        "input {source_key} is now claimed by another instance; the batch read from it is refused"
+    )]
+    Fenced {
+        /// The input.
+        source_key: String,
+    },
 }
 
 impl StoreError {
@@ -72,7 +81,8 @@ impl StoreError {
             StoreError::UnsupportedUrl(_)
             | StoreError::Migrate(_)
             | StoreError::Corrupt(_)
-            | StoreError::LeadershipLost => false,
+            | StoreError::LeadershipLost
+            | StoreError::Fenced { .. } => false,
         }
     }
 }
@@ -181,6 +191,27 @@ pub struct StoredRegistry {
     pub members: Vec<(PersonKey, HouseholdId, bool)>,
     /// Regions.
     pub regions: Vec<Region>,
+}
+
+/// An input claimed by this instance ([`Store::claim_inputs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// The input.
+    pub source_key: String,
+    /// The claim's epoch: positions commit under it.
+    pub epoch: i64,
+    /// Its stored position (with the claim), if it has one.
+    pub position: Option<SourcePosition>,
+}
+
+/// One step of the regional leader's reading ([`Store::feed_step`]).
+#[derive(Debug, Default)]
+pub struct FeedStep {
+    /// Committed events after the cursor, in commit order.
+    pub events: Vec<FeedEvent>,
+    /// When `events` reached the end of what has committed: every input's progress as
+    /// of the same transactions. `None` when more events are waiting.
+    pub lanes: Option<Vec<crate::batch::LaneProgress>>,
 }
 
 /// One event behind an alert, as displayed.
@@ -367,6 +398,31 @@ impl Store {
     /// Gives the regional lead up (another instance may take it at once).
     pub async fn release_regional_lead(&self, lease: &Lease) -> Result<(), StoreError> {
         dispatch!(self, store => store.release_regional_lead(lease).await)
+    }
+
+    /// Claims `keys` (Kafka partitions just assigned) for `holder`, raising each one's
+    /// epoch, and returns each with its stored position: from now on only positions
+    /// under the new epochs commit ([`StoreError::Fenced`] otherwise). Each lane holds
+    /// the regional watermark until the new owner's first batch says otherwise.
+    pub async fn claim_inputs(
+        &self,
+        keys: &[String],
+        holder: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        dispatch!(self, store => store.claim_inputs(keys, holder, now).await)
+    }
+
+    /// Up to `limit` committed events after `after`, as [`Store::feed_events`] gives
+    /// them, and — when they reach the end of what has committed — the progress of
+    /// every input whose key starts with `lane_prefix`, read in the same snapshot.
+    pub async fn feed_step(
+        &self,
+        after: FeedCursor,
+        limit: i64,
+        lane_prefix: &str,
+    ) -> Result<FeedStep, StoreError> {
+        dispatch!(self, store => store.feed_step(after, limit, lane_prefix).await)
     }
 
     /// Up to `limit` committed events after `after`, in commit order; in PostgreSQL

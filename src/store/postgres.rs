@@ -76,6 +76,38 @@ const FEED_EVENTS: &str = "SELECT txid, id, event_id, source, kind, occurred_at,
      AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
      ORDER BY txid, id LIMIT $3";
 
+/// A batch's progress of one input ($1 lane, $2 holding, $3 latest event time, $4 now):
+/// the latest event time never moves back; `txid` is the writing transaction's.
+const UPSERT_LANE: &str = "INSERT INTO source_lanes (lane, holding, max_event_time, txid, updated_at) \
+     VALUES ($1, $2, $3, pg_current_xact_id()::text::bigint, $4) ON CONFLICT (lane) DO UPDATE SET \
+     holding = excluded.holding, max_event_time = CASE \
+     WHEN source_lanes.max_event_time IS NULL THEN excluded.max_event_time \
+     WHEN excluded.max_event_time IS NULL THEN source_lanes.max_event_time \
+     WHEN excluded.max_event_time > source_lanes.max_event_time THEN excluded.max_event_time \
+     ELSE source_lanes.max_event_time END, \
+     txid = excluded.txid, updated_at = excluded.updated_at";
+
+/// A claimed input's lane ($1 lane, $2 holding, $3 now): it holds the watermark until
+/// its new owner's first batch; its latest event time stays.
+const CLAIM_LANE: &str = "INSERT INTO source_lanes (lane, holding, max_event_time, txid, updated_at) \
+     VALUES ($1, $2, NULL, pg_current_xact_id()::text::bigint, $3) ON CONFLICT (lane) DO UPDATE SET \
+     holding = excluded.holding, txid = excluded.txid, updated_at = excluded.updated_at";
+
+/// Lanes under a key prefix ($1) last written by transactions older than the oldest
+/// one still running: in the same snapshot as a drained [`FEED_EVENTS`], every event
+/// of those transactions is read, so their lanes agree with what was read.
+const VISIBLE_LANES: &str = "SELECT lane, holding, max_event_time FROM source_lanes \
+     WHERE substr(lane, 1, length($1)) = $1 \
+     AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+
+/// Makes a read transaction's statements share one snapshot.
+async fn snapshot_reads(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<(), StoreError> {
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Household events and industry-project failures at or before the cursor ($1, $2)
 /// that occurred at or after $3 (Unix ms).
 const FEED_HISTORY: &str = "SELECT txid, id, event_id, source, kind, occurred_at, reported_at, household_id, region_code, match, payload FROM events \

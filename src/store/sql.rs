@@ -53,11 +53,13 @@ macro_rules! sql_store {
         use $crate::domain::signal::{RegionalSignal, RiskKind};
         use $crate::domain::task::{Outcome, ScreeningTask, TaskKind, TaskStatus};
         use $crate::batch::{CountRow, SeriesCheckpoint, WatermarkState};
-        use $crate::batch::{BatchOutput, RestoredEvent, SourcePosition, StoredRegional, StoredState};
+        use $crate::batch::{
+            BatchOutput, LaneProgress, RestoredEvent, SourcePosition, StoredRegional, StoredState,
+        };
         use $crate::batch::ClosedAlert;
         use $crate::store::sql::{ROWS_PER_INSERT, corrupt, millis_to_time, priority_households};
         use $crate::store::{
-            EvidenceItem, FeedCursor, FeedEvent, Fence, Lease, OutboxRow, OutboxTopics, Report,
+            Claimed, EvidenceItem, FeedCursor, FeedEvent, FeedStep, Fence, Lease, OutboxRow, OutboxTopics, Report,
             StoreError, StoredRegistry,
         };
 
@@ -331,7 +333,32 @@ macro_rules! sql_store {
                         .await?;
                     }
                 }
+                for lane in &batch.lanes {
+                    sqlx::query(super::UPSERT_LANE)
+                    .bind(&lane.lane)
+                    .bind(lane.holding)
+                    .bind(lane.max_event_time.map(|t| t.timestamp_millis()))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 for position in positions {
+                    if let Some(epoch) = position.claim {
+                        // Locks the claim until the commit: a new owner's claim waits for
+                        // this batch, and this batch is refused after a new owner's claim.
+                        let held = sqlx::query(
+                            "UPDATE source_claims SET epoch = epoch WHERE source_key = $1 AND epoch = $2",
+                        )
+                        .bind(&position.source_key)
+                        .bind(epoch)
+                        .execute(&mut *tx)
+                        .await?;
+                        if held.rows_affected() != 1 {
+                            return Err(StoreError::Fenced {
+                                source_key: position.source_key.clone(),
+                            });
+                        }
+                    }
                     sqlx::query(
                         "INSERT INTO source_positions (source_key, position, line, fingerprint, updated_at) \
                          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source_key) DO UPDATE SET \
@@ -396,6 +423,99 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            /// See [`crate::store::Store::claim_inputs`].
+            pub async fn claim_inputs(
+                &self,
+                keys: &[String],
+                holder: &str,
+                now: DateTime<Utc>,
+            ) -> Result<Vec<Claimed>, StoreError> {
+                let mut tx = self.batch_pool().begin().await?;
+                let mut claimed = Vec::with_capacity(keys.len());
+                for key in keys {
+                    let epoch: i64 = sqlx::query_scalar(
+                        "INSERT INTO source_claims (source_key, epoch, holder, claimed_at) VALUES ($1, 1, $2, $3) \
+                         ON CONFLICT (source_key) DO UPDATE SET epoch = source_claims.epoch + 1, \
+                         holder = excluded.holder, claimed_at = excluded.claimed_at RETURNING epoch",
+                    )
+                    .bind(key)
+                    .bind(holder)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    // The new owner holds the lane until its first batch says otherwise.
+                    sqlx::query(super::CLAIM_LANE)
+                    .bind(key)
+                    .bind(true)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    let position = sqlx::query(
+                        "SELECT position, line, fingerprint FROM source_positions WHERE source_key = $1",
+                    )
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|row| SourcePosition {
+                        source_key: key.clone(),
+                        position: row.get::<i64, _>(0) as u64,
+                        line: row.get::<i64, _>(1) as u64,
+                        fingerprint: row.get(2),
+                        claim: Some(epoch),
+                    });
+                    claimed.push(Claimed {
+                        source_key: key.clone(),
+                        epoch,
+                        position,
+                    });
+                }
+                tx.commit().await?;
+                self.after_commit();
+                Ok(claimed)
+            }
+
+            /// See [`crate::store::Store::feed_step`].
+            pub async fn feed_step(
+                &self,
+                after: FeedCursor,
+                limit: i64,
+                lane_prefix: &str,
+            ) -> Result<FeedStep, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                super::snapshot_reads(&mut tx).await?;
+                let rows = sqlx::query(super::FEED_EVENTS)
+                    .bind(after.txid)
+                    .bind(after.id)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let events = rows.iter().map(feed_event).collect::<Result<Vec<_>, _>>()?;
+                // Only when every finished transaction's events are read do the lanes of
+                // those transactions say where event time stands.
+                let lanes = if (events.len() as i64) < limit {
+                    let rows = sqlx::query(super::VISIBLE_LANES)
+                        .bind(lane_prefix)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let mut lanes = Vec::with_capacity(rows.len());
+                    for row in rows {
+                        lanes.push(LaneProgress {
+                            lane: row.get(0),
+                            holding: row.get(1),
+                            max_event_time: row
+                                .get::<Option<i64>, _>(2)
+                                .map(millis_to_time)
+                                .transpose()?,
+                        });
+                    }
+                    Some(lanes)
+                } else {
+                    None
+                };
+                tx.commit().await?;
+                Ok(FeedStep { events, lanes })
+            }
+
             /// See [`crate::store::Store::feed_events`].
             pub async fn feed_events(
                 &self,
@@ -446,6 +566,7 @@ macro_rules! sql_store {
                     position: row.get::<i64, _>(0) as u64,
                     line: row.get::<i64, _>(1) as u64,
                     fingerprint: row.get(2),
+                    claim: None,
                 }))
             }
 
@@ -470,6 +591,7 @@ macro_rules! sql_store {
                         position: row.get::<i64, _>(1) as u64,
                         line: row.get::<i64, _>(2) as u64,
                         fingerprint: row.get(3),
+                        claim: None,
                     })
                     .collect())
             }

@@ -227,6 +227,34 @@ const FEED_EVENTS: &str = "SELECT txid, id, event_id, source, kind, occurred_at,
 const FEED_HISTORY: &str = "SELECT txid, id, event_id, source, kind, occurred_at, reported_at, household_id, region_code, match, payload FROM events \
      WHERE txid = $1 AND id <= $2 AND occurred_at >= $3 \
      AND (household_id IS NOT NULL OR kind = 'industry_project_failure') ORDER BY id";
+/// A batch's progress of one input ($1 lane, $2 holding, $3 latest event time, $4 now):
+/// the latest event time never moves back; `txid` is the writing transaction's.
+const UPSERT_LANE: &str = "INSERT INTO source_lanes (lane, holding, max_event_time, txid, updated_at) \
+     VALUES ($1, $2, $3, 0, $4) ON CONFLICT (lane) DO UPDATE SET \
+     holding = excluded.holding, max_event_time = CASE \
+     WHEN source_lanes.max_event_time IS NULL THEN excluded.max_event_time \
+     WHEN excluded.max_event_time IS NULL THEN source_lanes.max_event_time \
+     WHEN excluded.max_event_time > source_lanes.max_event_time THEN excluded.max_event_time \
+     ELSE source_lanes.max_event_time END, \
+     txid = excluded.txid, updated_at = excluded.updated_at";
+
+/// A claimed input's lane ($1 lane, $2 holding, $3 now): it holds the watermark until
+/// its new owner's first batch; its latest event time stays.
+const CLAIM_LANE: &str = "INSERT INTO source_lanes (lane, holding, max_event_time, txid, updated_at) \
+     VALUES ($1, $2, NULL, 0, $3) ON CONFLICT (lane) DO UPDATE SET \
+     holding = excluded.holding, txid = excluded.txid, updated_at = excluded.updated_at";
+
+/// Lanes under a key prefix ($1). One writer, and a read transaction sees whole
+/// commits: in the same transaction as a drained [`FEED_EVENTS`], they agree with the
+/// events read.
+const VISIBLE_LANES: &str = "SELECT lane, holding, max_event_time FROM source_lanes \
+     WHERE substr(lane, 1, length($1)) = $1";
+
+/// A read transaction in WAL mode already reads one snapshot.
+async fn snapshot_reads(_tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<(), StoreError> {
+    Ok(())
+}
+
 super::sql::insert_events_by_values!(sqlx::Sqlite);
 
 #[cfg(test)]
@@ -238,8 +266,8 @@ mod tests {
 
     use super::*;
     use crate::batch::BatchOutput;
+    use crate::batch::SourcePosition;
     use crate::config::Settings;
-    use crate::store::SourcePosition;
 
     async fn open(path: &Path, wal_pages: u32) -> SqliteStore {
         let mut settings = Settings::defaults().store;
@@ -257,6 +285,7 @@ mod tests {
             position: line * 100,
             line,
             fingerprint: None,
+            claim: None,
         };
         store
             .commit_batch(&batch, &[position], None, None, Utc::now())

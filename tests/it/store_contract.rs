@@ -327,6 +327,7 @@ fn file_positions(records: &[RawRecord]) -> Vec<SourcePosition> {
                     position: byte_offset + record.bytes.len() as u64 + 1,
                     line: *line,
                     fingerprint: Some(format!("fp-{path}")),
+                    claim: None,
                 },
             );
         }
@@ -593,6 +594,7 @@ async fn contract_migrations(subject: Subject) {
         position: 7,
         line: 1,
         fingerprint: None,
+        claim: None,
     };
     store
         .commit_batch(
@@ -853,6 +855,7 @@ async fn contract_rollback(subject: Subject) {
         position: 1,
         line: 1,
         fingerprint: None,
+        claim: None,
     });
     let error = store
         .commit_batch(&batch_b, &positions, now())
@@ -930,6 +933,7 @@ async fn contract_positions(subject: Subject) {
             position,
             line,
             fingerprint: fingerprint.map(str::to_string),
+            claim: None,
         };
     let positions = vec![
         position("file:/data/村/民政.ndjson", 1_234_567, 8_910, Some("ab12")),

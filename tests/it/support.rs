@@ -18,10 +18,13 @@ pub struct Env {
 }
 
 impl Env {
-    /// A fresh folder.
+    /// A fresh folder (kept after the test when YUJING_TEST_KEEP is set, to read its logs).
     pub fn new() -> Env {
         Env {
-            dir: tempfile::tempdir().expect("temporary folder"),
+            dir: tempfile::Builder::new()
+                .disable_cleanup(std::env::var_os("YUJING_TEST_KEEP").is_some())
+                .tempdir()
+                .expect("temporary folder"),
         }
     }
 

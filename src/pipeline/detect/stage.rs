@@ -10,7 +10,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{CountRow, RegionalOutput, RestoredEvent, SeriesCheckpoint, WatermarkState};
+use crate::batch::{
+    CountRow, LaneClock, LaneProgress, RegionalOutput, RestoredEvent, SeriesCheckpoint,
+    WatermarkState,
+};
 use crate::domain::event::{Event, Payload, Subject};
 use crate::domain::ids::{RegionCode, RegionLevel, stable_id};
 use crate::domain::registry::{HouseholdIdx, Registry};
@@ -212,7 +215,46 @@ impl RegionalStage {
 
     /// The clock.
     pub fn watermark(&self) -> WatermarkState {
-        self.clock
+        self.clock.clone()
+    }
+
+    /// Declares the inputs of this run (file paths, assigned partitions): inputs not
+    /// among them no longer hold the watermark, and new ones hold it from the start —
+    /// until their first events, the watermark cannot pass them. Known inputs keep their
+    /// latest event time.
+    pub fn declare_lanes<'a>(&mut self, lanes: impl IntoIterator<Item = &'a str>) {
+        let mut declared = std::collections::BTreeMap::new();
+        for lane in lanes {
+            let clock = self.clock.lanes.get(lane).copied().unwrap_or_default();
+            declared.insert(
+                lane.to_string(),
+                LaneClock {
+                    holding: true,
+                    ..clock
+                },
+            );
+        }
+        if declared != self.clock.lanes {
+            self.clock.lanes = declared;
+            self.clock_dirty = true;
+        }
+    }
+
+    /// Takes inputs' progress: whether each holds the watermark and its latest event
+    /// time (never moved back). Takes effect at the next [`RegionalStage::flush`].
+    pub fn update_lanes<'a>(&mut self, lanes: impl IntoIterator<Item = &'a LaneProgress>) {
+        for progress in lanes {
+            let clock = self.clock.lanes.entry(progress.lane.clone()).or_default();
+            let max_event_time = clock.max_event_time.max(progress.max_event_time);
+            let next = LaneClock {
+                holding: progress.holding,
+                max_event_time,
+            };
+            if *clock != next {
+                *clock = next;
+                self.clock_dirty = true;
+            }
+        }
     }
 
     /// The latest signal of every (region, kind) (tests and the API).
@@ -552,7 +594,7 @@ impl RegionalStage {
             }
         }
         if std::mem::take(&mut self.clock_dirty) {
-            output.watermark = Some(self.clock);
+            output.watermark = Some(self.clock.clone());
         }
         output.signals = self.signals.drain();
         output.late_events = std::mem::take(&mut self.late_events);
@@ -560,10 +602,12 @@ impl RegionalStage {
         output
     }
 
-    /// Watermark = latest event time − allowed lateness; after `idle_timeout` of
-    /// processing time without a new latest event time, event time is taken to go on at
-    /// the pace of processing time from the latest event (never past `now`). Never
-    /// goes backwards.
+    /// Watermark = latest event time − allowed lateness, where "latest" is that of the
+    /// least advanced input still holding it (nothing passes an input that holds it
+    /// without events yet), or the latest of all when none holds it; after
+    /// `idle_timeout` of processing time without a new latest event time, event time is
+    /// taken to go on at the pace of processing time from the latest event (never past
+    /// `now`), whatever the inputs hold. Never goes backwards.
     fn advance_watermark(&mut self, now: DateTime<Utc>) {
         if std::mem::take(&mut self.progressed) {
             self.clock.last_progress_at = Some(now);
@@ -571,18 +615,31 @@ impl RegionalStage {
         let Some(max) = self.clock.max_event_time else {
             return;
         };
-        let mut candidate = max - Duration::days(self.settings.allowed_lateness_days);
-        if std::mem::take(&mut self.input_ended) {
-            candidate = max;
-        }
+        let mut holding = self.clock.lanes.values().filter(|lane| lane.holding);
+        let base = match holding.next() {
+            None => Some(max),
+            Some(first) => holding.fold(first.max_event_time, |least, lane| {
+                least.zip(lane.max_event_time).map(|(a, b)| a.min(b))
+            }),
+        };
+        let mut candidate = base.map(|base| {
+            if std::mem::take(&mut self.input_ended) {
+                base
+            } else {
+                base - Duration::days(self.settings.allowed_lateness_days)
+            }
+        });
         if let Some(last) = self.clock.last_progress_at {
             let idle = now - last;
             let timeout = Duration::hours(self.settings.idle_timeout_hours);
             if idle >= timeout {
-                candidate = candidate.max((max + (idle - timeout)).min(now));
+                let idle_mark = (max + (idle - timeout)).min(now);
+                candidate = Some(candidate.map_or(idle_mark, |c| c.max(idle_mark)));
             }
         }
-        if self.clock.watermark.is_none_or(|w| candidate > w) {
+        if let Some(candidate) = candidate
+            && self.clock.watermark.is_none_or(|w| candidate > w)
+        {
             self.clock.watermark = Some(candidate);
             self.clock_dirty = true;
         }

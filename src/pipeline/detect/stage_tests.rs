@@ -504,7 +504,7 @@ impl FakeStore {
                 checkpoint.clone(),
             );
         }
-        if let Some(state) = output.watermark {
+        if let Some(state) = output.watermark.clone() {
             self.watermark = state;
         }
         for signal in &output.signals {
@@ -519,7 +519,7 @@ impl FakeStore {
 
     fn restore(&self, registry: &Registry) -> RegionalStage {
         let mut stage = RegionalStage::new(&settings());
-        stage.restore_watermark(self.watermark);
+        stage.restore_watermark(self.watermark.clone());
         let from = stage.counts_needed_from();
         stage.restore_counts(
             self.counts
