@@ -307,6 +307,7 @@ pub fn validate(settings: &Settings, paths: &[PathBuf]) -> Result<ValidateReport
         let ending = Ending {
             complete: true,
             lane: None,
+            head: None,
         };
         read_input(reader, &origin, start, limits, ending, &mut check, &|_| {}).map_err(
             |source| CommandError::Io {

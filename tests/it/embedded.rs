@@ -641,3 +641,124 @@ async fn the_configured_sqlite_page_size_applies_to_new_files_only() {
         "an existing file keeps its size"
     );
 }
+
+/// The county's feeds as one file, every line in event-time order (lines without an
+/// event time last): what one interleaved stream of the departments would deliver.
+fn merged_in_event_time(
+    county: &std::path::Path,
+    key: &yujing::generate::AnswerKey,
+) -> std::path::PathBuf {
+    let mut lines: Vec<(Option<chrono::DateTime<chrono::Utc>>, Vec<u8>)> = Vec::new();
+    for feed in feeds(county, key) {
+        for line in std::fs::read(&feed).unwrap().split(|&b| b == b'\n') {
+            if line.is_empty() {
+                continue;
+            }
+            let at = serde_json::from_slice::<serde_json::Value>(line)
+                .ok()
+                .and_then(|value| value["occurred_at"].as_str().map(str::to_string))
+                .and_then(|text| chrono::DateTime::parse_from_rfc3339(&text).ok())
+                .map(|at| at.with_timezone(&chrono::Utc));
+            lines.push((at, line.to_vec()));
+        }
+    }
+    lines.sort_by_key(|(at, _)| (at.is_none(), *at));
+    let merged = county.join("merged.ndjson");
+    let mut out = std::fs::File::create(&merged).unwrap();
+    for (_, line) in lines {
+        out.write_all(&line).unwrap();
+        out.write_all(b"\n").unwrap();
+    }
+    merged
+}
+
+/// One file per department, read one after another, is judged in event time exactly
+/// as one stream of the same events in event-time order: each file holds the regional
+/// watermark until it is read, so no event of a later file is late for the days an
+/// earlier file reached, and the detectors raise the same signals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn department_files_read_one_after_another_are_judged_as_one_stream_in_event_time() {
+    let env = Env::new();
+    let (county, key) = env.county(1000, 120, 11);
+    let sequential = env.app("sequential.db").await;
+    import_county(&sequential, &county).await;
+    run_files(&sequential, &feeds(&county, &key)).await;
+    let merged = env.app("merged.db").await;
+    import_county(&merged, &county).await;
+    run_files(&merged, &[merged_in_event_time(&county, &key)]).await;
+
+    let (one_by_one, interleaved) = (
+        sequential.store.report().await.unwrap(),
+        merged.store.report().await.unwrap(),
+    );
+    assert_eq!(one_by_one.events_accepted, interleaved.events_accepted);
+    assert_eq!(
+        one_by_one.late_events, interleaved.late_events,
+        "files read in turn are not late for one another"
+    );
+    let signals = crate::support::signal_views(&sequential.store, None).await;
+    assert!(
+        signals.iter().any(|s| s.contains("cusum")),
+        "the detectors find the planted spikes: {signals:#?}"
+    );
+    assert_eq!(
+        signals,
+        crate::support::signal_views(&merged.store, None).await
+    );
+}
+
+/// A department still writing its file: the last line, without its line end yet, is
+/// not read (no dead letter of half a record); once the line is complete the next run
+/// reads it whole. A file that has not changed for `input.settle_seconds` is complete,
+/// and its last line is read even without a line end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_written_last_line_waits_for_the_rest() {
+    let env = Env::new();
+    let (county, key) = env.county(200, 30, 5);
+    let app = env.app("growing.db").await;
+    import_county(&app, &county).await;
+    let source = feeds(&county, &key)
+        .into_iter()
+        .find(|f| f.to_string_lossy().contains("housing"))
+        .unwrap();
+    let text = std::fs::read_to_string(&source).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"occurred_at\""))
+        .collect();
+    assert!(lines.len() >= 3);
+    let last = lines[lines.len() - 1];
+    let (head, tail) = last.split_at(last.len() / 2);
+    let growing = env.path("growing.ndjson");
+    let complete_part = lines[..lines.len() - 1].join("\n") + "\n";
+    std::fs::write(&growing, format!("{complete_part}{head}")).unwrap();
+
+    let first = run_files(&app, std::slice::from_ref(&growing)).await;
+    assert_eq!(first.counts.records, lines.len() as u64 - 1);
+    assert_eq!(
+        first.counts.dead_letters, 0,
+        "half a record is not a dead letter"
+    );
+
+    std::fs::write(&growing, format!("{complete_part}{head}{tail}\n")).unwrap();
+    let second = run_files(&app, std::slice::from_ref(&growing)).await;
+    assert_eq!(
+        second.counts.records, 1,
+        "the completed line, read once, whole"
+    );
+    assert_eq!(second.counts.dead_letters, 0);
+    assert_eq!(second.counts.accepted + second.counts.duplicates, 1);
+
+    // A settled file's last line is complete even without a line end.
+    let settled = env.path("settled.ndjson");
+    std::fs::write(&settled, lines[0]).unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&settled)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let third = run_files(&app, std::slice::from_ref(&settled)).await;
+    assert_eq!(third.counts.records, 1);
+}

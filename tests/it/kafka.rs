@@ -560,6 +560,83 @@ async fn an_elected_leader_counts_every_instance_s_events() {
     terminate(survivor);
 }
 
+/// A backlog through Kafka, two instances and the regional stage on an elected leader:
+/// each partition holds the leader's watermark until its instance has caught up with
+/// it, so no event is late for days another partition's events reached first, and the
+/// leader raises the signals the embedded run raises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_through_an_elected_leader_raises_the_embedded_run_s_signals() {
+    let mut world = World::empty("backlog", 800, 90, kafka_brokers(), 4).await;
+    let (first_wave, second_wave) = world.waves();
+    world.produce(&first_wave);
+    world.produce(&second_wave);
+    let leader_mode = [
+        ("YUJING__DETECT__PLACEMENT", "leader"),
+        ("YUJING__DETECT__LEADER_LEASE_SECONDS", "2"),
+        ("YUJING__KAFKA__BATCH_MAX_MESSAGES", "200"),
+    ];
+    let first = world.start("first.log", &leader_mode);
+    let second = world.start("second.log", &leader_mode);
+    world.wait_processed(Duration::from_secs(120)).await;
+    let embedded = world.embedded_run("embedded-signals.db").await;
+    let expected_late = embedded.store.report().await.unwrap().late_events;
+    let store = world.store().await;
+    // The leader judges up to the latest event's day less the allowed lateness, once
+    // every partition has said it caught up.
+    let latest = store.latest_event_time().await.unwrap().unwrap();
+    let lateness = world.env.settings("unused.db").detect.allowed_lateness_days;
+    let expected_through = (latest + chrono::Duration::hours(8) - chrono::Duration::days(lateness))
+        .date_naive()
+        .pred_opt()
+        .unwrap();
+    let started = Instant::now();
+    let through = loop {
+        let judged = store
+            .regional_clock()
+            .await
+            .unwrap()
+            .and_then(|clock| clock.judged_through);
+        if judged.is_some_and(|day| day >= expected_through) {
+            break judged;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the leader judged through {judged:?}, not {expected_through}\n{}\n{}",
+            world.log("first.log"),
+            world.log("second.log")
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let report = store.report().await.unwrap();
+    assert_eq!(
+        report.late_events, expected_late,
+        "no event is late for another partition's"
+    );
+    // Episodes that began by the day the leader judged through.
+    let episodes = |views: BTreeSet<String>| -> BTreeSet<String> {
+        views
+            .into_iter()
+            .map(|view| view.split(" [").next().unwrap_or_default().to_string())
+            .map(|view| {
+                view.rsplit_once("..")
+                    .map(|(head, _)| head.to_string())
+                    .unwrap_or(view)
+            })
+            .collect()
+    };
+    let found = episodes(crate::support::signal_views(&store, through).await);
+    let expected = episodes(crate::support::signal_views(&embedded.store, through).await);
+    assert!(
+        expected
+            .iter()
+            .any(|e| e.contains(" unemployment ") || e.contains(" disaster ")),
+        "the county has regional spikes to find: {expected:#?}"
+    );
+    assert_eq!(found, expected);
+    terminate(first);
+    terminate(second);
+}
+
 /// Terminates every connection to the test's database `pg_url` (yujing's, and
 /// the test's own report readers, which retry); returns how many. Other tests'
 /// databases on the same cluster are left alone.

@@ -235,6 +235,8 @@ both_backends! {
     contract_exports => exports_sqlite, exports_postgres;
     contract_outbox => outbox_sqlite, outbox_postgres;
     contract_regional_lead => regional_lead_sqlite, regional_lead_postgres;
+    contract_claims => claims_sqlite, claims_postgres;
+    contract_lanes => lanes_sqlite, lanes_postgres;
 }
 
 // ---------------------------------------------------------------------------
@@ -1989,4 +1991,154 @@ async fn contract_regional_lead(subject: Subject) {
             .collect();
         assert_eq!(ids, ["SLOW-0001", "FAST-0001"]);
     }
+}
+
+/// Claims fence a partition's position: a claim raises its epoch and gives back its
+/// stored position; a batch read under an older epoch (an instance evicted from the
+/// group, or whose revocation outlasted its wait) is refused whole, and the new
+/// owner's position stands.
+async fn contract_claims(subject: Subject) {
+    let store = subject.store();
+    let key = "kafka:dept.civil:0".to_string();
+    let at = |position: u64, claim: i64| SourcePosition {
+        source_key: key.clone(),
+        position,
+        claim: Some(claim),
+        ..SourcePosition::default()
+    };
+    let first = store
+        .claim_inputs(&[key.clone()], "a", now())
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!((first[0].epoch, &first[0].position), (1, &None));
+    store
+        .commit_batch(&BatchOutput::default(), &[at(40, 1)], now())
+        .await
+        .unwrap();
+
+    // The group hands the partition to b: b claims it and starts where a stopped.
+    let second = store
+        .claim_inputs(&[key.clone()], "b", now())
+        .await
+        .unwrap();
+    assert_eq!(second[0].epoch, 2);
+    assert_eq!(second[0].position, Some(at(40, 2)));
+
+    // a, evicted without a revocation, commits what it read meanwhile: refused, and
+    // nothing of its batch is written.
+    let mut late = BatchOutput::default();
+    late.counts.records = 7;
+    match store.commit_batch(&late, &[at(90, 1)], now()).await {
+        Err(StoreError::Fenced { source_key }) => assert_eq!(source_key, key),
+        other => panic!("a superseded claim must be refused, got {other:?}"),
+    }
+    assert!(
+        !StoreError::Fenced {
+            source_key: key.clone()
+        }
+        .is_transient()
+    );
+    assert_eq!(store.position(&key).await.unwrap().unwrap().position, 40);
+    assert_eq!(store.report().await.unwrap().events_processed, 0);
+
+    // b's own commits go through.
+    store
+        .commit_batch(&BatchOutput::default(), &[at(60, 2)], now())
+        .await
+        .unwrap();
+    assert_eq!(store.position(&key).await.unwrap().unwrap().position, 60);
+    // Positions without a claim (files) are not fenced.
+    let file = SourcePosition {
+        source_key: "file:/feeds/x.ndjson".into(),
+        position: 5,
+        ..SourcePosition::default()
+    };
+    store
+        .commit_batch(&BatchOutput::default(), &[file.clone()], now())
+        .await
+        .unwrap();
+    assert_eq!(store.position(&file.source_key).await.unwrap(), Some(file));
+}
+
+/// Each input's event-time progress commits with the batches (its latest event time
+/// never moves back; a claim makes it hold again), and the regional leader's feed
+/// step gives every input's progress once it has read every committed event.
+async fn contract_lanes(subject: Subject) {
+    let store = subject.store();
+    let lane = |name: &str, holding: bool, day: Option<u32>| yujing::batch::LaneProgress {
+        lane: name.to_string(),
+        holding,
+        max_event_time: day.map(|d| Utc.with_ymd_and_hms(2024, 5, d, 8, 0, 0).unwrap()),
+    };
+    let with_lanes = |lanes: Vec<yujing::batch::LaneProgress>| BatchOutput {
+        lanes,
+        ..BatchOutput::default()
+    };
+    store
+        .commit_batch(
+            &with_lanes(vec![
+                lane("kafka:dept.a:0", true, Some(3)),
+                lane("kafka:dept.a:1", true, None),
+                lane("file:/feeds/a.ndjson", false, Some(9)),
+            ]),
+            &[],
+            now(),
+        )
+        .await
+        .unwrap();
+    store
+        .commit_batch(
+            &with_lanes(vec![
+                lane("kafka:dept.a:0", false, Some(2)),
+                lane("kafka:dept.a:1", false, Some(4)),
+            ]),
+            &[],
+            now(),
+        )
+        .await
+        .unwrap();
+    let step = store
+        .feed_step(FeedCursor::default(), 100, "kafka:")
+        .await
+        .unwrap();
+    assert!(step.events.is_empty());
+    let mut lanes = step.lanes.expect("the feed is drained: lanes come with it");
+    lanes.sort_by(|a, b| a.lane.cmp(&b.lane));
+    assert_eq!(
+        lanes,
+        [
+            lane("kafka:dept.a:0", false, Some(3)),
+            lane("kafka:dept.a:1", false, Some(4)),
+        ],
+        "kafka lanes only; the latest event time never moves back"
+    );
+    store
+        .claim_inputs(&["kafka:dept.a:1".to_string()], "b", now())
+        .await
+        .unwrap();
+    let lanes = store
+        .feed_step(FeedCursor::default(), 100, "kafka:dept.a:1")
+        .await
+        .unwrap()
+        .lanes
+        .unwrap();
+    assert_eq!(
+        lanes,
+        [lane("kafka:dept.a:1", true, Some(4))],
+        "claimed: it holds again"
+    );
+
+    // With events waiting beyond the step, no lanes: they would run ahead of the events.
+    let county = county(&subject).await;
+    let mut core = subject.core().await;
+    let batch = core.process(&county.records, now());
+    assert!(batch.events.len() > 1);
+    store.commit_batch(&batch, &[], now()).await.unwrap();
+    let step = store
+        .feed_step(FeedCursor::default(), 1, "kafka:")
+        .await
+        .unwrap();
+    assert_eq!(step.events.len(), 1);
+    assert!(step.lanes.is_none());
 }

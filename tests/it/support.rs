@@ -294,3 +294,35 @@ pub async fn task_views(store: &yujing::store::Store) -> std::collections::BTree
         .unwrap();
     views
 }
+
+/// Regional signal episodes as compared between runs: region, kind, episode, onset
+/// and last evidence day, methods, severity and status, for episodes whose onset is
+/// on or before `through` (a run that cannot know its input has ended judges its
+/// last days later).
+pub async fn signal_views(
+    store: &yujing::store::Store,
+    through: Option<chrono::NaiveDate>,
+) -> std::collections::BTreeSet<String> {
+    let mut views = std::collections::BTreeSet::new();
+    store
+        .export_signals(&mut |signal| {
+            if through.is_none_or(|day| signal.onset_day <= day) {
+                let methods: Vec<&str> = signal.methods.iter().map(|m| m.as_str()).collect();
+                views.insert(format!(
+                    "{} {} #{} {}..{} [{}] {} {}",
+                    signal.region_code,
+                    signal.risk_kind,
+                    signal.episode,
+                    signal.onset_day,
+                    signal.evidence_until,
+                    methods.join(","),
+                    signal.severity,
+                    signal.status
+                ));
+            }
+            Ok(())
+        })
+        .await
+        .expect("signals export");
+    views
+}

@@ -57,13 +57,21 @@ pub fn file_key(path: &Path) -> String {
     format!("file:{}", path.display())
 }
 
-/// Digest of a file's first bytes (hex), to notice a file replaced under its name.
-pub fn fingerprint(path: &Path) -> Result<String, std::io::Error> {
+/// A file's first bytes (at most [`FINGERPRINT_BYTES`]).
+pub fn head(path: &Path) -> Result<Vec<u8>, std::io::Error> {
     let mut head = Vec::with_capacity(FINGERPRINT_BYTES);
     File::open(path)?
         .take(FINGERPRINT_BYTES as u64)
         .read_to_end(&mut head)?;
-    Ok(format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&head)))
+    Ok(head)
+}
+
+/// Digest (hex) of the bytes of a file's `head` that lie before `position`: what a
+/// position stored at `position` was read from. A file appended to keeps the
+/// fingerprint of its positions; a file replaced under its name does not.
+pub fn fingerprint(head: &[u8], position: u64) -> String {
+    let read = &head[..head.len().min(position as usize)];
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(read))
 }
 
 /// How [`read_input`] treats the end of its input.
@@ -74,6 +82,9 @@ pub struct Ending<'a> {
     pub complete: bool,
     /// The input's key: its last batch says it no longer holds the watermark.
     pub lane: Option<&'a str>,
+    /// The input's first bytes, when its positions carry a fingerprint
+    /// ([`fingerprint`]).
+    pub head: Option<&'a [u8]>,
 }
 
 /// Reads one input from `start`, calling `emit` with each full batch and with the
@@ -117,6 +128,9 @@ pub fn read_input(
             original_len,
         });
         if batch.records.len() >= limits.batch_size {
+            if let Some(head) = ending.head {
+                position.fingerprint = Some(fingerprint(head, position.position));
+            }
             batch.positions = vec![position.clone()];
             if !emit(std::mem::take(&mut batch)) {
                 return Ok(position);
@@ -126,6 +140,9 @@ pub fn read_input(
     // The last batch, also when only blank lines moved the position or the input's
     // end is news for its lane.
     if !batch.records.is_empty() || position != start || ending.lane.is_some() {
+        if let Some(head) = ending.head {
+            position.fingerprint = Some(fingerprint(head, position.position));
+        }
         batch.positions = vec![position.clone()];
         batch.lanes = ending
             .lane
@@ -189,25 +206,37 @@ fn read_line(
     Ok((consumed, original_len, ended))
 }
 
-/// Opens a file at its stored position: resumes when the fingerprint matches and
-/// the file is at least as long as the stored offset, else starts over (the file
-/// was replaced; events already seen are deduplicated by id).
-pub fn open_file(
-    path: &Path,
-    stored: Option<SourcePosition>,
-) -> Result<(BufReader<File>, SourcePosition, u64), SourceError> {
+/// A file opened at its start: the reader, the position it starts from, the bytes
+/// left to read, and its first bytes (for the fingerprints of its positions).
+pub struct OpenedFile {
+    /// Positioned at `start`.
+    pub reader: BufReader<File>,
+    /// Where reading starts.
+    pub start: SourcePosition,
+    /// Bytes after `start`.
+    pub remaining: u64,
+    /// The file's first bytes.
+    pub head: Vec<u8>,
+}
+
+/// Opens a file at its stored position: resumes when the bytes before it are the
+/// ones it was read from (the fingerprint matches; appended files resume) and the
+/// file is at least as long, else starts over (the file was replaced; events already
+/// seen are deduplicated by id).
+pub fn open_file(path: &Path, stored: Option<SourcePosition>) -> Result<OpenedFile, SourceError> {
     let io = |source| SourceError::Io {
         path: path.display().to_string(),
         source,
     };
-    let fingerprint = fingerprint(path).map_err(io)?;
+    let head = head(path).map_err(io)?;
     let mut file = File::open(path).map_err(io)?;
     let length = file.metadata().map_err(io)?.len();
     let key = file_key(path);
     let start = match stored {
         Some(position)
-            if position.fingerprint.as_deref() == Some(fingerprint.as_str())
-                && position.position <= length =>
+            if position.position <= length
+                && position.fingerprint.as_deref()
+                    == Some(fingerprint(&head, position.position).as_str()) =>
         {
             position
         }
@@ -215,22 +244,23 @@ pub fn open_file(
             tracing::warn!(input = %path.display(), "file changed since its stored position; reading it from the start");
             SourcePosition {
                 source_key: key,
-                fingerprint: Some(fingerprint),
+                fingerprint: Some(fingerprint(&head, 0)),
                 ..SourcePosition::default()
             }
         }
         None => SourcePosition {
             source_key: key,
-            fingerprint: Some(fingerprint),
+            fingerprint: Some(fingerprint(&head, 0)),
             ..SourcePosition::default()
         },
     };
     file.seek(SeekFrom::Start(start.position)).map_err(io)?;
-    Ok((
-        BufReader::with_capacity(1 << 20, file),
-        start.clone(),
-        length.saturating_sub(start.position),
-    ))
+    Ok(OpenedFile {
+        reader: BufReader::with_capacity(1 << 20, file),
+        remaining: length.saturating_sub(start.position),
+        start,
+        head,
+    })
 }
 
 /// Whether a file has not changed for `settle`: a last line without its line end is
@@ -248,8 +278,7 @@ enum Opened {
     File {
         path: PathBuf,
         key: String,
-        reader: BufReader<File>,
-        start: SourcePosition,
+        file: Box<OpenedFile>,
         complete: bool,
     },
     Stdin,
@@ -342,13 +371,12 @@ impl Source for NdjsonSource {
                         .iter()
                         .find(|start| &start.source_key == key)
                         .and_then(|start| start.position.clone());
-                    let (reader, start, remaining) = open_file(path, stored)?;
-                    total_bytes += remaining;
+                    let file = Box::new(open_file(path, stored)?);
+                    total_bytes += file.remaining;
                     opened.push(Opened::File {
                         path: path.clone(),
                         key: key.clone(),
-                        reader,
-                        start,
+                        file,
                         complete: settled(path, self.settle),
                     });
                 }
@@ -436,10 +464,15 @@ fn read_all(
             Opened::File {
                 path,
                 key,
-                reader,
-                start,
+                file,
                 complete,
             } => {
+                let OpenedFile {
+                    reader,
+                    start,
+                    head,
+                    ..
+                } = *file;
                 let name = path.display().to_string();
                 let shared: Arc<str> = Arc::from(name.as_str());
                 let origin = |line, byte_offset| Origin::File {
@@ -454,6 +487,7 @@ fn read_all(
                 let ending = Ending {
                     complete,
                     lane: Some(&key),
+                    head: Some(&head),
                 };
                 read_input(reader, &origin, start, limits, ending, &mut emit, &progress)
                     .map_err(|source| SourceError::Io { path: name, source })?;
@@ -473,6 +507,7 @@ fn read_all(
                 let ending = Ending {
                     complete: true,
                     lane: Some("stdin"),
+                    head: None,
                 };
                 read_input(
                     stdin.lock(),
@@ -532,6 +567,7 @@ mod tests {
             Ending {
                 complete: true,
                 lane: None,
+                head: None,
             },
         )
     }
@@ -541,6 +577,7 @@ mod tests {
         let growing = Ending {
             complete: false,
             lane: Some("file:/feeds/x.ndjson"),
+            head: None,
         };
         let (batches, end) = read_with(b"a\nbb\n{\"half", 0, growing);
         let records: Vec<&[u8]> = batches
@@ -569,10 +606,27 @@ mod tests {
     }
 
     #[test]
+    fn positions_fingerprint_what_they_were_read_from() {
+        let written = b"{\"a\":1}\n{\"b\":2}\n";
+        let appended = b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n";
+        let replaced = b"{\"x\":1}\n{\"b\":2}\n{\"c\":3}\n";
+        let stored = fingerprint(written, written.len() as u64);
+        assert_eq!(fingerprint(appended, written.len() as u64), stored);
+        assert_ne!(fingerprint(replaced, written.len() as u64), stored);
+        let long = vec![b'x'; 2 * FINGERPRINT_BYTES];
+        assert_eq!(
+            fingerprint(&long[..FINGERPRINT_BYTES], long.len() as u64),
+            fingerprint(&long[..FINGERPRINT_BYTES], FINGERPRINT_BYTES as u64),
+            "beyond the head, the head alone"
+        );
+    }
+
+    #[test]
     fn an_input_at_its_end_still_says_so() {
         let ending = Ending {
             complete: true,
             lane: Some("stdin"),
+            head: None,
         };
         let (batches, _) = read_with(b"a\n", 2, ending);
         assert_eq!(batches.len(), 1);
