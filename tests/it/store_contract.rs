@@ -2007,7 +2007,7 @@ async fn contract_claims(subject: Subject) {
         ..SourcePosition::default()
     };
     let first = store
-        .claim_inputs(&[key.clone()], "a", now())
+        .claim_inputs(std::slice::from_ref(&key), "a", now())
         .await
         .unwrap();
     assert_eq!(first.len(), 1);
@@ -2019,7 +2019,7 @@ async fn contract_claims(subject: Subject) {
 
     // The group hands the partition to b: b claims it and starts where a stopped.
     let second = store
-        .claim_inputs(&[key.clone()], "b", now())
+        .claim_inputs(std::slice::from_ref(&key), "b", now())
         .await
         .unwrap();
     assert_eq!(second[0].epoch, 2);
@@ -2055,7 +2055,7 @@ async fn contract_claims(subject: Subject) {
         ..SourcePosition::default()
     };
     store
-        .commit_batch(&BatchOutput::default(), &[file.clone()], now())
+        .commit_batch(&BatchOutput::default(), std::slice::from_ref(&file), now())
         .await
         .unwrap();
     assert_eq!(store.position(&file.source_key).await.unwrap(), Some(file));
