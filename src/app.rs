@@ -123,6 +123,9 @@ impl App {
         for event in &state.events {
             core.restore_event(event);
         }
+        for (household, episodes) in &state.episodes {
+            core.restore_episodes(household, *episodes);
+        }
         for (household, closed, episode) in state.closed_alerts {
             core.restore_closed_alert(&household, closed, episode);
         }

@@ -245,6 +245,8 @@ pub struct StoredState {
     pub open_alerts: Vec<(HouseholdAlert, Option<ScreeningTask>, u32)>,
     /// Closed alerts still relevant to cool-downs.
     pub closed_alerts: Vec<(HouseholdId, ClosedAlert, u32)>,
+    /// Every household that ever had an alert, with how many (its next episode).
+    pub episodes: Vec<(HouseholdId, u32)>,
 }
 
 /// The regional stage's state as stored (the clock is read first, on its own).

@@ -288,6 +288,13 @@ impl Core {
         }
     }
 
+    /// Restores how many alerts a household has ever had (the next one's episode).
+    pub fn restore_episodes(&mut self, household: &HouseholdId, episodes: u32) {
+        if let Some(idx) = self.registry.household_idx(household) {
+            self.rules.restore_episodes(idx, episodes);
+        }
+    }
+
     /// Restores a closed alert (cool-down and handled evidence).
     pub fn restore_closed_alert(
         &mut self,

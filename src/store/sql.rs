@@ -867,6 +867,18 @@ macro_rules! sql_store {
                         ));
                     }
                 }
+                // Alerts closed long ago still count: the next episode (and id) is new.
+                let mut rows = sqlx::query(
+                    "SELECT household_id, MAX(episode) FROM alerts GROUP BY household_id",
+                )
+                .fetch(&self.pool);
+                while let Some(row) = rows.try_next().await? {
+                    state.episodes.push((
+                        HouseholdId::parse(row.get(0)).map_err(corrupt)?,
+                        row.get::<i64, _>(1) as u32 + 1,
+                    ));
+                }
+                drop(rows);
                 Ok(state)
             }
 

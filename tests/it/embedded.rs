@@ -762,3 +762,85 @@ async fn a_half_written_last_line_waits_for_the_rest() {
     let third = run_files(&app, std::slice::from_ref(&settled)).await;
     assert_eq!(third.counts.records, 1);
 }
+
+/// Every line of `files` whose event id is one of `ids`.
+fn lines_with_ids(files: &[std::path::PathBuf], ids: &[String]) -> Vec<serde_json::Value> {
+    let mut found = Vec::new();
+    for file in files {
+        for line in std::fs::read_to_string(file).unwrap().lines() {
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if value["event_id"]
+                .as_str()
+                .is_some_and(|id| ids.iter().any(|e| e == id))
+            {
+                found.push(value);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_a_long_closed_alert_opens_a_new_one() {
+    let env = Env::new();
+    let (county, key) = env.county(400, 60, 21);
+    let files = feeds(&county, &key);
+    let app = env.app("episodes.db").await;
+    import_county(&app, &county).await;
+    run_files(&app, &files).await;
+    let first = alerts(&app).await;
+    let (household, alert) = first.iter().next().expect("the county raises alerts");
+    let (household, old_id) = (household.clone(), alert.alert_id.clone());
+    let evidence: Vec<String> = alert.evidence.iter().map(|e| e.to_string()).collect();
+    drop(app);
+
+    // The alert was handled and closed long ago: no cool-down holds it any more.
+    let pool = sqlx::SqlitePool::connect(&env.store_url("episodes.db"))
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE alerts SET status = 'closed', closed_at = '2000-01-01T00:00:00Z' WHERE alert_id = ?",
+    )
+    .bind(&old_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    // The same risk again, reported anew after a restart.
+    let again = env.path("again.ndjson");
+    let mut text = String::new();
+    for mut line in lines_with_ids(&files, &evidence) {
+        let id = line["event_id"].as_str().unwrap().to_string();
+        line["event_id"] = serde_json::Value::String(format!("{id}-again"));
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    assert!(!text.is_empty(), "the alert's evidence is in the feeds");
+    std::fs::write(&again, text).unwrap();
+    let app = env.app("episodes.db").await;
+    run_files(&app, std::slice::from_ref(&again)).await;
+
+    let mut ids = Vec::new();
+    app.store
+        .export_alerts(&mut |a| {
+            if a.household_id.to_string() == household {
+                ids.push((a.alert_id.clone(), a.status.to_string()));
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        ids.len(),
+        2,
+        "the closed alert and a new one under a new id: {ids:?}"
+    );
+    assert!(
+        ids.iter()
+            .any(|(id, status)| id != &old_id && status == "open"),
+        "{ids:?}"
+    );
+}

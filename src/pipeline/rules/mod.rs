@@ -174,6 +174,14 @@ impl HouseholdRules {
         });
     }
 
+    /// Restores the number of alerts a household has ever had (from the store), so its
+    /// next alert takes a new episode — and a new id — however long ago the last one
+    /// closed.
+    pub fn restore_episodes(&mut self, household: HouseholdIdx, episodes: u32) {
+        let slot = slot_mut(&mut self.alerts, household);
+        slot.episodes = slot.episodes.max(episodes);
+    }
+
     /// Restores a closed alert read back from the store.
     pub fn restore_closed_alert(
         &mut self,
