@@ -132,6 +132,15 @@ impl App {
         for (alert, task, episode) in state.open_alerts {
             core.restore_open_alert(alert, task, episode);
         }
+        // The registry as loaded holds every committed change; the cursor says which
+        // the last committed batch had applied (later ones apply again, unchanged).
+        if let Some(position) = self
+            .store
+            .position(crate::pipeline::REGISTRY_CHANGES_KEY)
+            .await?
+        {
+            core.set_registry_cursor(position.position as i64);
+        }
         if regional_inline {
             let (stage, registry) = core.regional_restore();
             self.restore_regional(stage, registry, &state.events)

@@ -68,8 +68,10 @@ pub struct Settings {
     pub rules: RuleSettings,
     /// `[telemetry]`
     pub telemetry: TelemetrySettings,
-    /// `[http]`
-    pub http: HttpSettings,
+    /// `[api]`: the HTTP listener (API, dashboard, metrics).
+    pub api: ApiSettings,
+    /// `[procedure]`: the identification procedure's deadlines.
+    pub procedure: ProcedureSettings,
     /// `[detect]`: regional detection.
     pub detect: crate::pipeline::detect::DetectSettings,
     /// `[kafka]`
@@ -212,8 +214,6 @@ pub struct RuleSettings {
     pub cooldown_days: i64,
     /// Lowest level that opens a task.
     pub task_min_level: Level,
-    /// Due date of a task.
-    pub task_due_days: i64,
     /// Above this multiple of the line, 突发严重困难户.
     pub hardship_income_ratio: f64,
     /// Distinct risk types that raise the level.
@@ -237,11 +237,73 @@ pub struct TelemetrySettings {
     pub log_level: String,
 }
 
-/// `[http]`
+/// `[api]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct HttpSettings {
-    /// Listen address, empty = off.
+pub struct ApiSettings {
+    /// Listen address of `yujing run` (and the default of `yujing serve`), empty = off.
     pub listen: String,
+    /// Largest request body accepted (larger: 413).
+    pub max_body_bytes: usize,
+    /// Items per page when a request names no `limit`.
+    pub default_page_size: u32,
+    /// Regional summaries are rolled up from per-village figures at most this old.
+    pub summary_cache_ms: u64,
+}
+
+/// One `[[procedure.budgets]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct BudgetOverride {
+    /// Region-code prefix it applies to (the longest match wins).
+    pub region_prefix: String,
+    /// Days for the township to pass a warning on.
+    pub pass_on_days: i64,
+    /// Days from the first warning to the decision.
+    pub decision_days: i64,
+}
+
+/// `[procedure]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ProcedureSettings {
+    /// Days for the township to pass a warning on to the village (2).
+    pub pass_on_days: i64,
+    /// Days from the first warning to the county's decision (15).
+    pub decision_days: i64,
+    /// Shortest publicity (公示) of an outcome that changes the registry, in days.
+    pub publicity_min_days: i64,
+    /// The overdue timer re-reads the open tasks at least this often (tasks opened by
+    /// another process are seen within this).
+    pub overdue_rescan_seconds: u64,
+    /// How often the pipeline looks for new registry changes (decisions).
+    pub change_poll_ms: u64,
+    /// Budgets by region prefix.
+    #[serde(default)]
+    pub budgets: Vec<BudgetOverride>,
+}
+
+impl ProcedureSettings {
+    /// The budgets as the domain uses them.
+    pub fn budgets(&self) -> crate::domain::task::Budgets {
+        use crate::domain::task::{Budget, Budgets};
+        Budgets {
+            default: Budget {
+                pass_on_days: self.pass_on_days,
+                decision_days: self.decision_days,
+            },
+            by_prefix: self
+                .budgets
+                .iter()
+                .map(|b| {
+                    (
+                        b.region_prefix.clone(),
+                        Budget {
+                            pass_on_days: b.pass_on_days,
+                            decision_days: b.decision_days,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
 }
 
 /// `[kafka.output_topics]`
@@ -490,10 +552,6 @@ impl Check for RuleSettings {
             "rules.cooldown_days: must not be negative",
         );
         require(
-            self.task_due_days >= 1,
-            "rules.task_due_days: must be at least 1",
-        );
-        require(
             self.hardship_income_ratio >= 1.0,
             "rules.hardship_income_ratio: must be at least 1",
         );
@@ -567,12 +625,59 @@ impl Check for crate::pipeline::detect::DetectSettings {
     }
 }
 
-impl Check for HttpSettings {
+impl Check for ApiSettings {
     fn check(&self, require: &mut dyn FnMut(bool, &str)) {
         require(
             self.listen.is_empty() || self.listen.parse::<std::net::SocketAddr>().is_ok(),
-            "http.listen: must be empty or an address such as 127.0.0.1:9464",
+            "api.listen: must be empty or an address such as 127.0.0.1:9464",
         );
+        require(
+            self.max_body_bytes >= 1024,
+            "api.max_body_bytes: must be at least 1024",
+        );
+        require(
+            (1..=500).contains(&self.default_page_size),
+            "api.default_page_size: must be from 1 to 500",
+        );
+    }
+}
+
+impl Check for ProcedureSettings {
+    fn check(&self, require: &mut dyn FnMut(bool, &str)) {
+        require(
+            self.pass_on_days >= 1,
+            "procedure.pass_on_days: must be at least 1",
+        );
+        require(
+            self.decision_days >= self.pass_on_days,
+            "procedure.decision_days: must be at least procedure.pass_on_days",
+        );
+        require(
+            self.publicity_min_days >= 1,
+            "procedure.publicity_min_days: must be at least 1",
+        );
+        require(
+            self.overdue_rescan_seconds >= 1,
+            "procedure.overdue_rescan_seconds: must be at least 1",
+        );
+        require(
+            self.change_poll_ms >= 1,
+            "procedure.change_poll_ms: must be at least 1",
+        );
+        for (i, budget) in self.budgets.iter().enumerate() {
+            require(
+                budget.region_prefix.len() <= 12
+                    && !budget.region_prefix.is_empty()
+                    && budget.region_prefix.bytes().all(|b| b.is_ascii_digit()),
+                &format!("procedure.budgets[{i}].region_prefix: 1 to 12 digits"),
+            );
+            require(
+                budget.pass_on_days >= 1 && budget.decision_days >= budget.pass_on_days,
+                &format!(
+                    "procedure.budgets[{i}]: pass_on_days at least 1, decision_days at least pass_on_days"
+                ),
+            );
+        }
     }
 }
 
@@ -615,7 +720,8 @@ fn from_table(mut table: toml::Table, problems: &mut Vec<String>) -> Option<Sett
     let policy = section(&mut table, "policy", problems);
     let rules = section(&mut table, "rules", problems);
     let telemetry = section(&mut table, "telemetry", problems);
-    let http = section(&mut table, "http", problems);
+    let api = section(&mut table, "api", problems);
+    let procedure = section(&mut table, "procedure", problems);
     let detect = section(&mut table, "detect", problems);
     let kafka = section(&mut table, "kafka", problems);
     for key in table.keys() {
@@ -629,7 +735,8 @@ fn from_table(mut table: toml::Table, problems: &mut Vec<String>) -> Option<Sett
         policy: policy?,
         rules: rules?,
         telemetry: telemetry?,
-        http: http?,
+        api: api?,
+        procedure: procedure?,
         detect: detect?,
         kafka: kafka?,
     })
@@ -694,7 +801,8 @@ mod tests {
     #[test]
     fn defaults_load() {
         let settings = Settings::defaults();
-        assert_eq!(settings.rules.task_due_days, 15);
+        assert_eq!(settings.procedure.decision_days, 15);
+        assert_eq!(settings.procedure.pass_on_days, 2);
         assert_eq!(
             settings.policy.monitoring_line("522425101201", 2024),
             Some(8300.0)
@@ -708,13 +816,13 @@ mod tests {
         let file = dir.path().join("yujing.toml");
         std::fs::write(
             &file,
-            "[rules]\ntask_due_days = 10\ncooldown_days = 30\n[store]\nurl = \"sqlite://from-file.db\"\n",
+            "[rules]\nlookback_days = 200\ncooldown_days = 30\n[store]\nurl = \"sqlite://from-file.db\"\n",
         )
         .unwrap();
         let sources = Sources {
             file: Some(file),
             env: vec![
-                ("YUJING__RULES__TASK_DUE_DAYS".into(), "7".into()),
+                ("YUJING__RULES__LOOKBACK_DAYS".into(), "100".into()),
                 (
                     "YUJING__RULES__MEDICAL__OOP_INCOME_SHARE".into(),
                     "0.4".into(),
@@ -723,9 +831,9 @@ mod tests {
             ],
         };
         let settings = Settings::load(&sources).unwrap();
-        assert_eq!(settings.rules.task_due_days, 7, "env beats file");
+        assert_eq!(settings.rules.lookback_days, 100, "env beats file");
         assert_eq!(settings.rules.cooldown_days, 30, "file beats defaults");
-        assert_eq!(settings.rules.lookback_days, 365, "defaults remain");
+        assert_eq!(settings.rules.max_lateness_days, 90, "defaults remain");
         assert_eq!(settings.rules.medical.oop_income_share, 0.4);
         assert_eq!(settings.store.url.expose(), "sqlite://from-file.db");
     }
@@ -733,7 +841,7 @@ mod tests {
     #[test]
     fn every_error_is_reported_at_once() {
         let sources = env(&[
-            ("YUJING__RULES__TASK_DUE_DAYS", "soon"),
+            ("YUJING__RULES__LOOKBACK_DAYS", "soon"),
             ("YUJING__STORE__URLL", "x"),
             ("YUJING__INPUT__BATCH_SIZE", "0"),
             ("YUJING__TELEMETRY__LOG_FORMAT", "xml"),
@@ -805,7 +913,7 @@ mod tests {
         };
         let settings = Settings::load(&sources).unwrap();
         assert!(settings.kafka.enabled());
-        assert_eq!(settings.http.listen, "0.0.0.0:9464");
+        assert_eq!(settings.api.listen, "0.0.0.0:9464");
         assert!(settings.store.url.expose().starts_with("postgres://"));
         assert_eq!(
             settings.detect.placement,

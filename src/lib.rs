@@ -9,6 +9,8 @@
 //!                  ▼
 //!             dead letters
 //! sinks: store (results + source positions in ONE transaction)
+//! api:   HTTP (accounts, scoped reads, the procedure) ─▶ store: task + registry + audit
+//!        + registry change log in ONE transaction ─▶ the core applies the log in order
 //! ```
 //!
 //! - [`domain`]: what flows between stages; identifier newtypes; no I/O.
@@ -22,8 +24,11 @@
 //! - [`generate`]: a synthetic county with planted cases and an answer key.
 //! - [`config`]: layered, typed settings. [`app`]: builds the application.
 //! - [`schemas`]: the published JSON Schemas, compiled. [`telemetry`]: logs, metrics.
+//! - [`api`]: the HTTP API, its OpenAPI document, auth and region scopes;
+//!   [`accounts`]: creating and revoking accounts; [`overdue`]: the deadline timer.
 //! - [`commands`]: what each CLI command does.
 
+pub mod accounts;
 pub mod api;
 pub mod app;
 pub mod batch;
@@ -31,6 +36,7 @@ pub mod commands;
 pub mod config;
 pub mod domain;
 pub mod generate;
+pub mod overdue;
 pub mod pipeline;
 pub mod registry;
 pub mod schemas;

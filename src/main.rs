@@ -78,8 +78,29 @@ enum Command {
     },
     /// Write a synthetic county: regions, registry, feeds, and an answer key.
     Generate(GenerateArgs),
+    /// Serve the API (/api, /metrics, /healthz, /readyz) over an existing store.
+    Serve {
+        /// Address to listen on (default: api.listen, else 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Accounts of the API (county, township, village, department, admin).
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
+    /// The audit log (who changed what, when).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Print the API's OpenAPI 3.1 document.
+    Openapi,
     /// Generate a county, import it, process it, and summarise (no set-up needed).
     Demo {
+        /// Leave the API running on 127.0.0.1:8080 afterwards (until Ctrl-C).
+        #[arg(long)]
+        serve: bool,
         /// SQLite file to create (replaced if present).
         #[arg(long, default_value = "yujing-demo.db")]
         db: PathBuf,
@@ -140,6 +161,42 @@ enum RegistryCommand {
         /// members.csv
         #[arg(long)]
         members: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountsCommand {
+    /// Create an account and print its token (shown once, stored only as a hash).
+    Add {
+        /// Unique name (letters, digits, '-', '_', '.').
+        #[arg(long)]
+        name: String,
+        /// county, township, village, department or admin.
+        #[arg(long)]
+        role: String,
+        /// The region whose subtree it sees (a county, township or village code).
+        #[arg(long)]
+        region: String,
+        /// For a department account: its feed (e.g. medical_insurance).
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// List every account (never tokens).
+    List,
+    /// Revoke an account (its token answers 401 from then on).
+    Revoke {
+        /// Account id or name.
+        account: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Write every audit row, oldest first, on stdout.
+    Export {
+        /// ndjson or csv.
+        #[arg(long, default_value = "ndjson")]
+        format: String,
     },
 }
 
@@ -287,23 +344,27 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     "no inputs: give files (or - for stdin), set input.paths, or set kafka.brokers"
                 );
             }
-            let listen = settings.http.listen.clone();
+            let listen = settings.api.listen.clone();
             let app = App::build(settings).await?;
             let shutdown = shutdown_token();
-            let http = if listen.is_empty() {
+            let api = if listen.is_empty() {
                 None
             } else {
-                Some(yujing::api::serve(&listen, app.metrics.clone(), shutdown.clone()).await?)
+                Some(commands::serve::start(&app, &listen).await?)
             };
-            let summary = if use_kafka {
-                commands::run_kafka(&app, shutdown.clone()).await?
-            } else {
-                commands::run(&app, inputs, shutdown.clone(), progress).await?
-            };
-            shutdown.cancel();
-            if let Some((_, task)) = http {
-                let _ = task.await;
+            if let Some(api) = &api {
+                api.readiness.pipeline_started();
             }
+            let summary = if use_kafka {
+                commands::run_kafka(&app, shutdown.clone()).await
+            } else {
+                commands::run(&app, inputs, shutdown.clone(), progress).await
+            };
+            if let Some(api) = api {
+                api.readiness.pipeline_stopped();
+                api.stop().await;
+            }
+            let summary = summary?;
             app.store.close().await;
             let c = summary.counts;
             eprintln!(
@@ -427,15 +488,77 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 args.out.display()
             );
         }
-        Command::Demo { db, dir, size } => {
+        Command::Serve { listen } => {
+            commands::serve::require_existing_store(settings.store.url.expose())?;
+            let listen = listen.unwrap_or_else(|| {
+                if settings.api.listen.is_empty() {
+                    "127.0.0.1:8080".to_string()
+                } else {
+                    settings.api.listen.clone()
+                }
+            });
+            let app = App::build(settings).await?;
+            let shutdown = shutdown_token();
+            let api = commands::serve::start(&app, &listen).await?;
+            eprintln!("serving the API on http://{} (Ctrl-C stops)", api.address);
+            api.until(shutdown).await;
+            app.store.close().await;
+        }
+        Command::Accounts { command } => {
+            commands::serve::require_existing_store(settings.store.url.expose())?;
+            let app = App::build(settings).await?;
+            let result = accounts_command(&app, command).await;
+            app.store.close().await;
+            result?;
+        }
+        Command::Audit {
+            command: AuditCommand::Export { format },
+        } => {
+            let format = match format.as_str() {
+                "ndjson" => commands::accounts::AuditFormat::Ndjson,
+                "csv" => commands::accounts::AuditFormat::Csv,
+                other => anyhow::bail!("--format {other}: use ndjson or csv"),
+            };
+            commands::serve::require_existing_store(settings.store.url.expose())?;
+            let app = App::build(settings).await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            let rows = commands::accounts::export_audit(&app, format, &mut out).await;
+            app.store.close().await;
+            eprintln!("{} audit rows", rows?);
+        }
+        Command::Openapi => {
+            print!("{}", yujing::api::openapi_json());
+        }
+        Command::Demo {
+            serve,
+            db,
+            dir,
+            size,
+        } => {
             let options = demo::DemoOptions {
                 dir,
                 db,
                 generate: size.options(),
                 progress,
             };
-            let outcome = demo::demo(settings, &options).await?;
+            let outcome = demo::demo(settings.clone(), &options).await?;
             print_demo(&options, &outcome);
+            if serve {
+                let mut settings = settings;
+                settings.store.url = Secret::new(format!("sqlite://{}", options.db.display()));
+                if settings.privacy.pseudonymisation_key.is_empty() {
+                    settings.privacy.pseudonymisation_key = Secret::new(demo::DEMO_KEY);
+                }
+                let app = App::build(settings).await?;
+                let shutdown = shutdown_token();
+                let api = commands::serve::start(&app, "127.0.0.1:8080").await?;
+                println!(
+                    "\nthe API is on http://{} (OpenAPI: http://{}/api/openapi.json); Ctrl-C stops",
+                    api.address, api.address
+                );
+                api.until(shutdown).await;
+                app.store.close().await;
+            }
             if !outcome.planted_missed.is_empty() || !outcome.decoys_alerted.is_empty() {
                 return Ok(ExitCode::from(2));
             }
@@ -506,6 +629,65 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn accounts_command(app: &App, command: AccountsCommand) -> anyhow::Result<()> {
+    match command {
+        AccountsCommand::Add {
+            name,
+            role,
+            region,
+            source,
+        } => {
+            let role = yujing::domain::account::Role::parse(&role).ok_or_else(|| {
+                anyhow::anyhow!("--role {role}: use county, township, village, department or admin")
+            })?;
+            let region = yujing::domain::ids::RegionCode::parse(&region)
+                .map_err(|_| anyhow::anyhow!("--region {region}: a 12-digit region code"))?;
+            let source = source
+                .map(|s| {
+                    yujing::domain::event::Source::parse(&s)
+                        .ok_or_else(|| anyhow::anyhow!("--source {s}: not a department feed"))
+                })
+                .transpose()?;
+            let request = yujing::domain::account::NewAccount {
+                name,
+                role,
+                region,
+                source,
+            };
+            let (account, token) = commands::accounts::add(app, &request).await?;
+            eprintln!(
+                "created {} ({} {}, id {}); its token, shown only now:",
+                account.name, account.role, account.region, account.account_id
+            );
+            println!("{token}");
+        }
+        AccountsCommand::List => {
+            for account in commands::accounts::list(app).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    account.account_id,
+                    account.name,
+                    account.role,
+                    account.region,
+                    account.source.map(|s| s.as_str()).unwrap_or("-"),
+                    match account.revoked_at {
+                        Some(at) => format!("revoked {}", at.to_rfc3339()),
+                        None => "active".to_string(),
+                    }
+                );
+            }
+        }
+        AccountsCommand::Revoke { account } => {
+            if commands::accounts::revoke(app, &account).await? {
+                println!("revoked {account}");
+            } else {
+                println!("{account} was already revoked");
+            }
+        }
+    }
+    Ok(())
+}
+
 fn print_import(summary: &commands::ImportSummary) {
     for (file, rows) in &summary.imported {
         println!("{file}: {rows} rows imported");
@@ -541,7 +723,7 @@ fn print_report(report: &yujing::store::Report) {
     };
     line("alerts by level", &report.alerts_by_level);
     line("alerts by action", &report.alerts_by_action);
-    line("tasks by status", &report.tasks_by_status);
+    line("tasks by stage", &report.tasks_by_stage);
     line("active signals", &report.signals_by_severity);
     line("signals by kind", &report.signals_by_kind);
     line("dead letters", &report.dead_letters_by_rule);
@@ -638,8 +820,25 @@ fn print_demo(options: &demo::DemoOptions, outcome: &demo::DemoOutcome) {
             signal.reason
         );
     }
+    if outcome.overdue > 0 {
+        println!(
+            "\n{} tasks are past their budget (15 days from the warning): the synthetic feeds lie in the past",
+            outcome.overdue
+        );
+    }
+    if !outcome.accounts.is_empty() {
+        println!("\naccounts (tokens shown only now; Authorization: Bearer <token>):");
+        for (account, token) in &outcome.accounts {
+            println!(
+                "  {:<16} {:<10} {}  {token}",
+                account.name,
+                account.role.as_str(),
+                account.region
+            );
+        }
+    }
     println!(
-        "\nstore: {} — try `yujing --store sqlite://{} report` or `... export alerts`",
+        "\nstore: {} — try `yujing --store sqlite://{} report`, `... export alerts`, or `... serve`",
         options.db.display(),
         options.db.display()
     );

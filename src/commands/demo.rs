@@ -8,9 +8,12 @@ use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
 
 use super::{CommandError, ImportSummary, import_regions, import_registry, run};
+use crate::accounts::Creator;
 use crate::app::App;
 use crate::config::{Secret, Settings};
+use crate::domain::account::{Account, NewAccount, Role};
 use crate::domain::alert::{HouseholdAlert, Level};
+use crate::domain::ids::{RegionCode, RegionLevel};
 use crate::domain::signal::RegionalSignal;
 use crate::generate::{AnswerKey, GenerateOptions, generate};
 use crate::pipeline::RunSummary;
@@ -56,6 +59,70 @@ pub struct DemoOutcome {
     pub examples: Vec<(HouseholdAlert, Vec<EvidenceItem>)>,
     /// The most severe regional signal of each kind (up to four), for display.
     pub signal_examples: Vec<RegionalSignal>,
+    /// One account per level (county, township, village), a department and an
+    /// administrator, with their tokens.
+    pub accounts: Vec<(Account, String)>,
+    /// Tasks the overdue timer marked at the end of the run.
+    pub overdue: usize,
+}
+
+/// Creates the demo's accounts: the county, the township and village with the most
+/// open tasks, the medical-insurance department and an administrator.
+async fn demo_accounts(app: &App) -> Result<Vec<(Account, String)>, CommandError> {
+    let mut tasks_by_village: HashMap<RegionCode, usize> = HashMap::new();
+    app.store
+        .export_tasks(&mut |task| {
+            if task.stage != crate::domain::task::Stage::Closed && task.household_id.is_some() {
+                *tasks_by_village.entry(task.village_code).or_default() += 1;
+            }
+            Ok(())
+        })
+        .await?;
+    let regions = app.store.load_households_and_regions().await?.regions;
+    let county = regions
+        .iter()
+        .find(|r| r.level == RegionLevel::County)
+        .map(|r| r.code);
+    let village = tasks_by_village
+        .iter()
+        .max_by_key(|(code, count)| (**count, std::cmp::Reverse(**code)))
+        .map(|(code, _)| *code)
+        .or_else(|| {
+            regions
+                .iter()
+                .find(|r| r.level == RegionLevel::Village)
+                .map(|r| r.code)
+        });
+    let (Some(county), Some(village)) = (county, village) else {
+        return Ok(Vec::new());
+    };
+    let wanted = [
+        ("demo-county", Role::County, county, None),
+        ("demo-township", Role::Township, village.township(), None),
+        ("demo-village", Role::Village, village, None),
+        (
+            "demo-department",
+            Role::Department,
+            county,
+            Some(crate::domain::event::Source::MedicalInsurance),
+        ),
+        ("demo-admin", Role::Admin, county, None),
+    ];
+    let mut created = Vec::new();
+    for (name, role, region, source) in wanted {
+        let request = NewAccount {
+            name: name.to_string(),
+            role,
+            region,
+            source,
+        };
+        created.push(
+            crate::accounts::create(&app.store, &request, Creator::Operator("demo"))
+                .await
+                .map_err(|e| CommandError::Accounts(e.to_string()))?,
+        );
+    }
+    Ok(created)
 }
 
 fn remove_database(db: &Path) {
@@ -167,6 +234,13 @@ pub async fn demo(
     let mut kinds = std::collections::HashSet::new();
     signals.retain(|s| kinds.insert(s.risk_kind));
     signals.truncate(4);
+    let accounts = demo_accounts(&app).await?;
+    let timer = crate::overdue::OverdueTimer::new(
+        app.store.clone(),
+        app.metrics.clone(),
+        std::time::Duration::from_secs(1),
+    );
+    let overdue = timer.sweep().await?;
     app.store.close().await;
     Ok(DemoOutcome {
         decoys_quiet: key.must_not_alert.len() - decoys_alerted.len(),
@@ -179,5 +253,7 @@ pub async fn demo(
         decoys_alerted,
         examples,
         signal_examples: signals,
+        accounts,
+        overdue,
     })
 }

@@ -2,10 +2,12 @@
 //! call too. Each takes typed arguments and returns a typed result; printing is the
 //! binary's business, except for exports, which stream to the writer given.
 
+pub mod accounts;
 pub mod demo;
 pub mod detect;
 pub mod evaluate;
 pub mod produce;
+pub mod serve;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -64,6 +66,9 @@ pub enum CommandError {
     /// The HTTP listener failed.
     #[error(transparent)]
     Listen(#[from] crate::api::ListenError),
+    /// An account command was refused.
+    #[error("{0}")]
+    Accounts(String),
 }
 
 fn open(path: &Path) -> Result<std::fs::File, CommandError> {

@@ -194,4 +194,10 @@ pub struct HouseholdAlert {
     pub first_evidence_at: DateTime<Utc>,
     /// Latest event time in evidence.
     pub last_evidence_at: DateTime<Utc>,
+    /// Once closed by its task: the outcome decided upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<crate::domain::task::Outcome>,
+    /// Once closed by its task: approved or rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<crate::domain::task::Decision>,
 }

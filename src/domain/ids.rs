@@ -235,7 +235,19 @@ impl fmt::Debug for Pseudonymiser {
 pub struct RegionCode(u64);
 
 /// A level of the region hierarchy, derived from which digits of a code are set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RegionLevel {
     /// 省 — only the first 2 digits set.

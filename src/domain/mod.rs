@@ -3,6 +3,7 @@
 //! are joined to; the identifier newtypes. No I/O here: every type is built by a
 //! `parse`-style constructor and is valid by construction.
 
+pub mod account;
 pub mod alert;
 pub mod dead_letter;
 pub mod event;

@@ -138,7 +138,7 @@ wire_enum! {
 }
 
 /// A regional signal, as stored, exported and published (key: region code).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegionalSignal {
     /// Deterministic id: hash of (region, risk kind, episode).
     pub signal_id: String,
@@ -147,6 +147,7 @@ pub struct RegionalSignal {
     #[serde(skip)]
     pub episode: u32,
     /// The region (12-digit code).
+    #[schema(value_type = String, pattern = "^[0-9]{12}$")]
     pub region_code: RegionCode,
     /// Its level in the hierarchy: `village`, `township` or `county`.
     pub region_level: RegionLevel,

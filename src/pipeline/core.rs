@@ -26,7 +26,7 @@ use crate::domain::event::{Event, Subject};
 use crate::domain::ids::{HouseholdId, PersonKey, Pseudonymiser};
 use crate::domain::record::{Origin, RawRecord};
 use crate::domain::registry::{HouseholdIdx, PersonEntry, Registry};
-use crate::domain::task::ScreeningTask;
+use crate::domain::task::{LoggedChange, ScreeningTask};
 
 use super::decode::Decoder;
 use super::detect::RegionalStage;
@@ -94,6 +94,8 @@ pub struct Core {
     lanes: std::collections::BTreeMap<String, bool>,
     /// Inputs whose holding changed since the last batch.
     marked: Vec<String>,
+    /// The registry change log up to here is applied.
+    registry_cursor: i64,
 }
 
 /// Household work of an accepted event, done household by household at the end
@@ -123,7 +125,8 @@ impl Core {
             decoder: Decoder::new(&settings.validation),
             pseudonymiser,
             registry,
-            rules: HouseholdRules::new(settings.rules.clone(), settings.policy.clone()),
+            rules: HouseholdRules::new(settings.rules.clone(), settings.policy.clone())
+                .with_budgets(settings.procedure.budgets()),
             rule_settings: settings.rules.clone(),
             seen: SeenSet::default(),
             regional: RegionalStage::new(&settings.detect),
@@ -135,6 +138,7 @@ impl Core {
             lookups: Vec::new(),
             lanes: Default::default(),
             marked: Vec::new(),
+            registry_cursor: 0,
         }
     }
 
@@ -315,6 +319,65 @@ impl Core {
     ) -> Option<HouseholdAlert> {
         let idx = self.registry.household_idx(household)?;
         self.rules.close_alert(idx, now)
+    }
+
+    /// How far the registry change log is applied (restored from the position the
+    /// store committed with the last batch).
+    pub fn registry_cursor(&self) -> i64 {
+        self.registry_cursor
+    }
+
+    /// Sets how far the registry change log is applied (state rebuilt from the store,
+    /// whose registry already holds every committed change).
+    pub fn set_registry_cursor(&mut self, cursor: i64) {
+        self.registry_cursor = cursor;
+    }
+
+    /// Applies decided registry changes (the change log, in order) before the next
+    /// batch: the household's status, category and dates change in the registry the
+    /// rules judge with, and the alert the decision closed is closed here too, so
+    /// the household's next event opens a new alert with the action its new status
+    /// calls for. Changes at or before the cursor are skipped; each change holds the
+    /// household's values after it, so applying one again changes nothing. Returns
+    /// how many were applied.
+    pub fn apply_registry_changes(
+        &mut self,
+        changes: &[LoggedChange],
+        now: DateTime<Utc>,
+    ) -> usize {
+        let mut applied = 0;
+        for logged in changes {
+            if logged.id <= self.registry_cursor {
+                continue;
+            }
+            self.registry_cursor = logged.id;
+            let Some(idx) = logged
+                .household_id
+                .as_ref()
+                .and_then(|id| self.registry.household_idx(id))
+            else {
+                continue;
+            };
+            if let Some(change) = &logged.change {
+                self.registry.set_status(
+                    idx,
+                    change.status,
+                    change.monitoring_type,
+                    change.identified_on,
+                    change.risk_eliminated_on,
+                );
+            }
+            let closes_open = logged.alert_id.as_ref().is_some_and(|closed| {
+                self.rules
+                    .open_alert(idx)
+                    .is_some_and(|open| &open.alert_id == closed)
+            });
+            if closes_open {
+                self.rules.close_alert(idx, now);
+            }
+            applied += 1;
+        }
+        applied
     }
 
     /// Processes one batch.

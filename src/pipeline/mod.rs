@@ -117,29 +117,109 @@ struct Processed {
     positions: Vec<SourcePosition>,
 }
 
-/// Runs the core on a blocking thread until its input closes.
+/// The source position under which the registry change log's cursor commits with
+/// the batches (exactly once: a batch judged after change N commits N).
+pub const REGISTRY_CHANGES_KEY: &str = "registry:changes";
+
+/// The registry change log as the core thread follows it: before a batch, at most
+/// every `poll`, the changes after the core's cursor are read and applied, and the
+/// cursor goes out with the batch's positions.
+#[derive(Debug, Clone)]
+pub struct ChangeFeed {
+    /// Where the log is.
+    pub store: Store,
+    /// How often to look.
+    pub poll: Duration,
+}
+
+impl ChangeFeed {
+    /// The feed of `store`, looked at every `procedure.change_poll_ms`.
+    pub fn new(store: &Store, settings: &Settings) -> Self {
+        ChangeFeed {
+            store: store.clone(),
+            poll: Duration::from_millis(settings.procedure.change_poll_ms),
+        }
+    }
+
+    /// Applies what is new to `core` (blocking: called on the core's thread) and
+    /// appends the cursor to `positions`. A store error leaves the changes for the
+    /// next batch.
+    fn apply(
+        &self,
+        core: &mut Core,
+        last: &mut Option<Instant>,
+        positions: &mut Vec<SourcePosition>,
+        metrics: &Metrics,
+    ) {
+        if last.is_none_or(|at| at.elapsed() >= self.poll) {
+            *last = Some(Instant::now());
+            loop {
+                let read = tokio::runtime::Handle::current().block_on(
+                    self.store
+                        .registry_changes_after(core.registry_cursor(), 1000),
+                );
+                match read {
+                    Ok(changes) if !changes.is_empty() => {
+                        let applied = core.apply_registry_changes(&changes, Utc::now());
+                        metrics.registry_changes_applied(applied);
+                        if changes.len() < 1000 {
+                            break;
+                        }
+                    }
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(error = %error, "reading the registry change log failed; retrying at the next batch");
+                        break;
+                    }
+                }
+            }
+        }
+        if core.registry_cursor() > 0 {
+            positions.push(SourcePosition {
+                source_key: REGISTRY_CHANGES_KEY.to_string(),
+                position: core.registry_cursor() as u64,
+                line: 0,
+                fingerprint: None,
+                claim: None,
+            });
+        }
+    }
+}
+
+/// Runs the core on a blocking thread until its input closes; with `changes`, the
+/// registry change log is applied before each batch.
 fn spawn_core(
     mut core: Core,
     mut input: mpsc::Receiver<CoreInput>,
     output: mpsc::Sender<Processed>,
     metrics: Metrics,
+    changes: Option<ChangeFeed>,
 ) -> tokio::task::JoinHandle<(Core, Duration)> {
     tokio::task::spawn_blocking(move || {
         let mut core_time = Duration::ZERO;
+        let mut polled = None;
         while let Some(message) = input.blocking_recv() {
             let (seq, generation, processed, positions) = match message {
                 CoreInput::Replace(fresh) => {
                     core = *fresh;
+                    polled = None;
                     continue;
                 }
                 CoreInput::EndOfInput(seq, generation) => {
+                    let mut positions = Vec::new();
+                    if let Some(feed) = &changes {
+                        feed.apply(&mut core, &mut polled, &mut positions, &metrics);
+                    }
                     core.end_of_input();
                     let began = Instant::now();
                     let processed = core.process(&[], Utc::now());
                     core_time += began.elapsed();
-                    (seq, generation, processed, Vec::new())
+                    (seq, generation, processed, positions)
                 }
-                CoreInput::Batch(seq, generation, batch) => {
+                CoreInput::Batch(seq, generation, mut batch) => {
+                    if let Some(feed) = &changes {
+                        feed.apply(&mut core, &mut polled, &mut batch.positions, &metrics);
+                    }
                     let began = Instant::now();
                     core.mark_lanes(&batch.lanes);
                     let processed = core.process(&batch.records, Utc::now());
@@ -485,7 +565,8 @@ async fn drive<S: Source>(
     let capacity = settings.input.channel_capacity;
     let (core_tx, core_rx) = mpsc::channel::<CoreInput>(capacity);
     let (out_tx, out_rx) = mpsc::channel::<Processed>(capacity);
-    let core_task = spawn_core(core, core_rx, out_tx, app.metrics.clone());
+    let feed = ChangeFeed::new(&app.store, settings);
+    let core_task = spawn_core(core, core_rx, out_tx, app.metrics.clone(), Some(feed));
     let generation = Arc::new(AtomicU64::new(0));
     let (fenced_tx, mut fenced_rx) = mpsc::unbounded_channel();
     let link = WriterLink {

@@ -4,6 +4,7 @@
 //! positions that produced them commit in one transaction. Errors say whether a
 //! retry can help ([`StoreError::is_transient`]).
 
+pub mod api;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -51,6 +52,9 @@ pub enum StoreError {
         /// The input.
         source_key: String,
     },
+    /// The write conflicts with what is stored (a name taken).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl StoreError {
@@ -82,7 +86,8 @@ impl StoreError {
             | StoreError::Migrate(_)
             | StoreError::Corrupt(_)
             | StoreError::LeadershipLost
-            | StoreError::Fenced { .. } => false,
+            | StoreError::Fenced { .. }
+            | StoreError::Conflict(_) => false,
         }
     }
 }
@@ -164,8 +169,8 @@ pub struct Report {
     pub alerts_by_level: BTreeMap<String, u64>,
     /// Alerts by action.
     pub alerts_by_action: BTreeMap<String, u64>,
-    /// Tasks by status.
-    pub tasks_by_status: BTreeMap<String, u64>,
+    /// Tasks by procedure stage.
+    pub tasks_by_stage: BTreeMap<String, u64>,
     /// Active (not cleared) regional signals by severity.
     pub signals_by_severity: BTreeMap<String, u64>,
     /// Regional signals (every episode) by risk kind.

@@ -67,6 +67,26 @@ impl PgStore {
 }
 
 super::sql::sql_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
+super::api::api_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
+
+/// The advisory lock every writer of the registry change log holds until its commit.
+const CHANGE_LOG_LOCK: i64 = 0x79_6a_63_68_61_6e_67_65; // "yjchange"
+
+impl PgStore {
+    /// Serialises writers of the change log: ids are drawn and committed one writer
+    /// at a time, so they commit in id order and a reader's cursor never passes a
+    /// change still to commit.
+    pub(super) async fn lock_change_log(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CHANGE_LOG_LOCK)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
 
 /// Events after the cursor ($1 txid, $2 id), at most $3, in commit order; only those
 /// written by transactions older than the oldest one still running, which have all

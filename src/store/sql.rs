@@ -26,6 +26,41 @@ pub(super) fn priority_households(task: &crate::domain::task::ScreeningTask) -> 
     serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into())
 }
 
+/// The task columns, in the order `task_from_row` reads them.
+macro_rules! task_columns {
+    () => {
+        "task_id, kind, alert_id, signal_id, household_id, village_code, level, stage, due_at, \
+         created_at, updated_at, outcome, outcome_note, assignee, priority_households, version, \
+         budget_from, pass_on_due_at, overdue, overdue_at, findings, proposal, decision, closed_at"
+    };
+    ($t:literal) => {
+        concat!(
+            $t, ".task_id, ", $t, ".kind, ", $t, ".alert_id, ", $t, ".signal_id, ", $t,
+            ".household_id, ", $t, ".village_code, ", $t, ".level, ", $t, ".stage, ", $t,
+            ".due_at, ", $t, ".created_at, ", $t, ".updated_at, ", $t, ".outcome, ", $t,
+            ".outcome_note, ", $t, ".assignee, ", $t, ".priority_households, ", $t,
+            ".version, ", $t, ".budget_from, ", $t, ".pass_on_due_at, ", $t, ".overdue, ", $t,
+            ".overdue_at, ", $t, ".findings, ", $t, ".proposal, ", $t, ".decision, ", $t,
+            ".closed_at"
+        )
+    };
+}
+pub(crate) use task_columns;
+
+/// A task's JSON-document columns (findings, proposal) as stored.
+pub(super) fn task_documents(
+    task: &crate::domain::task::ScreeningTask,
+) -> (Option<String>, Option<String>) {
+    (
+        task.findings
+            .as_ref()
+            .and_then(|f| serde_json::to_string(f).ok()),
+        task.proposal
+            .as_ref()
+            .and_then(|p| serde_json::to_string(p).ok()),
+    )
+}
+
 pub(super) fn millis_to_time(ms: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_millis(ms).ok_or_else(|| corrupt(format!("time {ms} ms")))
 }
@@ -51,13 +86,18 @@ macro_rules! sql_store {
             Household, HouseholdStatus, Member, MonitoringType, Region,
         };
         use $crate::domain::signal::{RegionalSignal, RiskKind};
-        use $crate::domain::task::{Outcome, ScreeningTask, TaskKind, TaskStatus};
+        use $crate::domain::task::{
+            Decision, Outcome, ScreeningTask, Stage as TaskStage, TaskKind,
+        };
         use $crate::batch::{CountRow, SeriesCheckpoint, WatermarkState};
         use $crate::batch::{
             BatchOutput, LaneProgress, RestoredEvent, SourcePosition, StoredRegional, StoredState,
         };
         use $crate::batch::ClosedAlert;
-        use $crate::store::sql::{ROWS_PER_INSERT, corrupt, millis_to_time, priority_households};
+        use $crate::store::sql::{
+            ROWS_PER_INSERT, corrupt, millis_to_time, priority_households, task_columns,
+            task_documents,
+        };
         use $crate::store::{
             Claimed, EvidenceItem, FeedCursor, FeedEvent, FeedStep, Fence, Lease, OutboxRow, OutboxTopics, Report,
             StoreError, StoredRegistry,
@@ -153,7 +193,7 @@ macro_rules! sql_store {
                     }
                     let mut upsert: QueryBuilder<$db> = QueryBuilder::new(
                         "INSERT INTO alerts (alert_id, household_id, region_code, episode, level, action, status, \
-                         opened_at, updated_at, closed_at, doc, judgements) ",
+                         opened_at, updated_at, closed_at, doc, judgements, risk_types) ",
                     );
                     upsert.push_values(alerts.iter().zip(documents), |mut row, (alert, (doc, judgements))| {
                         row.push_bind(alert.alert_id.as_str())
@@ -167,13 +207,14 @@ macro_rules! sql_store {
                             .push_bind(alert.updated_at)
                             .push_bind(alert.closed_at)
                             .push_bind(doc)
-                            .push_bind(judgements);
+                            .push_bind(judgements)
+                            .push_bind(serde_json::to_string(&alert.risk_types).unwrap_or_else(|_| "[]".into()));
                     });
                     // An alert a user closed meanwhile stays closed.
                     upsert.push(
                         " ON CONFLICT (alert_id) DO UPDATE SET level = excluded.level, action = excluded.action, \
-                         updated_at = excluded.updated_at, doc = excluded.doc, judgements = excluded.judgements \
-                         WHERE alerts.status = 'open'",
+                         updated_at = excluded.updated_at, doc = excluded.doc, judgements = excluded.judgements, \
+                         risk_types = excluded.risk_types WHERE alerts.status = 'open'",
                     );
                     Ok(upsert)
                 })
@@ -282,12 +323,28 @@ macro_rules! sql_store {
                             doc,
                         ));
                     }
-                    for task in &batch.tasks {
-                        rows.push((
-                            topics.screening_tasks.as_str(),
-                            task.village_code.to_string(),
-                            serde_json::to_string(task).map_err(corrupt)?,
+                    // A task as stored: the procedure may have moved it on since the
+                    // core's copy was made.
+                    let ids: Vec<&str> = batch.tasks.iter().map(|t| t.task_id.as_str()).collect();
+                    for chunk in ids.chunks(ROWS_PER_INSERT) {
+                        let mut select: QueryBuilder<$db> = QueryBuilder::new(concat!(
+                            "SELECT ",
+                            task_columns!(),
+                            " FROM tasks WHERE task_id IN ("
                         ));
+                        let mut list = select.separated(", ");
+                        for id in chunk {
+                            list.push_bind(*id);
+                        }
+                        select.push(") ORDER BY task_id");
+                        for row in select.build().fetch_all(&mut *tx).await? {
+                            let task = task_from_row(&row, 0)?;
+                            rows.push((
+                                topics.screening_tasks.as_str(),
+                                task.village_code.to_string(),
+                                serde_json::to_string(&task).map_err(corrupt)?,
+                            ));
+                        }
                     }
                     for letter in &batch.dead_letters {
                         rows.push((
@@ -829,12 +886,12 @@ macro_rules! sql_store {
                 }
                 drop(rows);
                 let rows = sqlx::query(
-                    "SELECT a.doc, a.episode, a.status, a.closed_at, a.judgements, \
-                            t.task_id, t.kind, t.alert_id, t.signal_id, t.household_id, t.village_code, t.level, \
-                            t.status, t.due_at, t.created_at, t.updated_at, t.outcome, t.outcome_note, t.assignee, \
-                            t.priority_households \
-                     FROM alerts a LEFT JOIN tasks t ON t.alert_id = a.alert_id \
-                     WHERE a.status = 'open' OR a.closed_at >= $1",
+                    concat!(
+                        "SELECT a.doc, a.episode, a.status, a.closed_at, a.judgements, ",
+                        task_columns!("t"),
+                        " FROM alerts a LEFT JOIN tasks t ON t.alert_id = a.alert_id \
+                         WHERE a.status = 'open' OR a.closed_at >= $1"
+                    ),
                 )
                 .bind(closed_since)
                 .fetch_all(&self.pool)
@@ -909,8 +966,8 @@ macro_rules! sql_store {
                 report.alerts_by_action = self
                     .grouped("SELECT action, COUNT(*) FROM alerts GROUP BY action")
                     .await?;
-                report.tasks_by_status = self
-                    .grouped("SELECT status, COUNT(*) FROM tasks GROUP BY status")
+                report.tasks_by_stage = self
+                    .grouped("SELECT stage, COUNT(*) FROM tasks GROUP BY stage")
                     .await?;
                 report.signals_by_severity = self
                     .grouped(
@@ -989,11 +1046,11 @@ macro_rules! sql_store {
                 &self,
                 each: &mut (dyn FnMut(ScreeningTask) -> std::io::Result<()> + Send),
             ) -> Result<(), StoreError> {
-                let mut rows = sqlx::query(
-                    "SELECT task_id, kind, alert_id, signal_id, household_id, village_code, level, status, \
-                     due_at, created_at, updated_at, outcome, outcome_note, assignee, priority_households \
-                     FROM tasks ORDER BY task_id",
-                )
+                let mut rows = sqlx::query(concat!(
+                    "SELECT ",
+                    task_columns!(),
+                    " FROM tasks ORDER BY task_id"
+                ))
                 .fetch(&self.pool);
                 while let Some(row) = rows.try_next().await? {
                     each(task_from_row(&row, 0)?)
@@ -1206,32 +1263,44 @@ macro_rules! sql_store {
         }
 
         /// Multi-row INSERTs of task snapshots, each ending in `on_conflict`.
-        async fn insert_tasks(
+        pub(super) async fn insert_tasks(
             tx: &mut sqlx::Transaction<'_, $db>,
             tasks: &[ScreeningTask],
             on_conflict: &'static str,
         ) -> Result<(), StoreError> {
             execute_chunks(tx, tasks, |chunk| {
-                let mut insert: QueryBuilder<$db> = QueryBuilder::new(
-                    "INSERT INTO tasks (task_id, kind, alert_id, signal_id, household_id, village_code, level, \
-                     status, due_at, created_at, updated_at, outcome, outcome_note, assignee, priority_households) ",
-                );
+                let mut insert: QueryBuilder<$db> = QueryBuilder::new(concat!(
+                    "INSERT INTO tasks (status, ",
+                    task_columns!(),
+                    ") "
+                ));
                 insert.push_values(chunk, |mut row, task| {
-                    row.push_bind(task.task_id.as_str())
+                    let (findings, proposal) = task_documents(task);
+                    row.push_bind(if task.stage == TaskStage::Closed { "closed" } else { "open" })
+                        .push_bind(task.task_id.as_str())
                         .push_bind(task.kind.as_str())
                         .push_bind(task.alert_id.as_deref())
                         .push_bind(task.signal_id.as_deref())
                         .push_bind(task.household_id.as_ref().map(HouseholdId::as_str))
                         .push_bind(task.village_code.to_string())
                         .push_bind(task.level.as_str())
-                        .push_bind(task.status.as_str())
+                        .push_bind(task.stage.as_str())
                         .push_bind(task.due_at)
                         .push_bind(task.created_at)
                         .push_bind(task.updated_at)
                         .push_bind(task.outcome.map(Outcome::as_str))
                         .push_bind(task.outcome_note.as_deref())
                         .push_bind(task.assignee.as_deref())
-                        .push_bind(priority_households(task));
+                        .push_bind(priority_households(task))
+                        .push_bind(i64::from(task.version))
+                        .push_bind(task.budget_from)
+                        .push_bind(task.pass_on_due_at)
+                        .push_bind(task.overdue)
+                        .push_bind(task.overdue_at)
+                        .push_bind(findings)
+                        .push_bind(proposal)
+                        .push_bind(task.decision.map(Decision::as_str))
+                        .push_bind(task.closed_at);
                 });
                 insert.push(on_conflict);
                 Ok(insert)
@@ -1271,9 +1340,12 @@ macro_rules! sql_store {
             })
         }
 
-        fn task_from_row(row: &$row, at: usize) -> Result<ScreeningTask, StoreError> {
+        /// A task from the columns of `task_columns!` starting at `at`.
+        pub(in crate::store) fn task_from_row(row: &$row, at: usize) -> Result<ScreeningTask, StoreError> {
             let text = |i: usize| -> String { row.get(at + i) };
             let optional = |i: usize| -> Option<String> { row.get(at + i) };
+            let created_at: DateTime<Utc> = row.get(at + 9);
+            let due_at: DateTime<Utc> = row.get(at + 8);
             Ok(ScreeningTask {
                 task_id: text(0),
                 kind: TaskKind::parse(&text(1)).ok_or_else(|| corrupt("task kind"))?,
@@ -1284,9 +1356,9 @@ macro_rules! sql_store {
                     .transpose()?,
                 village_code: RegionCode::parse(&text(5)).map_err(corrupt)?,
                 level: Level::parse(&text(6)).ok_or_else(|| corrupt("task level"))?,
-                status: TaskStatus::parse(&text(7)).ok_or_else(|| corrupt("task status"))?,
-                due_at: row.get(at + 8),
-                created_at: row.get(at + 9),
+                stage: TaskStage::parse(&text(7)).ok_or_else(|| corrupt("task stage"))?,
+                due_at,
+                created_at,
                 updated_at: row.get(at + 10),
                 outcome: optional(11)
                     .map(|o| Outcome::parse(&o).ok_or_else(|| corrupt("task outcome")))
@@ -1295,6 +1367,21 @@ macro_rules! sql_store {
                 assignee: optional(13),
                 priority_households: serde_json::from_str(&text(14))
                     .map_err(|_| corrupt("task priority households"))?,
+                version: row.get::<i64, _>(at + 15) as u32,
+                budget_from: row.get::<Option<DateTime<Utc>>, _>(at + 16).unwrap_or(created_at),
+                pass_on_due_at: row.get::<Option<DateTime<Utc>>, _>(at + 17).unwrap_or(due_at),
+                overdue: row.get(at + 18),
+                overdue_at: row.get(at + 19),
+                findings: optional(20)
+                    .map(|d| serde_json::from_str(&d).map_err(corrupt))
+                    .transpose()?,
+                proposal: optional(21)
+                    .map(|d| serde_json::from_str(&d).map_err(corrupt))
+                    .transpose()?,
+                decision: optional(22)
+                    .map(|d| Decision::parse(&d).ok_or_else(|| corrupt("task decision")))
+                    .transpose()?,
+                closed_at: row.get(at + 23),
             })
         }
         }

@@ -216,6 +216,17 @@ async fn checkpoint_loop(
 }
 
 super::sql::sql_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
+super::api::api_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
+
+impl SqliteStore {
+    /// Nothing to lock: SQLite's one writer commits change-log rows in id order.
+    pub(super) async fn lock_change_log(
+        &self,
+        _tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
 
 /// Events after the cursor ($2 id; $1, the txid, is always 0 here: one writer, so row
 /// ids follow commit order), at most $3.

@@ -36,6 +36,11 @@ pub struct Metrics {
     outbox_errors: IntCounter,
     regional_leader: IntGauge,
     regional_fed: IntCounter,
+    http_requests: IntCounterVec,
+    http_seconds: prometheus::HistogramVec,
+    tasks_overdue: IntGaugeVec,
+    task_transitions: IntCounterVec,
+    registry_changes: IntCounter,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -212,10 +217,81 @@ impl Metrics {
                 "yujing_outbox_publish_errors_total",
                 "Outbox rows whose publication failed (retried)",
             ),
+            http_requests: counter_vec(
+                &registry,
+                "yujing_http_requests_total",
+                "HTTP requests, by method, route template and status",
+                &["method", "route", "status"],
+            ),
+            http_seconds: {
+                let metric = prometheus::HistogramVec::new(
+                    HistogramOpts::new(
+                        "yujing_http_request_seconds",
+                        "HTTP request latency, by method and route template",
+                    )
+                    .buckets(
+                        prometheus::exponential_buckets(0.0005, 2.0, 14).expect("valid buckets"),
+                    ),
+                    &["method", "route"],
+                )
+                .expect("metric names are valid");
+                registry
+                    .register(Box::new(metric.clone()))
+                    .expect("metric registered once");
+                metric
+            },
+            tasks_overdue: gauge_vec(
+                &registry,
+                "yujing_tasks_overdue",
+                "Open tasks past their budget, by township",
+                &["township"],
+            ),
+            task_transitions: counter_vec(
+                &registry,
+                "yujing_task_transitions_total",
+                "Procedure moves made through the API, by move",
+                &["action"],
+            ),
+            registry_changes: counter(
+                &registry,
+                "yujing_registry_changes_applied_total",
+                "Registry change-log rows the pipeline applied",
+            ),
             dead_letters,
             registry_households,
             registry,
         }
+    }
+
+    /// An HTTP request was answered.
+    pub fn http_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        self.http_requests
+            .with_label_values(&[method, route, &status.to_string()])
+            .inc();
+        self.http_seconds
+            .with_label_values(&[method, route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The overdue open tasks per township, as the timer last counted them (townships
+    /// no longer listed drop to 0).
+    pub fn tasks_overdue(&self, by_township: &[(String, i64)]) {
+        self.tasks_overdue.reset();
+        for (township, count) in by_township {
+            self.tasks_overdue
+                .with_label_values(&[township.as_str()])
+                .set(*count);
+        }
+    }
+
+    /// A procedure move was made.
+    pub fn task_transition(&self, action: &str) {
+        self.task_transitions.with_label_values(&[action]).inc();
+    }
+
+    /// The pipeline applied registry changes.
+    pub fn registry_changes_applied(&self, count: usize) {
+        self.registry_changes.inc_by(count as u64);
     }
 
     /// A batch went through the core.

@@ -396,7 +396,7 @@ async fn killed_runs_resume_without_loss_or_duplicates() {
     assert_eq!(ra.events_accepted, rb.events_accepted);
     assert_eq!(ra.duplicates, rb.duplicates);
     assert_eq!(ra.dead_letters, rb.dead_letters);
-    assert_eq!(ra.tasks_by_status, rb.tasks_by_status);
+    assert_eq!(ra.tasks_by_stage, rb.tasks_by_stage);
     // The regional stage resumed exactly too: the same signals, episode by episode.
     let signals = |app: &App| {
         let store = app.store.clone();
@@ -458,7 +458,7 @@ async fn stdin_input_and_exports_that_fit_their_schemas() {
         "duplicates",
         "alerts_by_level",
         "alerts_by_action",
-        "tasks_by_status",
+        "tasks_by_stage",
     ] {
         assert!(report.get(key_name).is_some(), "report lacks {key_name}");
     }

@@ -929,3 +929,189 @@ async fn a_broker_restart_mid_stream_changes_nothing() {
     // checked end to end in the yujing-crash test, where the broker stays up.
     assert_eq!(store.outbox_backlog().await.unwrap(), 0);
 }
+
+/// `yujing serve` and `yujing run --kafka` as two processes on one PostgreSQL: a task
+/// walked through the procedure on the one changes the registry the other judges
+/// with (through the change log), and the task's changes leave on
+/// `yujing.screening-tasks` through the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_and_run_close_the_loop_on_one_postgres() {
+    use std::io::BufRead;
+    let mut world = World::new("twoproc", 800, 45, kafka_brokers(), 2).await;
+    let run = world.start("run.log", &[("YUJING__PROCEDURE__CHANGE_POLL_MS", "50")]);
+    world.wait_processed(Duration::from_secs(180)).await;
+    let store = world.store().await;
+    // Accounts on the command line, on the shared store.
+    let add = |name: &str, role: &str, region: &str| {
+        let output = world
+            .yujing()
+            .args([
+                "accounts", "add", "--name", name, "--role", role, "--region", region,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    };
+    let mut tasks = Vec::new();
+    store
+        .export_tasks(&mut |t| {
+            tasks.push(t);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let task = tasks
+        .into_iter()
+        .find(|t| t.kind == yujing::domain::task::TaskKind::Identify)
+        .expect("an identify task");
+    let village = task.village_code;
+    let household = task.household_id.clone().unwrap().to_string();
+    let county = add("p-county", "county", &village.county().to_string());
+    let township = add("p-township", "township", &village.township().to_string());
+    let village_token = add("p-village", "village", &village.to_string());
+    // The API in a process of its own.
+    let mut serve = Running(
+        world
+            .yujing()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = std::io::BufReader::new(serve.stderr.take().unwrap());
+    let mut line = String::new();
+    let base = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "serve exited");
+        if let Some(rest) = line.trim().strip_prefix("serving the API on ") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    let client = reqwest::Client::new();
+    let uri = format!("{base}/api/tasks/{}/transitions", task.task_id);
+    let today = yujing::domain::task::cst_day(chrono::Utc::now());
+    let ago = |days| (today - chrono::Duration::days(days)).to_string();
+    for (token, body) in [
+        (&village_token, serde_json::json!({"action": "accept"})),
+        (
+            &village_token,
+            serde_json::json!({"action": "record_visit", "visited_on": ago(9), "per_capita_income_yuan": 3900.0, "risk_types": ["illness"]}),
+        ),
+        (
+            &village_token,
+            serde_json::json!({"action": "propose", "outcome": "identify", "monitoring_type": "sudden_hardship",
+            "deliberated_on": ago(8), "publicity_from": ago(7), "publicity_to": ago(2)}),
+        ),
+        (&township, serde_json::json!({"action": "approve"})),
+        (
+            &county,
+            serde_json::json!({"action": "decide", "decision": "approved"}),
+        ),
+    ] {
+        let answer = client
+            .post(&uri)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status();
+        assert_eq!(status, 200, "{body}: {}", answer.text().await.unwrap());
+    }
+    // The registry changed in the store.
+    let record = store.household(&household).await.unwrap().unwrap();
+    assert_eq!(
+        record.household.status,
+        yujing::domain::registry::HouseholdStatus::Monitored
+    );
+    // A new illness of that household, through Kafka, to the running pipeline.
+    let members = std::fs::read_to_string(world.county.join("members.csv")).unwrap();
+    let person = members
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|f| f[1] == household)
+        .map(|f| f[0].to_string())
+        .unwrap();
+    let at = chrono::Utc::now() - chrono::Duration::hours(1);
+    let event = serde_json::json!({
+        "event_id": "WJ-TWOPROC-0001", "source": "health", "kind": "serious_illness",
+        "occurred_at": at.to_rfc3339(), "reported_at": at.to_rfc3339(), "person_id": person,
+        "payload": {"disease_group": "cancer", "diagnosed_on": at.date_naive().to_string()}
+    });
+    let file = world.env.path("more.ndjson");
+    std::fs::write(&file, format!("{event}\n")).unwrap();
+    world.produce(&[file]);
+    world.wait_processed(Duration::from_secs(60)).await;
+    let started = Instant::now();
+    let fresh = loop {
+        let mut alerts = Vec::new();
+        store
+            .export_alerts(&mut |a| {
+                alerts.push(a);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        if let Some(open) = alerts.into_iter().find(|a| {
+            a.household_id.as_str() == household
+                && a.status == yujing::domain::alert::AlertStatus::Open
+        }) {
+            break open;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no new alert for {household}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        fresh.action,
+        yujing::domain::alert::Action::ReviewAssistance
+    );
+    // The run process's relay published the API's task changes, the closed one last.
+    let topic = format!("{}.out.screening_tasks", world.prefix);
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &world.brokers)
+        .set("group.id", format!("{topic}-stages"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(&topic), Duration::from_secs(10))
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        assignment
+            .add_partition_offset(&topic, partition.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut stages = Vec::new();
+    let started = Instant::now();
+    while !stages.contains(&"closed".to_string()) && started.elapsed() < Duration::from_secs(60) {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let doc: serde_json::Value =
+                serde_json::from_slice(message.payload().unwrap_or_default()).unwrap();
+            if doc["task_id"] == task.task_id.as_str() {
+                stages.push(doc["stage"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    for stage in ["visiting", "township_review", "county_decision", "closed"] {
+        assert!(
+            stages.iter().any(|s| s == stage),
+            "{stage} not published: {stages:?}"
+        );
+    }
+    store.close().await;
+    terminate(run);
+    let _ = serve.kill();
+}

@@ -21,7 +21,7 @@ use yujing::domain::record::{Origin, RawRecord};
 use yujing::domain::registry::{
     Household, HouseholdStatus, Member, MonitoringType, Region, Relation,
 };
-use yujing::domain::task::{ScreeningTask, TaskKind, TaskStatus};
+use yujing::domain::task::{Budget, NewTask, ScreeningTask, Stage, TaskKind};
 use yujing::generate::AnswerKey;
 use yujing::pipeline::core::Core;
 use yujing::schemas::Schemas;
@@ -78,10 +78,10 @@ impl Raw {
     }
 
     /// Moves a task along its lifecycle the way a village worker would.
-    async fn work_task(&self, task_id: &str, status: &str, assignee: &str, note: &str) {
+    async fn work_task(&self, task_id: &str, stage: &str, assignee: &str, note: &str) {
         let sql =
-            "UPDATE tasks SET status = $1, assignee = $2, outcome_note = $3 WHERE task_id = $4";
-        let done = on_pool!(self, pool => sqlx::query(sql).bind(status).bind(assignee).bind(note).bind(task_id).execute(pool).await.unwrap().rows_affected());
+            "UPDATE tasks SET stage = $1, assignee = $2, outcome_note = $3 WHERE task_id = $4";
+        let done = on_pool!(self, pool => sqlx::query(sql).bind(stage).bind(assignee).bind(note).bind(task_id).execute(pool).await.unwrap().rows_affected());
         assert_eq!(done, 1, "task {task_id} exists");
     }
 
@@ -1302,12 +1302,7 @@ async fn contract_task_upserts(subject: Subject) {
         .clone();
     subject
         .raw
-        .work_task(
-            &task.task_id,
-            "in_progress",
-            "worker-7",
-            "visited, 户主不在家",
-        )
+        .work_task(&task.task_id, "visiting", "worker-7", "visited, 户主不在家")
         .await;
 
     let stored = |store: &Store| {
@@ -1322,7 +1317,7 @@ async fn contract_task_upserts(subject: Subject) {
         }
     };
     let worked = stored(store).await;
-    assert_eq!(worked.status, TaskStatus::InProgress);
+    assert_eq!(worked.stage, Stage::Visiting);
 
     // Raised by the pipeline: level and updated_at move, the lifecycle stays.
     let mut raised = task.clone();
@@ -1353,33 +1348,34 @@ async fn contract_task_upserts(subject: Subject) {
     store.commit_batch(&only(stale), &[], now()).await.unwrap();
     let after_stale = stored(store).await;
     assert_eq!(after_stale.level, Level::Red, "a task's level never drops");
-    assert_eq!(after_stale.status, TaskStatus::InProgress);
+    assert_eq!(after_stale.stage, Stage::Visiting);
     assert_eq!(after_stale.assignee.as_deref(), Some("worker-7"));
     assert_eq!(after_stale.outcome_note, worked.outcome_note);
     assert_eq!(subject.raw.count("tasks").await, batch.tasks.len() as i64);
 
     // A campaign task keeps its households to visit first, in order.
     let village = task.village_code;
-    let campaign = ScreeningTask {
-        task_id: "c0ffee00c0ffee00c0ffee00c0ffee00".into(),
-        kind: TaskKind::Campaign,
-        alert_id: None,
-        signal_id: Some("5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e".into()),
-        household_id: None,
-        village_code: village,
-        level: Level::Orange,
-        status: TaskStatus::Open,
-        due_at: now() + Duration::days(15),
-        created_at: now(),
-        updated_at: now(),
-        outcome: None,
-        outcome_note: None,
-        assignee: None,
-        priority_households: ["H-b", "H-a", "H-c"]
-            .into_iter()
-            .map(|id| HouseholdId::parse(id).unwrap())
-            .collect(),
-    };
+    let campaign = ScreeningTask::open(
+        NewTask {
+            task_id: "c0ffee00c0ffee00c0ffee00c0ffee00".into(),
+            kind: TaskKind::Campaign,
+            alert_id: None,
+            signal_id: Some("5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e".into()),
+            household_id: None,
+            village_code: village,
+            level: Level::Orange,
+            priority_households: ["H-b", "H-a", "H-c"]
+                .into_iter()
+                .map(|id| HouseholdId::parse(id).unwrap())
+                .collect(),
+        },
+        Budget {
+            pass_on_days: 15,
+            decision_days: 15,
+        },
+        now(),
+        now(),
+    );
     let mut regional = BatchOutput::default();
     regional.regional.tasks.push(campaign.clone());
     store.commit_batch(&regional, &[], now()).await.unwrap();
@@ -1585,7 +1581,7 @@ async fn contract_report(subject: Subject) {
         suppressed: batch.counts.suppressed,
         alerts_by_level: tally(batch.alerts.iter().map(|a| a.level.as_str())),
         alerts_by_action: tally(batch.alerts.iter().map(|a| a.action.as_str())),
-        tasks_by_status: tally(all_tasks(&batch).iter().map(|t| t.status.as_str())),
+        tasks_by_stage: tally(all_tasks(&batch).iter().map(|t| t.stage.as_str())),
         dead_letters_by_rule: tally(letters.iter().map(|l| l.rejection.rule.as_str())),
         households: key.households as u64,
         members: subject.raw.count("members").await as u64,

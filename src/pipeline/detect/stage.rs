@@ -18,7 +18,7 @@ use crate::domain::event::{Event, Payload, Subject};
 use crate::domain::ids::{RegionCode, RegionLevel, stable_id};
 use crate::domain::registry::{HouseholdIdx, Registry};
 use crate::domain::signal::{Method, RegionalSignal, RiskKind};
-use crate::domain::task::{ScreeningTask, TaskKind, TaskStatus};
+use crate::domain::task::{Budget, NewTask, ScreeningTask, TaskKind};
 
 use super::cusum::CusumState;
 use super::ears::{DetectError, Judgement};
@@ -858,7 +858,6 @@ impl RegionalStage {
     /// the configured severity that has none yet.
     fn open_campaigns(&mut self, registry: &Registry, now: DateTime<Utc>) -> Vec<ScreeningTask> {
         let min = self.settings.signals.campaign_min_level;
-        let due = Duration::days(self.settings.signals.campaign_due_days);
         let recent = self.settings.signals.campaign_recent_days as Day;
         let latest = self.clock.max_event_time.map(day_of);
         let mut tasks = Vec::new();
@@ -889,26 +888,30 @@ impl RegionalStage {
                     .into_iter()
                     .map(|h| registry.household(h).household_id.clone())
                     .collect();
-                tasks.push(ScreeningTask {
-                    task_id: stable_id(
-                        "campaign",
-                        &[signal.signal_id.as_bytes(), village.to_string().as_bytes()],
-                    ),
-                    kind: TaskKind::Campaign,
-                    alert_id: None,
-                    signal_id: Some(signal.signal_id.clone()),
-                    household_id: None,
-                    village_code: village,
-                    level: signal.severity,
-                    status: TaskStatus::Open,
-                    due_at: now + due,
-                    created_at: now,
-                    updated_at: now,
-                    outcome: None,
-                    outcome_note: None,
-                    assignee: None,
-                    priority_households: priority,
-                });
+                // A campaign has no separate pass-on budget: the village screens
+                // within the campaign's days.
+                let days = self.settings.signals.campaign_due_days;
+                tasks.push(ScreeningTask::open(
+                    NewTask {
+                        task_id: stable_id(
+                            "campaign",
+                            &[signal.signal_id.as_bytes(), village.to_string().as_bytes()],
+                        ),
+                        kind: TaskKind::Campaign,
+                        alert_id: None,
+                        signal_id: Some(signal.signal_id.clone()),
+                        household_id: None,
+                        village_code: village,
+                        level: signal.severity,
+                        priority_households: priority,
+                    },
+                    Budget {
+                        pass_on_days: days,
+                        decision_days: days,
+                    },
+                    now,
+                    now,
+                ));
             }
             signal.campaign = true;
             signal.updated_at = now;

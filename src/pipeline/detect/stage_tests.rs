@@ -335,7 +335,7 @@ fn campaigns_cover_every_village_of_the_region() {
     assert!(output.tasks.iter().all(|t| t.kind == TaskKind::Campaign
         && t.household_id.is_none()
         && t.alert_id.is_none()
-        && t.due_at == at(50) + Duration::days(15)));
+        && t.due_at == crate::domain::task::deadline(at(50), 15)));
     assert_eq!(output.tasks.len(), 4);
     // More evidence updates the same signal and opens no second campaign.
     stage.observe(&township_a_flood("flood-2", 51), &[], &registry);

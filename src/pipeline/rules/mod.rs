@@ -16,7 +16,7 @@ use crate::config::{PolicySettings, RuleSettings};
 use crate::domain::alert::{Action, AlertStatus, HouseholdAlert, Level, RuleFinding};
 use crate::domain::ids::{EventId, RegionCode, stable_id};
 use crate::domain::registry::{Household, HouseholdIdx, HouseholdStatus, MonitoringType, Registry};
-use crate::domain::task::{ScreeningTask, TaskKind, TaskStatus};
+use crate::domain::task::{Budgets, NewTask, ScreeningTask, TaskKind};
 
 use evaluate::{Detail, Evaluation, Gathered, HouseholdContext, evaluate_with};
 use facts::RiskEvent;
@@ -56,6 +56,8 @@ pub struct RuleOutputs {
 pub struct HouseholdRules {
     rules: RuleSettings,
     policy: PolicySettings,
+    /// The procedure's deadlines, by region.
+    budgets: Budgets,
     /// Per household (by registry index): its risk events, in (time, id) order.
     windows: Vec<Vec<RiskEvent>>,
     /// Per household: its alerts, once it has had one.
@@ -144,7 +146,14 @@ impl HouseholdRules {
             suppressed: 0,
             scratch: Gathered::default(),
             lines: Lines::default(),
+            budgets: Budgets::default(),
         }
+    }
+
+    /// The same stage opening tasks with `budgets` (`procedure.*`).
+    pub fn with_budgets(mut self, budgets: Budgets) -> Self {
+        self.budgets = budgets;
+        self
     }
 
     fn lookback(&self) -> Duration {
@@ -300,6 +309,7 @@ impl HouseholdRules {
             suppressed,
             scratch,
             lines,
+            budgets,
         } = self;
         let Some(window) = windows.get(household as usize) else {
             return;
@@ -341,7 +351,9 @@ impl HouseholdRules {
                 continue;
             }
             let slot = slot_mut(alerts, household);
-            let merged = merge(slot, record, point, line, evaluation, events, rules, now);
+            let merged = merge(
+                slot, record, point, line, evaluation, events, rules, budgets, now,
+            );
             *suppressed += merged.suppressed;
             if merged.alert_changed {
                 dirty.insert(household);
@@ -432,6 +444,7 @@ fn merge(
     evaluation: Evaluation,
     events: &[RiskEvent],
     rules: &RuleSettings,
+    budgets: &Budgets,
     now: DateTime<Utc>,
 ) -> Merged {
     let cooldown = Duration::days(rules.cooldown_days);
@@ -499,6 +512,8 @@ fn merge(
                 closed_at: None,
                 first_evidence_at: point,
                 last_evidence_at: point,
+                outcome: None,
+                decision: None,
             },
             task: None,
             details: HashMap::new(),
@@ -627,23 +642,21 @@ fn merge(
             None => {
                 let task_id = stable_id("task", &[alert.alert_id.as_bytes()]);
                 alert.task_id = Some(task_id.clone());
-                open.task = Some(ScreeningTask {
-                    task_id,
-                    kind: TaskKind::from(alert.action),
-                    alert_id: Some(alert.alert_id.clone()),
-                    signal_id: None,
-                    household_id: Some(alert.household_id.clone()),
-                    village_code: alert.region_code,
-                    level: alert.level,
-                    status: TaskStatus::Open,
-                    due_at: now + Duration::days(rules.task_due_days),
-                    created_at: now,
-                    updated_at: now,
-                    outcome: None,
-                    outcome_note: None,
-                    assignee: None,
-                    priority_households: Vec::new(),
-                });
+                open.task = Some(ScreeningTask::open(
+                    NewTask {
+                        task_id,
+                        kind: TaskKind::from(alert.action),
+                        alert_id: Some(alert.alert_id.clone()),
+                        signal_id: None,
+                        household_id: Some(alert.household_id.clone()),
+                        village_code: alert.region_code,
+                        level: alert.level,
+                        priority_households: Vec::new(),
+                    },
+                    budgets.for_region(alert.region_code),
+                    now,
+                    now,
+                ));
                 merged.task_changed = true;
                 visible = true;
             }
