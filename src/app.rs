@@ -46,6 +46,7 @@ impl App {
                 screening_tasks: topics.screening_tasks.clone(),
                 regional_signals: topics.regional_signals.clone(),
                 dead_letters: topics.dead_letters.clone(),
+                dead_letter_raw_bytes: kafka.dead_letter_publish_bytes,
             });
         }
         Ok(App {

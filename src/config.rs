@@ -348,10 +348,46 @@ pub struct KafkaSettings {
     pub outbox_batch: i64,
     /// On shutdown, how long to keep publishing the outbox.
     pub outbox_flush_timeout_seconds: u64,
+    /// Published outbox rows are kept this long (for inspection), then purged.
+    pub outbox_retention_hours: u64,
+    /// The most of a refused record's bytes that a published dead letter carries
+    /// (the store keeps what it was given): keeps every dead letter below the
+    /// producer's message size limit.
+    pub dead_letter_publish_bytes: usize,
     /// Extra librdkafka consumer properties.
+    #[serde(deserialize_with = "client_properties")]
     pub consumer_properties: BTreeMap<String, String>,
     /// Extra librdkafka producer properties.
+    #[serde(deserialize_with = "client_properties")]
     pub producer_properties: BTreeMap<String, String>,
+}
+
+/// librdkafka properties: every value is text to librdkafka, but a number or a
+/// boolean (as TOML and environment variables give them) is accepted as written.
+fn client_properties<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+        Flag(bool),
+    }
+    let map = BTreeMap::<String, Scalar>::deserialize(deserializer)?;
+    Ok(map
+        .into_iter()
+        .map(|(key, value)| {
+            let value = match value {
+                Scalar::Text(text) => text,
+                Scalar::Integer(n) => n.to_string(),
+                Scalar::Float(x) => x.to_string(),
+                Scalar::Flag(flag) => flag.to_string(),
+            };
+            (key, value)
+        })
+        .collect())
 }
 
 impl KafkaSettings {
@@ -614,6 +650,12 @@ impl Check for KafkaSettings {
             self.outbox_batch >= 1,
             "kafka.outbox_batch: must be at least 1",
         );
+        // Base64 and the UTF-8 copy make a document about 2.4 times its raw bytes;
+        // librdkafka's default message.max.bytes is 1 000 000.
+        require(
+            self.dead_letter_publish_bytes <= 393_216,
+            "kafka.dead_letter_publish_bytes: must be at most 393216 (a published dead letter must stay below the producer's 1 MB message limit)",
+        );
     }
 }
 
@@ -836,6 +878,23 @@ mod tests {
         assert_eq!(settings.rules.max_lateness_days, 90, "defaults remain");
         assert_eq!(settings.rules.medical.oop_income_share, 0.4);
         assert_eq!(settings.store.url.expose(), "sqlite://from-file.db");
+    }
+
+    #[test]
+    fn client_properties_take_numbers_and_flags_as_written() {
+        let settings = Settings::load(&env(&[
+            (
+                "YUJING__KAFKA__PRODUCER_PROPERTIES__MESSAGE.MAX.BYTES",
+                "100000",
+            ),
+            ("YUJING__KAFKA__CONSUMER_PROPERTIES__CHECK.CRCS", "true"),
+            ("YUJING__KAFKA__CONSUMER_PROPERTIES__CLIENT.RACK", "rack-1"),
+        ]))
+        .unwrap();
+        let kafka = &settings.kafka;
+        assert_eq!(kafka.producer_properties["message.max.bytes"], "100000");
+        assert_eq!(kafka.consumer_properties["check.crcs"], "true");
+        assert_eq!(kafka.consumer_properties["client.rack"], "rack-1");
     }
 
     #[test]

@@ -58,23 +58,25 @@ struct Routing<'a> {
     region_code: Option<std::borrow::Cow<'a, str>>,
 }
 
-/// Households by person pseudonym, when the store has a registry and a key is set.
+/// The pseudonymiser, when a key is set, with the households by person pseudonym
+/// that the store's registry knows (none without a store).
 async fn household_keys(
     settings: &Settings,
     store: Option<&Store>,
 ) -> Result<Option<(Pseudonymiser, HashMap<PersonKey, HouseholdId>)>, CommandError> {
-    let (Some(store), Ok(key)) = (store, settings.require_pseudonymisation_key()) else {
+    let Ok(key) = settings.require_pseudonymisation_key() else {
         return Ok(None);
     };
-    let registry = store.load_registry().await?;
-    if registry.members.is_empty() {
-        return Ok(None);
-    }
-    let map = registry
-        .members
-        .into_iter()
-        .map(|(person, household, _)| (person, household))
-        .collect();
+    let map = match store {
+        Some(store) => store
+            .load_registry()
+            .await?
+            .members
+            .into_iter()
+            .map(|(person, household, _)| (person, household))
+            .collect(),
+        None => HashMap::new(),
+    };
     Ok(Some((Pseudonymiser::new(key), map)))
 }
 
@@ -219,7 +221,9 @@ where
 }
 
 /// The message key: household id, region code, or (for persons) the registry
-/// household if known, else the ID as given (the message carries it anyway).
+/// household if known, else the person's pseudonym. Never the clear ID: keys are
+/// stored and logged by brokers and consumers. Without a pseudonymisation key, a
+/// person's event goes without a key.
 fn message_key(
     routing: &Routing<'_>,
     households: Option<&(Pseudonymiser, HashMap<PersonKey, HouseholdId>)>,
@@ -230,11 +234,11 @@ fn message_key(
     if let Some(region) = &routing.region_code {
         return Some(region.to_string());
     }
-    let person = routing.person_id.as_deref()?;
-    if let (Some((pseudonymiser, map)), Ok(id)) = (households, ResidentId::parse(person))
-        && let Some(household) = map.get(&pseudonymiser.key(&id))
-    {
-        return Some(household.to_string());
-    }
-    Some(person.to_string())
+    let person = ResidentId::parse(routing.person_id.as_deref()?).ok()?;
+    let (pseudonymiser, map) = households?;
+    let key = pseudonymiser.key(&person);
+    Some(match map.get(&key) {
+        Some(household) => household.to_string(),
+        None => key.to_hex(),
+    })
 }

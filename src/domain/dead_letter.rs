@@ -97,10 +97,22 @@ impl DeadLetter {
     ) -> Self {
         let mut raw = record.bytes.clone();
         mask_resident_ids(&mut raw);
-        // Validator and parser messages may quote the offending value.
+        // Validator and parser messages may quote the offending value; salvaged
+        // fields are the sender's text: masked, and made storable (a NUL would stop
+        // PostgreSQL, whose text cannot hold one).
         let mut rejection = rejection;
-        rejection.reason = mask_text(&rejection.reason);
-        let content = xxhash_rust::xxh3::xxh3_128(&record.bytes).to_le_bytes();
+        rejection.reason = storable(&mask_text(&rejection.reason));
+        rejection.field = rejection.field.map(|field| storable(&mask_text(&field)));
+        let clean = |text: Option<String>| text.map(|text| storable(&mask_text(&text)));
+        let salvage = Salvage {
+            event_id: clean(salvage.event_id),
+            source: clean(salvage.source),
+            kind: clean(salvage.kind),
+        };
+        // The id digests the masked bytes: nothing derived from a clear resident ID
+        // is published (the hidden digits are a birth date and a sequence number,
+        // few enough to try them all against a digest of the clear bytes).
+        let content = xxhash_rust::xxh3::xxh3_128(&raw).to_le_bytes();
         let dead_letter_id = stable_id(
             "dead_letter",
             &[record.origin.locator().as_bytes(), &content],
@@ -120,6 +132,12 @@ impl DeadLetter {
     }
 }
 
+/// `text` as every store can hold it: NUL, which PostgreSQL's text type refuses,
+/// becomes U+FFFD. For text taken from input (the original bytes are kept as bytes).
+pub fn storable(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}
+
 /// `text` with resident IDs masked (ASCII for ASCII, so still UTF-8).
 pub fn mask_text(text: &str) -> String {
     let mut bytes = text.as_bytes().to_vec();
@@ -129,9 +147,26 @@ pub fn mask_text(text: &str) -> String {
 
 impl DeadLetter {
     /// The exported document (`schemas/outputs/dead_letter.json`): what
-    /// `yujing export dead-letters` prints and what `yujing.dead-letters` carries.
+    /// `yujing export dead-letters` prints.
     pub fn to_document(&self) -> serde_json::Value {
+        self.to_document_within(usize::MAX)
+    }
+
+    /// The document with at most `max_raw` of the record's bytes (then
+    /// `raw_truncated`; `raw_bytes` keeps the original length): what
+    /// `yujing.dead-letters` carries, so that a dead letter of a huge message stays
+    /// below the producer's size limit. The store keeps the bytes it was given.
+    pub fn to_document_within(&self, max_raw: usize) -> serde_json::Value {
         use base64::Engine;
+        let raw = &self.raw[..self.raw.len().min(max_raw)];
+        let raw_utf8 = match std::str::from_utf8(raw) {
+            Ok(text) => Some(text),
+            // Cut inside a character: the whole characters before it.
+            Err(error) if error.error_len().is_none() && raw.len() < self.raw.len() => {
+                std::str::from_utf8(&raw[..error.valid_up_to()]).ok()
+            }
+            Err(_) => None,
+        };
         serde_json::json!({
             "dead_letter_id": self.dead_letter_id,
             "origin": self.origin,
@@ -139,9 +174,9 @@ impl DeadLetter {
             "rule": self.rejection.rule,
             "field": self.rejection.field,
             "reason": self.rejection.reason,
-            "raw_base64": base64::engine::general_purpose::STANDARD.encode(&self.raw),
-            "raw_utf8": std::str::from_utf8(&self.raw).ok(),
-            "raw_truncated": self.raw_truncated,
+            "raw_base64": base64::engine::general_purpose::STANDARD.encode(raw),
+            "raw_utf8": raw_utf8,
+            "raw_truncated": self.raw_truncated || raw.len() < self.raw.len(),
             "raw_bytes": self.raw_bytes,
             "event_id": self.salvage.event_id,
             "source": self.salvage.source,

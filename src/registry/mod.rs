@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use chrono::NaiveDate;
 
+use crate::domain::dead_letter::mask_text;
 use crate::domain::ids::{HouseholdId, Pseudonymiser, RegionCode, RegionLevel, ResidentId};
 use crate::domain::registry::{
     Household, HouseholdStatus, Member, MonitoringType, Region, Registry, Relation,
@@ -138,12 +139,16 @@ fn rows<T>(
                 let line = record.position().map_or(line, |p| p.line());
                 match parse(&columns, &record) {
                     Ok(row) => parsed.rows.push(row),
-                    Err(message) => parsed.errors.push(RowError { line, message }),
+                    // Messages may quote a cell: resident IDs in them are masked.
+                    Err(message) => parsed.errors.push(RowError {
+                        line,
+                        message: mask_text(&message),
+                    }),
                 }
             }
             Err(error) => parsed.errors.push(RowError {
                 line: error.position().map_or(line, |p| p.line()),
-                message: format!("unreadable row: {error}"),
+                message: mask_text(&format!("unreadable row: {error}")),
             }),
         }
     }

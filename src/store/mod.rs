@@ -241,6 +241,8 @@ pub struct OutboxTopics {
     pub regional_signals: String,
     /// Dead letters, keyed by dead-letter id.
     pub dead_letters: String,
+    /// The most of a record's bytes a published dead letter carries.
+    pub dead_letter_raw_bytes: usize,
 }
 
 /// One message waiting in the outbox.
@@ -591,12 +593,30 @@ impl Store {
         dispatch!(self, store => store.outbox_mark_sent(ids, now).await)
     }
 
+    /// Records that the broker can never take outbox row `id` (`failure` says why):
+    /// it counts as handled, so the rows behind it go out, and it is kept when
+    /// published rows are purged.
+    pub async fn outbox_mark_undeliverable(
+        &self,
+        id: i64,
+        failure: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, store => store.outbox_mark_undeliverable(id, failure, now).await)
+    }
+
+    /// The outbox rows recorded as undeliverable, with the reason, oldest first.
+    pub async fn outbox_undeliverable(&self) -> Result<Vec<(OutboxRow, String)>, StoreError> {
+        dispatch!(self, store => store.outbox_undeliverable().await)
+    }
+
     /// Unsent outbox rows.
     pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
         dispatch!(self, store => store.outbox_backlog().await)
     }
 
-    /// Deletes rows published before `sent_before`; returns how many.
+    /// Deletes rows published before `sent_before` (not the undeliverable ones);
+    /// returns how many.
     pub async fn outbox_purge(&self, sent_before: DateTime<Utc>) -> Result<u64, StoreError> {
         dispatch!(self, store => store.outbox_purge(sent_before).await)
     }

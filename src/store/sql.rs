@@ -350,7 +350,7 @@ macro_rules! sql_store {
                         rows.push((
                             topics.dead_letters.as_str(),
                             letter.dead_letter_id.clone(),
-                            letter.to_document().to_string(),
+                            letter.to_document_within(topics.dead_letter_raw_bytes).to_string(),
                         ));
                     }
                     execute_chunks(&mut tx, &rows, |chunk| {
@@ -1213,6 +1213,46 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            /// See [`crate::store::Store::outbox_mark_undeliverable`].
+            pub async fn outbox_mark_undeliverable(
+                &self,
+                id: i64,
+                failure: &str,
+                now: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                sqlx::query("UPDATE outbox SET sent_at = $1, failure = $2 WHERE id = $3")
+                    .bind(now)
+                    .bind(crate::domain::dead_letter::storable(failure))
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            /// See [`crate::store::Store::outbox_undeliverable`].
+            pub async fn outbox_undeliverable(&self) -> Result<Vec<(OutboxRow, String)>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT id, topic, message_key, payload, failure FROM outbox \
+                     WHERE failure IS NOT NULL ORDER BY id",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| {
+                        (
+                            OutboxRow {
+                                id: row.get(0),
+                                topic: row.get(1),
+                                key: row.get(2),
+                                payload: row.get(3),
+                            },
+                            row.get(4),
+                        )
+                    })
+                    .collect())
+            }
+
             /// See [`crate::store::Store::outbox_backlog`].
             pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
                 Ok(
@@ -1224,7 +1264,7 @@ macro_rules! sql_store {
 
             /// See [`crate::store::Store::outbox_purge`].
             pub async fn outbox_purge(&self, sent_before: DateTime<Utc>) -> Result<u64, StoreError> {
-                let result = sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
+                let result = sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1 AND failure IS NULL")
                     .bind(sent_before)
                     .execute(&self.pool)
                     .await?;

@@ -34,6 +34,8 @@ pub struct Metrics {
     outbox_backlog: IntGauge,
     outbox_published: IntCounterVec,
     outbox_errors: IntCounter,
+    outbox_undeliverable: IntCounter,
+    outbox_purged: IntCounter,
     regional_leader: IntGauge,
     regional_fed: IntCounter,
     http_requests: IntCounterVec,
@@ -217,6 +219,16 @@ impl Metrics {
                 "yujing_outbox_publish_errors_total",
                 "Outbox rows whose publication failed (retried)",
             ),
+            outbox_undeliverable: counter(
+                &registry,
+                "yujing_outbox_undeliverable_total",
+                "Outbox rows the broker can never take (too large, invalid): recorded in the outbox and skipped",
+            ),
+            outbox_purged: counter(
+                &registry,
+                "yujing_outbox_purged_total",
+                "Published outbox rows deleted after the retention period",
+            ),
             http_requests: counter_vec(
                 &registry,
                 "yujing_http_requests_total",
@@ -376,6 +388,16 @@ impl Metrics {
     /// Outbox rows failed to publish (they are retried).
     pub fn outbox_failed(&self, rows: u64) {
         self.outbox_errors.inc_by(rows);
+    }
+
+    /// Outbox rows were recorded as undeliverable and skipped.
+    pub fn outbox_undeliverable(&self, rows: u64) {
+        self.outbox_undeliverable.inc_by(rows);
+    }
+
+    /// Published outbox rows were purged.
+    pub fn outbox_purged(&self, rows: u64) {
+        self.outbox_purged.inc_by(rows);
     }
 
     /// The registry (for adding subsystem metrics).

@@ -844,3 +844,43 @@ async fn a_restart_after_a_long_closed_alert_opens_a_new_one() {
         "{ids:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_a_store_cannot_hold_never_stops_the_stream_on_either_backend() {
+    for postgres in [false, true] {
+        let env = Env::new();
+        let mut settings = env.settings("nul.db");
+        if postgres {
+            settings.store.url =
+                yujing::config::Secret::new(crate::support::fresh_postgres("nul").await);
+        }
+        let app = App::build(settings).await.unwrap();
+        let path = env.path("nul.ndjson");
+        let valid = r#"{"event_id":"NUL-2","source":"housing","kind":"housing_safety","occurred_at":"2024-05-01T10:00:00+08:00","reported_at":"2024-05-02T09:00:00+08:00","household_id":"H1","payload":{"rating":"A"}}"#;
+        // Refused (the id breaks the schema), its salvaged id and kind hold NULs,
+        // as does the field the reason names; then a valid line.
+        let refused = r#"{"event_id":"NUL\u0000-1","source":"housing","kind":"housing\u0000safety","payload":{"x\u0000":1}}"#;
+        std::fs::write(&path, format!("{refused}\n{valid}\n")).unwrap();
+        let summary = run_files(&app, std::slice::from_ref(&path)).await;
+        assert_eq!(summary.counts.dead_letters, 1, "postgres: {postgres}");
+        assert_eq!(summary.counts.accepted, 1, "postgres: {postgres}");
+        let mut letters = Vec::new();
+        app.store
+            .export_dead_letters(&mut |letter| {
+                letters.push(letter);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let letter = &letters[0];
+        assert_eq!(letter.salvage.event_id.as_deref(), Some("NUL\u{FFFD}-1"));
+        assert_eq!(
+            letter.salvage.kind.as_deref(),
+            Some("housing\u{FFFD}safety")
+        );
+        assert!(!letter.rejection.reason.contains('\0'));
+        assert!(letter.rejection.field.iter().all(|f| !f.contains('\0')));
+        // The bytes are kept as they were read.
+        assert_eq!(letter.raw, refused.as_bytes());
+    }
+}

@@ -803,6 +803,208 @@ async fn poison_messages_become_dead_letters_and_never_block_their_partition() {
     assert_eq!(published, ids);
 }
 
+/// The documents on `topic` from the beginning, until `until` holds of them or
+/// `timeout`.
+fn output_documents(
+    brokers: &str,
+    topic: &str,
+    until: &dyn Fn(&[serde_json::Value]) -> bool,
+    timeout: Duration,
+) -> Vec<serde_json::Value> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("{topic}-documents"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        assignment
+            .add_partition_offset(topic, partition.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let started = Instant::now();
+    let mut documents = Vec::new();
+    while started.elapsed() < timeout && !until(&documents) {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            documents.push(serde_json::from_slice(message.payload().unwrap_or_default()).unwrap());
+        }
+    }
+    documents
+}
+
+/// A producer that sends messages of a few MiB.
+fn large_producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("message.max.bytes", "8000000")
+        .create()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2_mib_poison_message_never_jams_the_outputs() {
+    let mut world = World::empty("jam", 500, 60, kafka_brokers(), 1).await;
+    // The poison comes first, keyed by a resident ID as producers key by person.
+    let person = "11010519491231002X";
+    let topic = format!("{}.medical_insurance", world.prefix);
+    let mut poison = b"{\"event_id\":\"POISON-1\",\"note\":\"".to_vec();
+    poison.resize(2 * 1024 * 1024, b'x');
+    large_producer(&world.brokers)
+        .send(
+            FutureRecord::<str, [u8]>::to(&topic)
+                .key(person)
+                .payload(&poison),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let files = feeds(&world.county, &world.key);
+    world.produce(&files);
+    world.produced += 1;
+    let child = world.start("run.log", &[]);
+    let report = world.wait_processed(Duration::from_secs(120)).await;
+    assert_eq!(
+        report.events_processed,
+        world.produced,
+        "{}",
+        world.log("run.log")
+    );
+    // Every alert reaches its topic behind the dead letter.
+    let store = world.store().await;
+    let ids: BTreeSet<String> = alert_views(&store).await.keys().cloned().collect();
+    assert!(!ids.is_empty());
+    let published = world.output_ids(
+        "household_alerts",
+        "alert_id",
+        &ids,
+        Duration::from_secs(60),
+    );
+    terminate(child);
+    assert_eq!(published, ids, "{}", world.log("run.log"));
+    assert_eq!(store.outbox_backlog().await.unwrap(), 0);
+    assert!(store.outbox_undeliverable().await.unwrap().is_empty());
+    // Published once, cut below the producer's limit; the store keeps what it read.
+    let poisoned = |letter: &serde_json::Value| {
+        letter["origin"]["topic"] == topic.as_str() && letter["origin"]["offset"] == 0
+    };
+    let letters: Vec<serde_json::Value> = output_documents(
+        &world.brokers,
+        &format!("{}.out.dead_letters", world.prefix),
+        &|documents| documents.iter().any(poisoned),
+        Duration::from_secs(30),
+    )
+    .into_iter()
+    .filter(poisoned)
+    .collect();
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter["raw_truncated"], true);
+    assert_eq!(letter["raw_bytes"], 2 * 1024 * 1024);
+    assert!(letter.to_string().len() < 1_000_000);
+    assert!(yujing::schemas::Schemas::get().is_valid("outputs/dead_letter.json", letter));
+    let key = letter["origin"]["key_base64"].as_str().unwrap();
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .unwrap();
+    assert_eq!(
+        key, b"110105********002X",
+        "the key is masked like the payload"
+    );
+    let mut stored = Vec::new();
+    store
+        .export_dead_letters(&mut |letter| {
+            if letter.dead_letter_id == letters[0]["dead_letter_id"].as_str().unwrap_or_default() {
+                stored.push(letter);
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].raw.len(),
+        2 * 1024 * 1024,
+        "the store keeps the bytes it read"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_broker_never_takes_is_recorded_and_skipped() {
+    let brokers = kafka_brokers();
+    let env = Env::new();
+    let prefix = unique("undeliverable");
+    create_topics(&brokers, &kafka_topics(&prefix), 1).await;
+    let topic = format!("{prefix}.housing");
+    let producer = large_producer(&brokers);
+    // A large poison message, then a small one: the second dead letter must be
+    // published though the first can never be.
+    let mut large = b"{not json ".to_vec();
+    large.resize(300_000, b'y');
+    for payload in [large, b"{also not json".to_vec()] {
+        producer
+            .send(
+                FutureRecord::<str, [u8]>::to(&topic)
+                    .key("k")
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let pg_url = fresh_postgres("undeliverable").await;
+    let log = std::fs::File::create(env.path("run.log")).unwrap();
+    let child = Running(
+        Command::new(env!("CARGO_BIN_EXE_yujing"))
+            .env("YUJING__PRIVACY__PSEUDONYMISATION_KEY", crate::support::KEY)
+            .env("YUJING__INPUT__MAX_LINE_BYTES", "4096")
+            // The outbox producer takes less than a published dead letter holds.
+            .env(
+                "YUJING__KAFKA__PRODUCER_PROPERTIES__MESSAGE.MAX.BYTES",
+                "100000",
+            )
+            .envs(kafka_env(&brokers, &prefix))
+            .args(["--store", &pg_url, "run", "--kafka"])
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let settings = env.settings("unused.db");
+    let store = Store::connect(&pg_url, &settings.store).await.unwrap();
+    let small_published = output_documents(
+        &brokers,
+        &format!("{prefix}.out.dead_letters"),
+        &|documents| !documents.is_empty(),
+        Duration::from_secs(90),
+    );
+    let started = Instant::now();
+    while store.outbox_backlog().await.unwrap() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the outbox is stuck"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    terminate(child);
+    let run_log = std::fs::read_to_string(env.path("run.log")).unwrap();
+    assert_eq!(small_published.len(), 1, "{run_log}");
+    assert_eq!(small_published[0]["raw_bytes"], 14);
+    let undeliverable = store.outbox_undeliverable().await.unwrap();
+    assert_eq!(undeliverable.len(), 1, "{run_log}");
+    assert!(undeliverable[0].0.payload.len() > 100_000);
+    assert!(
+        undeliverable[0].1.to_ascii_lowercase().contains("size"),
+        "{}",
+        undeliverable[0].1
+    );
+    assert!(run_log.contains("refuses this outbox message for good"));
+}
+
 /// A private Tansu broker on the S3 sidecar `scripts/test` runs, so that its data
 /// outlives a crash and it can be killed and restarted on the same port.
 struct PrivateBroker {

@@ -253,6 +253,7 @@ fn topics() -> OutboxTopics {
         screening_tasks: "out.screening-tasks".into(),
         regional_signals: "out.regional-signals".into(),
         dead_letters: "out.dead-letters".into(),
+        dead_letter_raw_bytes: 262_144,
     }
 }
 
@@ -509,7 +510,10 @@ fn expected_outbox(batch: &BatchOutput) -> Vec<(String, String, String)> {
             serde_json::to_string(alert).unwrap(),
         ));
     }
-    for task in &batch.tasks {
+    // Tasks go out as stored (read back in the transaction), in task id order.
+    let mut tasks: Vec<_> = batch.tasks.iter().collect();
+    tasks.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+    for task in tasks {
         rows.push((
             topics.screening_tasks.clone(),
             task.village_code.to_string(),
@@ -1751,15 +1755,39 @@ async fn contract_outbox(subject: Subject) {
         pending[5..].to_vec()
     );
 
+    // A row the broker never takes leaves the backlog, is recorded with its
+    // reason, and survives purges.
+    let refused = &pending[5];
+    store
+        .outbox_mark_undeliverable(refused.id, "Message size too large\0", sent_at)
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_pending(1).await.unwrap(), pending[6..7]);
+    assert_eq!(
+        store.outbox_undeliverable().await.unwrap(),
+        vec![(
+            refused.clone(),
+            "Message size too large\u{FFFD}".to_string()
+        )]
+    );
+    assert_eq!(
+        store
+            .outbox_purge(now() + Duration::days(365))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.outbox_undeliverable().await.unwrap().len(), 1);
+
     // Later batches append after the rows already there.
     let again = core.process(&poison_records(), now());
     assert_eq!(again.counts.dead_letters, 5);
     store.commit_batch(&again, &[], now()).await.unwrap();
     let later = store.outbox_pending(i64::MAX).await.unwrap();
-    assert_eq!(later[..pending.len() - 5], pending[5..]);
+    assert_eq!(later[..pending.len() - 6], pending[6..]);
     let last = pending.last().unwrap().id;
-    assert!(later[pending.len() - 5..].iter().all(|row| row.id > last));
-    let mut want_later = household_rows(&pending[5..]);
+    assert!(later[pending.len() - 6..].iter().all(|row| row.id > last));
+    let mut want_later = household_rows(&pending[6..]);
     want_later.extend(expected_outbox(&again));
     assert_eq!(household_rows(&later), want_later);
 }

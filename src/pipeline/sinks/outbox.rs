@@ -3,12 +3,14 @@
 //! broker acknowledges them. At least once: a restart republishes what was not
 //! acknowledged; ids are deterministic, so consumers can deduplicate.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use futures::future::join_all;
 use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +49,7 @@ pub async fn relay(
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut flush_deadline = None;
+    let mut last_purge = tokio::time::Instant::now() - PURGE_EVERY;
     loop {
         if cancel.is_cancelled() && flush_deadline.is_none() {
             flush_deadline = Some(
@@ -109,25 +112,54 @@ pub async fn relay(
             },
         };
         let mut sent = Vec::with_capacity(rows.len());
+        let mut undeliverable = Vec::new();
         let mut failed = 0u64;
-        // Stop at the first failure, so later updates of a key are not marked sent
-        // before an earlier one is.
+        // A key whose row failed (to be retried) has its later rows of this round
+        // published again after it, so its snapshots arrive in order; other keys
+        // go on. A row the broker can never take is recorded and skipped.
+        let mut held: HashSet<(&str, &str)> = HashSet::new();
         for (row, result) in rows.iter().zip(results) {
+            let key = (row.topic.as_str(), row.key.as_str());
+            if held.contains(&key) {
+                continue;
+            }
             match result {
-                Ok(_) => sent.push(row.id),
+                Ok(_) => sent.push(row),
+                Err((error, _)) if never_deliverable(&error) => {
+                    tracing::error!(
+                        error = %error,
+                        topic = %row.topic,
+                        row = row.id,
+                        bytes = row.payload.len(),
+                        "the broker refuses this outbox message for good; recorded in the outbox and skipped"
+                    );
+                    undeliverable.push((row.id, error.to_string()));
+                }
                 Err((error, _)) => {
                     failed += 1;
+                    held.insert(key);
                     tracing::warn!(error = %error, topic = %row.topic, "outbox publication failed; retrying");
-                    break;
+                }
+            }
+        }
+        for (id, failure) in &undeliverable {
+            match store
+                .outbox_mark_undeliverable(*id, failure, Utc::now())
+                .await
+            {
+                Ok(()) => metrics.outbox_undeliverable(1),
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot record an undeliverable outbox row")
                 }
             }
         }
         if !sent.is_empty() {
             let mut by_topic: std::collections::BTreeMap<&str, u64> = Default::default();
-            for row in rows.iter().take(sent.len()) {
+            for row in &sent {
                 *by_topic.entry(row.topic.as_str()).or_default() += 1;
             }
-            match store.outbox_mark_sent(&sent, Utc::now()).await {
+            let ids: Vec<i64> = sent.iter().map(|row| row.id).collect();
+            match store.outbox_mark_sent(&ids, Utc::now()).await {
                 Ok(()) => {
                     for (topic, count) in by_topic {
                         metrics.outbox_published(topic, count);
@@ -136,6 +168,10 @@ pub async fn relay(
                 // Published but not marked: republished later (at least once).
                 Err(error) => tracing::warn!(error = %error, "cannot mark outbox rows sent"),
             }
+        }
+        if last_purge.elapsed() >= PURGE_EVERY {
+            last_purge = tokio::time::Instant::now();
+            purge(&store, &settings, &metrics).await;
         }
         if failed > 0 {
             metrics.outbox_failed(failed);
@@ -146,8 +182,33 @@ pub async fn relay(
         }
     }
     let _ = producer.flush(Duration::from_secs(5));
-    // Keep a day of published rows for inspection.
-    let _ = store
-        .outbox_purge(Utc::now() - chrono::Duration::days(1))
-        .await;
+    purge(&store, &settings, &metrics).await;
+}
+
+/// How often published rows past their retention are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes the rows published longer ago than the retention period.
+async fn purge(store: &Store, settings: &KafkaSettings, metrics: &Metrics) {
+    let hours = i64::try_from(settings.outbox_retention_hours).unwrap_or(i64::MAX / 7200);
+    let before = Utc::now() - chrono::Duration::hours(hours.min(24 * 365 * 100));
+    match store.outbox_purge(before).await {
+        Ok(rows) => metrics.outbox_purged(rows),
+        Err(error) => tracing::warn!(error = %error, "cannot purge published outbox rows"),
+    }
+}
+
+/// Whether the broker (or the producer, before sending) refuses the message for
+/// what it is, so that retrying can never succeed.
+fn never_deliverable(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidRecord
+        )
+    )
 }

@@ -607,9 +607,13 @@ pub fn record(
             topic: message.topic().to_string(),
             partition: message.partition(),
             offset: message.offset(),
-            key_base64: message
-                .key()
-                .map(|key| base64::engine::general_purpose::STANDARD.encode(key)),
+            // Producers key by person: the key is masked like the payload, so
+            // no origin (of an event or a dead letter) holds a clear resident ID.
+            key_base64: message.key().map(|key| {
+                let mut key = key.to_vec();
+                crate::domain::dead_letter::mask_resident_ids(&mut key);
+                base64::engine::general_purpose::STANDARD.encode(key)
+            }),
         },
         original_len,
     }
