@@ -52,7 +52,7 @@ fn county() -> (Registry, Vec<(Event, Vec<u32>)>) {
             let Ok(event) = decoder.decode(line, now) else {
                 continue;
             };
-            if !seen.insert(event.event_id.digest()) {
+            if !seen.insert(event.event_id.digest(event.source.as_str())) {
                 continue;
             }
             let households = match resolve(&event, &registry, &pseudonymiser).target {

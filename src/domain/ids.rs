@@ -461,13 +461,25 @@ impl EventId {
         self.0.clone()
     }
 
-    /// The 128-bit digest the dedupe set holds.
+    /// The 128-bit digest the dedupe set holds for this id from `source`: an event
+    /// is the same event only from the same department (two departments may number
+    /// their records alike).
     ///
     /// xxh3 is not a cryptographic hash, but event ids come from departments, not
     /// from adversaries, and a 128-bit collision among billions of ids is out of reach.
-    pub fn digest(&self) -> u128 {
-        xxhash_rust::xxh3::xxh3_128(self.0.as_bytes())
+    pub fn digest(&self, source: &str) -> u128 {
+        dedupe_digest(source, &self.0)
     }
+}
+
+/// The dedupe digest of (`source`, `event_id`) (see [`EventId::digest`]). The NUL
+/// between them cannot occur in either, so no two pairs share the bytes hashed.
+pub fn dedupe_digest(source: &str, event_id: &str) -> u128 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(source.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(event_id.as_bytes());
+    hasher.digest128()
 }
 
 impl fmt::Display for EventId {

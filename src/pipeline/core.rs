@@ -460,9 +460,13 @@ impl Core {
         // back to back for the whole chunk, so the processor overlaps their misses
         // instead of waiting for each between two decodes.
         let mut lookups = std::mem::take(&mut self.lookups);
-        lookups.extend(decoded.iter().map(|(event, _)| Lookup {
-            fresh: self.seen.insert(event.event_id.digest()),
-            person: None,
+        lookups.extend(decoded.iter().map(|(event, _)| {
+            Lookup {
+                fresh: self
+                    .seen
+                    .insert(event.event_id.digest(event.source.as_str())),
+                person: None,
+            }
         }));
         for ((event, _), lookup) in decoded.iter().zip(lookups.iter_mut()) {
             if let Subject::Person(id) = &event.subject

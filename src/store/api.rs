@@ -530,13 +530,23 @@ macro_rules! api_store {
         /// `AND column BETWEEN low AND high`.
         fn push_scope(query: &mut QueryBuilder<$db>, column: &str, scope: Scope) {
             let (low, high) = scope.code_range();
-            query.push(format!(" AND {column} BETWEEN "));
+            // Above a village, a scope holds much of the table: the newest-first
+            // index, read until the page is full, beats gathering the whole subtree
+            // by region and sorting it (`|| ''` keeps the planner off the region
+            // index, on both backends).
+            if scope.region.level() == crate::domain::ids::RegionLevel::Village {
+                query.push(format!(" AND {column} BETWEEN "));
+            } else {
+                query.push(format!(" AND {column} || '' BETWEEN "));
+            }
             query.push_bind(low);
             query.push(" AND ");
             query.push_bind(high);
         }
 
-        /// `AND (time, id) < (after)` and the newest-first order with the limit.
+        /// `AND (time, id) < (after)` and the newest-first order with the limit. The
+        /// row-value comparison lets both backends seek the (time, id) index to the
+        /// page's start instead of filtering every newer row.
         fn push_page(
             query: &mut QueryBuilder<$db>,
             time: &str,
@@ -545,13 +555,11 @@ macro_rules! api_store {
             limit: u32,
         ) {
             if let Some(after) = after {
-                query.push(format!(" AND ({time} < "));
+                query.push(format!(" AND ({time}, {id}) < ("));
                 query.push_bind(after.at);
-                query.push(format!(" OR ({time} = "));
-                query.push_bind(after.at);
-                query.push(format!(" AND {id} < "));
+                query.push(", ");
                 query.push_bind(after.id.clone());
-                query.push("))");
+                query.push(")");
             }
             query.push(format!(" ORDER BY {time} DESC, {id} DESC LIMIT "));
             query.push_bind(i64::from(limit));

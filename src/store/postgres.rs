@@ -174,7 +174,7 @@ pub(super) async fn insert_events(
          person_masked, household_id, region_code, match, payload, origin, processed_at) \
          SELECT event_id, source, kind, occurred_at, reported_at, person_key, person_masked, \
          household_id, region_code, match, payload, origin, processed_at FROM events_incoming \
-         ON CONFLICT (event_id) DO NOTHING",
+         ON CONFLICT (source, event_id) DO NOTHING",
     )
     .execute(&mut **tx)
     .await?;

@@ -851,10 +851,11 @@ macro_rules! sql_store {
                 closed_since: DateTime<Utc>,
             ) -> Result<StoredState, StoreError> {
                 let mut state = StoredState::default();
-                let mut ids = sqlx::query("SELECT event_id FROM events").fetch(&self.pool);
+                let mut ids = sqlx::query("SELECT source, event_id FROM events").fetch(&self.pool);
                 while let Some(row) = ids.try_next().await? {
-                    let id: &str = row.get(0);
-                    state.seen.push(xxhash_rust::xxh3::xxh3_128(id.as_bytes()));
+                    state
+                        .seen
+                        .push($crate::domain::ids::dedupe_digest(row.get(0), row.get(1)));
                 }
                 drop(ids);
                 let since = events_since.map_or(i64::MIN, |t| t.timestamp_millis());
@@ -1466,7 +1467,7 @@ macro_rules! insert_events_by_values {
                         .push_bind(event.origin.locator())
                         .push_bind(processed_at);
                 });
-                insert.push(" ON CONFLICT (event_id) DO NOTHING");
+                insert.push(" ON CONFLICT (source, event_id) DO NOTHING");
                 Ok(insert)
             })
             .await

@@ -884,3 +884,33 @@ async fn text_a_store_cannot_hold_never_stops_the_stream_on_either_backend() {
         assert_eq!(letter.raw, refused.as_bytes());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_departments_may_use_one_event_id_on_either_backend() {
+    for postgres in [false, true] {
+        let env = Env::new();
+        let mut settings = env.settings("ids.db");
+        if postgres {
+            settings.store.url =
+                yujing::config::Secret::new(crate::support::fresh_postgres("ids").await);
+        }
+        let app = App::build(settings).await.unwrap();
+        let housing = r#"{"event_id":"2024-0001","source":"housing","kind":"housing_safety","occurred_at":"2024-05-01T10:00:00+08:00","reported_at":"2024-05-02T09:00:00+08:00","household_id":"H1","payload":{"rating":"A"}}"#;
+        let education = r#"{"event_id":"2024-0001","source":"education","kind":"school_dropout","occurred_at":"2024-05-01T10:00:00+08:00","reported_at":"2024-05-02T09:00:00+08:00","person_id":"11010519491231002X","payload":{"school_stage":"primary"}}"#;
+        let path = env.path("ids.ndjson");
+        // The housing record twice: one duplicate, and the other department's
+        // record of the same number is an event of its own.
+        std::fs::write(&path, format!("{housing}\n{education}\n{housing}\n")).unwrap();
+        let summary = run_files(&app, std::slice::from_ref(&path)).await;
+        assert_eq!(summary.counts.accepted, 2, "postgres: {postgres}");
+        assert_eq!(summary.counts.duplicates, 1, "postgres: {postgres}");
+        // After a restart (the seen set rebuilt from the store), both are known.
+        let again = env.path("ids-again.ndjson");
+        std::fs::write(&again, format!("{education}\n{housing}\n")).unwrap();
+        let summary = run_files(&app, std::slice::from_ref(&again)).await;
+        assert_eq!(summary.counts.accepted, 0, "postgres: {postgres}");
+        assert_eq!(summary.counts.duplicates, 2, "postgres: {postgres}");
+        let report = app.store.report().await.unwrap();
+        assert_eq!(report.events_accepted, 2, "postgres: {postgres}");
+    }
+}

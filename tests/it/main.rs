@@ -7,6 +7,7 @@ mod detect_reference;
 mod embedded;
 mod kafka;
 mod mock_kafka;
+mod privacy;
 mod regional;
 mod schemas;
 mod store_contract;

@@ -56,7 +56,7 @@ fn county(households: usize, days: u32, seed: u64, planted: bool) -> County {
             let Ok(event) = decoder.decode(line, late) else {
                 continue; // the planted bad lines
             };
-            if !seen.insert(event.event_id.digest()) {
+            if !seen.insert(event.event_id.digest(event.source.as_str())) {
                 continue;
             }
             let households = match resolve(&event, &registry, &pseudonymiser).target {

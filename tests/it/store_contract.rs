@@ -1404,7 +1404,11 @@ async fn contract_load_state(subject: Subject) {
     let state = store.load_state(None, now()).await.unwrap();
     let mut seen = state.seen.clone();
     seen.sort_unstable();
-    let mut want_seen: Vec<u128> = batch.events.iter().map(|e| e.event_id.digest()).collect();
+    let mut want_seen: Vec<u128> = batch
+        .events
+        .iter()
+        .map(|e| e.event_id.digest(e.source.as_str()))
+        .collect();
     want_seen.sort_unstable();
     assert_eq!(seen, want_seen);
 
