@@ -89,10 +89,28 @@ pub async fn summary(
         .iter()
         .find(|r| r.code == code)
         .ok_or_else(|| Problem::not_found("region"))?;
-    let summary = state
+    let now = Utc::now();
+    let mut summary = state
         .summary
-        .summary(&state.store, region, &regions, Utc::now())
+        .summary(&state.store, region, &regions, now)
         .await?;
+    let today = crate::domain::task::cst_day(now);
+    let counted = state
+        .store
+        .series_counts(
+            &code.to_string(),
+            RiskKind::AnyRisk.as_str(),
+            today - chrono::Duration::days(3660),
+            today + chrono::Duration::days(366),
+        )
+        .await?;
+    summary.counted_days = match (counted.first(), counted.last()) {
+        (Some((first, _)), Some((last, _))) => Some(CountedDays {
+            first: *first,
+            last: *last,
+        }),
+        _ => None,
+    };
     Ok(Json(summary))
 }
 
