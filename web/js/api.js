@@ -42,6 +42,8 @@ function heard(ok) {
 async function request(method, path, body) {
   const headers = { Accept: 'application/json' };
   const t = token();
+  // Signed out meanwhile (a view still loading): no request the server would refuse.
+  if (!t && path.startsWith('/api/')) throw new ApiError(401, { detail: 'signed out' });
   if (t) headers.Authorization = `Bearer ${t}`;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let response;

@@ -10,6 +10,7 @@ import { t, label } from './i18n.js';
 const POLL_MS = 4000;
 
 let timer = null;
+let generation = 0; // a tick of an earlier start (before a sign-out) stops itself
 let ctxRef = null;
 let newsEl = null;
 let seen = null; // ids seen: alerts, signals (with status), tasks (with version)
@@ -21,11 +22,12 @@ export function start(ctx) {
   ctxRef = ctx;
   seen = null;
   news.length = 0;
-  tick();
+  tick(generation);
 }
 
 /** Stops polling. */
 export function stop() {
+  generation += 1;
   if (timer) clearTimeout(timer);
   timer = null;
 }
@@ -51,9 +53,11 @@ async function latest() {
   };
 }
 
-async function tick() {
+async function tick(mine) {
+  if (mine !== generation) return;
   try {
     const found = await latest();
+    if (mine !== generation) return;
     const all = [...found.alerts, ...found.signals, ...found.tasks];
     if (seen === null) {
       seen = new Set(all.map((x) => x.key));
@@ -69,10 +73,15 @@ async function tick() {
     }
     const view = ctxRef.view;
     if (view?.refresh) await view.refresh();
-  } catch {
-    // The "last heard" line already says the server is unreachable.
+  } catch (error) {
+    // A revoked token: back to the sign-in. Otherwise the "last heard" line already
+    // says the server is unreachable.
+    if (error.status === 401 && mine === generation && ctxRef.signedOut) {
+      ctxRef.signedOut();
+      return;
+    }
   }
-  timer = setTimeout(tick, POLL_MS);
+  if (mine === generation) timer = setTimeout(() => tick(mine), POLL_MS);
 }
 
 function drawNews() {

@@ -5,6 +5,7 @@
 //   #/tasks/CODE             the work list of a region
 //   #/task/ID                a task: the household, its alerts, the next step's form
 //   #/household/ID           a household
+//   #/signout                forgets the token
 // Each view renders into the main element and may return { refresh } for the live poll.
 
 import * as api from './api.js';
@@ -69,6 +70,10 @@ function signInPage(message) {
 }
 
 async function start() {
+  if (location.hash === '#/signout') {
+    api.clearToken();
+    history.replaceState(null, '', location.pathname);
+  }
   if (!api.token()) {
     signInPage();
     return;
@@ -123,13 +128,16 @@ function shell() {
   live.attach(document.getElementById('news'));
 }
 
-function signOut() {
+function signOut(message) {
   api.clearToken();
   live.stop();
   window.removeEventListener('hashchange', route);
-  location.hash = '';
-  signInPage();
+  history.replaceState(null, '', location.pathname);
+  signInPage(typeof message === 'string' ? message : undefined);
 }
+
+/** The token stopped working (revoked): sign in again. */
+ctx.signedOut = () => signOut(t('badToken'));
 
 /** Renders "not found" (also what a region, task or household outside the scope gives). */
 ctx.notFound = () => {
@@ -154,6 +162,10 @@ async function route() {
   const query = new URLSearchParams(queryText || '');
   const parts = path.split('/').filter(Boolean);
   const [page, id] = parts;
+  if (page === 'signout') {
+    signOut();
+    return;
+  }
   for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.nav === page);
   ctx.view = null;
   replace(ctx.main, h('p', { class: 'muted' }, t('loading')));

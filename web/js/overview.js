@@ -174,6 +174,17 @@ function drawTable(ctx, host, children) {
   replace(host, h('div', { class: 'scroll' }, h('table', { id: 'children', class: 'grid' }, h('thead', {}, head), h('tbody', {}, body))));
 }
 
+/** The villages of `townships` that have coordinates, with their figures. */
+async function villagesOf(townships) {
+  try {
+    const summaries = await Promise.all(townships.map((f) => api.get(`/api/regions/${f.region.code}/summary`)));
+    return summaries.flatMap((s) => s.children)
+      .filter((f) => Number.isFinite(f.region.longitude) && Number.isFinite(f.region.latitude));
+  } catch {
+    return [];
+  }
+}
+
 let boundaries; // undefined: not asked yet; null: none configured
 
 async function loadBoundaries() {
@@ -220,7 +231,26 @@ async function drawMap(ctx, el, children) {
     },
   };
   const option = { animation: false, tooltip: { trigger: 'item' }, series: [series] };
+  // Below a county the townships' villages are drawn too, small, for the shape of it.
+  const grandchildren = children.every((f) => f.region.level === 'township') ? await villagesOf(children) : [];
+  if (!el.isConnected) return;
+  if (grandchildren.length) {
+    series.z = 3;
+    option.series.unshift({
+      id: 'villages',
+      type: 'scatter',
+      data: grandchildren.map((f) => ({
+        name: f.region.name, code: f.region.code, severity: severity(f),
+        value: [f.region.longitude, f.region.latitude, f.alerts.total],
+        itemStyle: { color: COLOURS[severity(f)], opacity: 0.55 },
+      })),
+      symbolSize: 7,
+      z: 2,
+      tooltip: { formatter: (p) => `${p.name}<br>${label('level', p.data.severity)} · ${t('openAlerts')} ${p.value[2]}` },
+    });
+  }
   if (geo) {
+    for (const s of option.series) s.coordinateSystem = 'geo';
     option.geo = { map: 'yujing-boundaries', roam: true, itemStyle: { areaColor: '#f4f6f8', borderColor: '#8a99a8' }, emphasis: { disabled: true } };
     series.coordinateSystem = 'geo';
   } else {
