@@ -213,6 +213,29 @@ impl Browser {
         }
     }
 
+    /// Sizes the window so that the page's viewport is `width` × `height`.
+    async fn viewport(&self, width: u32, height: u32) {
+        self.client
+            .set_window_size(width, height)
+            .await
+            .expect("window size");
+        // The window is larger than its viewport by the browser's own frame.
+        let inner = self
+            .js("return [window.innerWidth, window.innerHeight]")
+            .await;
+        let got = |i: usize| inner[i].as_u64().unwrap_or(0) as i64;
+        let (dw, dh) = (i64::from(width) - got(0), i64::from(height) - got(1));
+        if dw != 0 || dh != 0 {
+            self.client
+                .set_window_size(
+                    (i64::from(width) + dw).max(1) as u32,
+                    (i64::from(height) + dh).max(1) as u32,
+                )
+                .await
+                .expect("window size");
+        }
+    }
+
     async fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.client.screenshot().await.expect("screenshot");
         let path = screenshots().join(format!("{name}.png"));
@@ -780,17 +803,12 @@ async fn dashboard_in_a_real_browser() {
     assert_eq!(console_problems(&console), Vec::<String>::new(), "a clean console (county)");
 
     // The village, on a phone: only its village.
-    browser
-        .client
-        .set_window_size(390, 844)
-        .await
-        .expect("phone size");
+    browser.viewport(390, 844).await;
     browser.sign_in(base, village_token).await;
-    let width = browser.js("return window.innerWidth").await;
-    assert!(
-        width.as_u64().is_some_and(|w| w <= 400),
-        "a phone-wide viewport, got {width}"
-    );
+    let size = browser
+        .js("return [window.innerWidth, window.innerHeight]")
+        .await;
+    assert_eq!(size, json!([390, 844]), "a phone's viewport");
     browser
         .until(
             "the village's work list",
@@ -881,6 +899,7 @@ async fn dashboard_in_a_real_browser() {
         json!(0),
         "a village sees only its own steps"
     );
+    browser.screenshot("phone-task").await;
     browser.click("#move-accept button[type=submit]").await;
     browser
         .until("visiting", "return document.querySelector('#task')?.dataset.stage === 'visiting' && !!document.querySelector('#move-record_visit')")
@@ -893,7 +912,6 @@ async fn dashboard_in_a_real_browser() {
     browser
         .until("the visit recorded", "return document.querySelector('#task')?.dataset.version === '2'")
         .await;
-    browser.screenshot("phone-task").await;
     browser
         .js("const s = document.querySelector('#f-outcome'); s.value = 'identify'; s.dispatchEvent(new Event('change')); \
              document.querySelector('#f-monitoring_type').value = 'sudden_hardship'; return true")
@@ -906,11 +924,7 @@ async fn dashboard_in_a_real_browser() {
     assert_eq!(console_problems(&console), Vec::<String>::new(), "a clean console (village steps)");
 
     // ... the township approves ...
-    browser
-        .client
-        .set_window_size(1440, 1000)
-        .await
-        .expect("desktop size");
+    browser.viewport(1440, 1000).await;
     browser.sign_in(base, township_token).await;
     browser.open(base, &format!("#/task/{task_id}")).await;
     browser

@@ -107,7 +107,7 @@ const words = {
     openHousehold: '查看农户',
     task: '任务',
     stage: '阶段',
-    due: '截止',
+    due: '审定截止',
     at: '时间',
     actor: '操作人',
     action: '操作',
@@ -221,7 +221,7 @@ const words = {
     openHousehold: 'Open the household',
     task: 'Task',
     stage: 'Stage',
-    due: 'Due',
+    due: 'Decision due',
     at: 'When',
     actor: 'By',
     action: 'Action',
@@ -264,6 +264,7 @@ const labels = {
     role: { county: '县级', township: '乡镇', village: '村级', department: '行业部门', admin: '系统管理员' },
     regionLevel: { province: '省', city: '市', county: '县', township: '乡镇', village: '村' },
     alertStatus: { open: '未结', closed: '已结' },
+    relation: { head: '户主', spouse: '配偶', child: '子女', parent: '父母', grandchild: '孙子女', sibling: '兄弟姐妹', other: '其他' },
   },
   en: {
     level: { red: 'red', orange: 'orange', yellow: 'yellow', blue: 'blue', quiet: 'no alerts', none: 'no data' },
@@ -295,6 +296,7 @@ const labels = {
     role: { county: 'county', township: 'township', village: 'village', department: 'department', admin: 'administrator' },
     regionLevel: { province: 'province', city: 'city', county: 'county', township: 'township', village: 'village' },
     alertStatus: { open: 'open', closed: 'closed' },
+    relation: { head: 'head', spouse: 'spouse', child: 'child', parent: 'parent', grandchild: 'grandchild', sibling: 'sibling', other: 'other' },
   },
 };
 

@@ -33,8 +33,14 @@ export async function render(ctx, code, query) {
   let to = query.get('to');
   let from = query.get('from');
   if (!to) {
+    // Open on the region's counted days (the last DEFAULT_DAYS of them), not on today.
     const summary = await api.get(`/api/regions/${code}/summary`);
-    to = summary.counted_days?.last || null;
+    const counted = summary.counted_days;
+    to = counted?.last || null;
+    if (!from && counted) {
+      const earliest = addDays(counted.last, 1 - DEFAULT_DAYS);
+      from = counted.first > earliest ? addDays(counted.first, -7) : earliest;
+    }
   }
   const params = { kind, to, from: from || (to ? addDays(to, 1 - DEFAULT_DAYS) : null) };
   const [series, signals] = await Promise.all([

@@ -90,7 +90,7 @@ function householdCard(hh) {
     h('table', { class: 'grid compact', id: 'members' },
       h('thead', {}, h('tr', {}, h('th', {}, t('person')), h('th', {}, t('relation')), h('th', {}, t('labour')))),
       h('tbody', {}, hh.members.map((m) => h('tr', {},
-        h('td', { class: 'mono' }, m.person_masked), h('td', {}, m.relation), h('td', {}, m.labour_capable ? t('yes') : t('no')))))));
+        h('td', { class: 'mono' }, m.person_masked), h('td', {}, label('relation', m.relation)), h('td', {}, m.labour_capable ? t('yes') : t('no')))))));
 }
 
 /** An alert with its rules and evidence events. */
