@@ -991,3 +991,105 @@ async fn dashboard_in_a_real_browser() {
     let _ = browser.client.clone().close().await;
     site.cancel.cancel();
 }
+
+/// The operators' Grafana dashboard: it reads, it has the panels operators need, and
+/// every metric its queries name is one a running yujing exposes on `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_dashboard_names_only_metrics_yujing_exposes() {
+    use tower::ServiceExt;
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/dashboards/yujing.json");
+    let text = std::fs::read_to_string(&path).expect("the dashboard JSON is committed");
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard JSON reads");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let titles: BTreeSet<&str> = panels.iter().filter_map(|p| p["title"].as_str()).collect();
+    for wanted in [
+        "Ingest rate",
+        "Consumer lag",
+        "Batch commit latency",
+        "Dead letters by rule",
+        "Alerts by level",
+        "Overdue tasks by township",
+        "HTTP latency",
+    ] {
+        assert!(titles.contains(wanted), "a panel {wanted:?}");
+    }
+    let mut named = BTreeSet::new();
+    for panel in panels {
+        assert_eq!(panel["datasource"]["uid"], "prometheus", "{}", panel["title"]);
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("a query");
+            let mut rest = expr;
+            while let Some(start) = rest.find("yujing_") {
+                let tail = &rest[start..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                named.insert(tail[..end].to_string());
+                rest = &tail[end..];
+            }
+        }
+    }
+    assert!(named.len() >= 8, "the queries name yujing's metrics: {named:?}");
+
+    // A running instance: a county processed, the overdue timer's sweep, HTTP requests.
+    let env = Env::new();
+    let (county_dir, key) = env.county(300, 30, 5);
+    let app = env.app("grafana.db").await;
+    import_county(&app, &county_dir).await;
+    let inputs = feeds(&county_dir, &key).into_iter().map(Input::File).collect();
+    yujing::pipeline::run_ndjson(&app, inputs, CancellationToken::new(), false)
+        .await
+        .expect("county processed");
+    // The overdue timer's sweep a month on, when every open task is past its budget.
+    let mut timer = yujing::overdue::OverdueTimer::new(
+        app.store.clone(),
+        app.metrics.clone(),
+        Duration::from_secs(60),
+    );
+    timer.clock = yujing::overdue::Clock::tokio_from(chrono::Utc::now() + chrono::Duration::days(30));
+    let marked = timer.sweep().await.expect("overdue sweep");
+    assert!(marked > 0, "tasks past their budget");
+    // The Kafka consumer's figures need a broker: moved here as the consumer moves them.
+    app.metrics.messages_consumed("dept.health", 3);
+    app.metrics.partition_lag("dept.health", 0, 10, 7);
+    let router = yujing::api::router(AppState::new(
+        app.store.clone(),
+        app.metrics.clone(),
+        &app.settings,
+        Readiness::default(),
+    ));
+    let call = |uri: &str| {
+        axum::http::Request::builder()
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .expect("request")
+    };
+    for uri in ["/healthz", "/api/me", "/"] {
+        router.clone().oneshot(call(uri)).await.expect("answers");
+    }
+    let response = router.oneshot(call("/metrics")).await.expect("metrics");
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    let exposition = String::from_utf8(bytes.to_vec()).expect("text");
+    let mut exposed = BTreeSet::new();
+    for line in exposition.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some("#"), Some("TYPE"), Some(name), Some(kind)) =
+            (words.next(), words.next(), words.next(), words.next())
+        {
+            exposed.insert(name.to_string());
+            if kind == "histogram" {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    exposed.insert(format!("{name}{suffix}"));
+                }
+            }
+        }
+    }
+    let missing: Vec<&String> = named.iter().filter(|n| !exposed.contains(*n)).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics /metrics does not expose: {missing:?}\nexposed: {exposed:?}"
+    );
+}
