@@ -500,7 +500,10 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let app = App::build(settings).await?;
             let shutdown = shutdown_token();
             let api = commands::serve::start(&app, &listen).await?;
-            eprintln!("serving the API on http://{} (Ctrl-C stops)", api.address);
+            eprintln!(
+                "serving the dashboard on http://{}/ and the API on http://{}/api (Ctrl-C stops)",
+                api.address, api.address
+            );
             api.until(shutdown).await;
             app.store.close().await;
         }
@@ -553,8 +556,10 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 let shutdown = shutdown_token();
                 let api = commands::serve::start(&app, "127.0.0.1:8080").await?;
                 println!(
-                    "\nthe API is on http://{} (OpenAPI: http://{}/api/openapi.json); Ctrl-C stops",
-                    api.address, api.address
+                    "\nthe dashboard is on http://{}/ (sign in with a token above: demo-county, \
+                     demo-township or demo-village); the API on http://{}/api \
+                     (OpenAPI: http://{}/api/openapi.json); Ctrl-C stops",
+                    api.address, api.address, api.address
                 );
                 api.until(shutdown).await;
                 app.store.close().await;

@@ -243,6 +243,6 @@ pub async fn serve(
             tracing::error!(error = %error, "HTTP server failed");
         }
     });
-    tracing::info!(address = %bound, "HTTP listening (/api, /metrics, /healthz, /readyz)");
+    tracing::info!(address = %bound, "HTTP listening (dashboard /, /api, /metrics, /healthz, /readyz)");
     Ok((bound, task))
 }

@@ -72,7 +72,10 @@ fn respond(asset: &Asset) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 
@@ -152,7 +155,10 @@ mod tests {
                     } else {
                         continue;
                     };
-                    if target.ends_with(".js") || target.ends_with(".css") || target.ends_with(".svg") {
+                    if target.ends_with(".js")
+                        || target.ends_with(".css")
+                        || target.ends_with(".svg")
+                    {
                         assert!(
                             names.contains(&target.as_str()),
                             "{} names {target}, which is not embedded",
@@ -167,7 +173,9 @@ mod tests {
     #[test]
     fn no_asset_names_another_host() {
         for asset in ASSETS.iter().filter(|a| !a.path.starts_with("vendor/")) {
-            let text = String::from_utf8_lossy(asset.bytes);
+            // The SVG namespace is a name, never fetched.
+            let text = String::from_utf8_lossy(asset.bytes)
+                .replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
             for scheme in ["http://", "https://", "//cdn"] {
                 assert!(
                     !text.contains(scheme),

@@ -275,12 +275,18 @@ impl Browser {
     async fn sign_in(&self, base: &str, token: &str) {
         // The page's own sign-out (it stops its poll first).
         self.open(base, "#/signout").await;
-        self.until("the sign-in form", "return !!document.querySelector('#token')")
-            .await;
+        self.until(
+            "the sign-in form",
+            "return !!document.querySelector('#token')",
+        )
+        .await;
         self.fill("#token", token).await;
         self.click("#signin button[type=submit]").await;
-        self.until("the signed-in page", "return !!document.querySelector('#account')")
-            .await;
+        self.until(
+            "the signed-in page",
+            "return !!document.querySelector('#account')",
+        )
+        .await;
     }
 }
 
@@ -322,7 +328,11 @@ impl Api {
             .send()
             .await
             .expect("API answers");
-        assert!(response.status().is_success(), "GET {path}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
         response.json().await.expect("JSON")
     }
 
@@ -346,7 +356,10 @@ impl Api {
 fn severity(figures: &Value) -> &'static str {
     for level in LEVELS {
         if figures["alerts"]["by_level"][level].as_u64().unwrap_or(0) > 0
-            || figures["signals"]["by_severity"][level].as_u64().unwrap_or(0) > 0
+            || figures["signals"]["by_severity"][level]
+                .as_u64()
+                .unwrap_or(0)
+                > 0
         {
             return level;
         }
@@ -485,7 +498,10 @@ async fn site() -> Site {
     settings.api.summary_cache_ms = 0;
     let app = App::build(settings).await.expect("app builds");
     import_county(&app, &county_dir).await;
-    let inputs = feeds(&county_dir, &key).into_iter().map(Input::File).collect();
+    let inputs = feeds(&county_dir, &key)
+        .into_iter()
+        .map(Input::File)
+        .collect();
     yujing::pipeline::run_ndjson(&app, inputs, CancellationToken::new(), false)
         .await
         .expect("county processed");
@@ -593,7 +609,9 @@ async fn dashboard_in_a_real_browser() {
             .all(|c| c["region"]["level"] == "township")
     );
     // Chinese by default.
-    let heading = browser.js("return document.querySelector('#nav').innerText").await;
+    let heading = browser
+        .js("return document.querySelector('#nav').innerText")
+        .await;
     assert!(
         heading.as_str().unwrap_or("").contains("区域概览"),
         "{heading}"
@@ -624,7 +642,10 @@ async fn dashboard_in_a_real_browser() {
         )
         .await;
     let pending_tasks = pending_tasks["items"].as_array().expect("tasks").clone();
-    assert!(pending_tasks.len() >= 2, "two pending identify tasks in village A");
+    assert!(
+        pending_tasks.len() >= 2,
+        "two pending identify tasks in village A"
+    );
     let elsewhere = &pending_tasks[1];
     api.post(
         &format!(
@@ -659,16 +680,22 @@ async fn dashboard_in_a_real_browser() {
 
     // Drill down: the township, then a village, and back up.
     browser
-        .click(&format!("#children tr[data-code='{township}'] td[data-col=name] a"))
+        .click(&format!(
+            "#children tr[data-code='{township}'] td[data-col=name] a"
+        ))
         .await;
     assert_overview(&browser, &api, county_token, &township).await;
     browser
-        .click(&format!("#children tr[data-code='{village_a}'] td[data-col=name] a"))
+        .click(&format!(
+            "#children tr[data-code='{village_a}'] td[data-col=name] a"
+        ))
         .await;
     browser
         .until(
             "the village overview",
-            &format!("return !!document.querySelector('#overview[data-code=\"{village_a}\"] #figures')"),
+            &format!(
+                "return !!document.querySelector('#overview[data-code=\"{village_a}\"] #figures')"
+            ),
         )
         .await;
     let village_summary = api
@@ -724,7 +751,10 @@ async fn dashboard_in_a_real_browser() {
         days.iter().any(|d| d["count"].as_u64().unwrap_or(0) > 0),
         "the chart opens on days with data"
     );
-    let api_days: Vec<&str> = days.iter().map(|d| d["day"].as_str().expect("day")).collect();
+    let api_days: Vec<&str> = days
+        .iter()
+        .map(|d| d["day"].as_str().expect("day"))
+        .collect();
     let shown_days: Vec<&str> = plotted["days"]
         .as_array()
         .expect("days")
@@ -732,7 +762,10 @@ async fn dashboard_in_a_real_browser() {
         .map(|d| d.as_str().expect("day"))
         .collect();
     assert_eq!(shown_days, api_days);
-    let counts: Vec<u64> = days.iter().map(|d| d["count"].as_u64().expect("count")).collect();
+    let counts: Vec<u64> = days
+        .iter()
+        .map(|d| d["count"].as_u64().expect("count"))
+        .collect();
     let shown_counts: Vec<u64> = serde_json::from_value(plotted["count"].clone()).expect("counts");
     assert_eq!(shown_counts, counts, "the plotted counts are the API's");
     let mut alarm_days = Vec::new();
@@ -742,7 +775,10 @@ async fn dashboard_in_a_real_browser() {
             .expect("judgements")
             .iter()
             .find(|j| j["method"] == method);
-        let close = |shown: &Value, api: Option<&Value>| match (shown.as_f64(), api.and_then(Value::as_f64)) {
+        let close = |shown: &Value, api: Option<&Value>| match (
+            shown.as_f64(),
+            api.and_then(Value::as_f64),
+        ) {
             (None, None) => true,
             (Some(a), Some(b)) => (a - b).abs() < 1e-3,
             _ => false,
@@ -767,9 +803,15 @@ async fn dashboard_in_a_real_browser() {
         .iter()
         .map(|d| d.as_str().expect("day"))
         .collect();
-    assert_eq!(shown_alarms, alarm_days, "the alarm days marked are the API's");
+    assert_eq!(
+        shown_alarms, alarm_days,
+        "the alarm days marked are the API's"
+    );
     let signals = api
-        .get(&format!("/api/signals?region={county}&kind=any_risk&limit=500"), county_token)
+        .get(
+            &format!("/api/signals?region={county}&kind=any_risk&limit=500"),
+            county_token,
+        )
         .await;
     let own = signals["items"]
         .as_array()
@@ -780,7 +822,11 @@ async fn dashboard_in_a_real_browser() {
     let shown_signals = browser
         .js("return document.querySelectorAll('#signals tbody tr').length")
         .await;
-    assert_eq!(shown_signals, json!(own), "every signal of the county is listed");
+    assert_eq!(
+        shown_signals,
+        json!(own),
+        "every signal of the county is listed"
+    );
     browser.screenshot("dashboard-risk").await;
 
     // English on request.
@@ -800,7 +846,11 @@ async fn dashboard_in_a_real_browser() {
         .await;
 
     let console = browser.log("browser").await;
-    assert_eq!(console_problems(&console), Vec::<String>::new(), "a clean console (county)");
+    assert_eq!(
+        console_problems(&console),
+        Vec::<String>::new(),
+        "a clean console (county)"
+    );
 
     // The village, on a phone: only its village.
     browser.viewport(390, 844).await;
@@ -812,16 +862,16 @@ async fn dashboard_in_a_real_browser() {
     browser
         .until(
             "the village's work list",
-            &format!("return !!document.querySelector('#work[data-code=\"{village_a}\"] #task-list')"),
+            &format!(
+                "return !!document.querySelector('#work[data-code=\"{village_a}\"] #task-list')"
+            ),
         )
         .await;
     let villages = browser
         .js("return [...document.querySelectorAll('#task-list li.task')].map((li) => li.dataset.task)")
         .await;
     let listed: BTreeSet<String> = serde_json::from_value(villages).expect("task ids");
-    let open_tasks = api
-        .get(&format!("/api/tasks?limit=500"), village_token)
-        .await;
+    let open_tasks = api.get("/api/tasks?limit=500", village_token).await;
     let open: BTreeSet<String> = open_tasks["items"]
         .as_array()
         .expect("tasks")
@@ -835,14 +885,21 @@ async fn dashboard_in_a_real_browser() {
         .js("return [...document.querySelectorAll('#task-list li.task')].map((li) => li.classList.contains('late'))")
         .await;
     let late: Vec<bool> = serde_json::from_value(late).expect("flags");
-    assert!(late.windows(2).all(|w| w[0] >= w[1]), "overdue first: {late:?}");
+    assert!(
+        late.windows(2).all(|w| w[0] >= w[1]),
+        "overdue first: {late:?}"
+    );
     let no_overflow = browser
         .js("return document.documentElement.scrollWidth <= window.innerWidth + 1")
         .await;
     assert_eq!(no_overflow, json!(true), "nothing wider than the phone");
     browser.screenshot("phone-worklist").await;
     let console = browser.log("browser").await;
-    assert_eq!(console_problems(&console), Vec::<String>::new(), "a clean console (village)");
+    assert_eq!(
+        console_problems(&console),
+        Vec::<String>::new(),
+        "a clean console (village)"
+    );
 
     // A household of the other village, typed into the address bar: not found.
     let mut other_household = None;
@@ -879,10 +936,16 @@ async fn dashboard_in_a_real_browser() {
     // The whole procedure in the page: the village proposes identify...
     let task = &pending_tasks[0];
     let task_id = task["task_id"].as_str().expect("task id");
-    let household_id = task["household_id"].as_str().expect("household").to_string();
+    let household_id = task["household_id"]
+        .as_str()
+        .expect("household")
+        .to_string();
     browser.open(base, &format!("#/task/{task_id}")).await;
     browser
-        .until("the task", "return !!document.querySelector('#task #move-accept')")
+        .until(
+            "the task",
+            "return !!document.querySelector('#task #move-accept')",
+        )
         .await;
     assert!(
         browser
@@ -908,9 +971,14 @@ async fn dashboard_in_a_real_browser() {
     browser
         .click("#move-record_visit input[name=risk_types][value=illness]")
         .await;
-    browser.click("#move-record_visit button[type=submit]").await;
     browser
-        .until("the visit recorded", "return document.querySelector('#task')?.dataset.version === '2'")
+        .click("#move-record_visit button[type=submit]")
+        .await;
+    browser
+        .until(
+            "the visit recorded",
+            "return document.querySelector('#task')?.dataset.version === '2'",
+        )
         .await;
     browser
         .js("const s = document.querySelector('#f-outcome'); s.value = 'identify'; s.dispatchEvent(new Event('change')); \
@@ -918,17 +986,27 @@ async fn dashboard_in_a_real_browser() {
         .await;
     browser.click("#move-propose button[type=submit]").await;
     browser
-        .until("township review", "return document.querySelector('#task')?.dataset.stage === 'township_review'")
+        .until(
+            "township review",
+            "return document.querySelector('#task')?.dataset.stage === 'township_review'",
+        )
         .await;
     let console = browser.log("browser").await;
-    assert_eq!(console_problems(&console), Vec::<String>::new(), "a clean console (village steps)");
+    assert_eq!(
+        console_problems(&console),
+        Vec::<String>::new(),
+        "a clean console (village steps)"
+    );
 
     // ... the township approves ...
     browser.viewport(1440, 1000).await;
     browser.sign_in(base, township_token).await;
     browser.open(base, &format!("#/task/{task_id}")).await;
     browser
-        .until("the township's step", "return !!document.querySelector('#move-approve')")
+        .until(
+            "the township's step",
+            "return !!document.querySelector('#move-approve')",
+        )
         .await;
     assert_eq!(
         browser
@@ -939,18 +1017,27 @@ async fn dashboard_in_a_real_browser() {
     );
     browser.click("#move-approve button[type=submit]").await;
     browser
-        .until("county decision", "return document.querySelector('#task')?.dataset.stage === 'county_decision'")
+        .until(
+            "county decision",
+            "return document.querySelector('#task')?.dataset.stage === 'county_decision'",
+        )
         .await;
 
     // ... and the county decides.
     browser.sign_in(base, county_token).await;
     browser.open(base, &format!("#/task/{task_id}")).await;
     browser
-        .until("the county's step", "return !!document.querySelector('#move-decide')")
+        .until(
+            "the county's step",
+            "return !!document.querySelector('#move-decide')",
+        )
         .await;
     browser.click("#move-decide button[type=submit]").await;
     browser
-        .until("closed", "return document.querySelector('#task')?.dataset.stage === 'closed'")
+        .until(
+            "closed",
+            "return document.querySelector('#task')?.dataset.stage === 'closed'",
+        )
         .await;
     let record = site
         .app
@@ -972,21 +1059,38 @@ async fn dashboard_in_a_real_browser() {
         .await;
     assert_eq!(shown_status, json!("monitored"));
     let console = browser.log("browser").await;
-    assert_eq!(console_problems(&console), Vec::<String>::new(), "a clean console (decisions)");
+    assert_eq!(
+        console_problems(&console),
+        Vec::<String>::new(),
+        "a clean console (decisions)"
+    );
 
     // Every request went to the local server.
     let network = browser.log("performance").await;
     let urls = requested_urls(&network);
-    assert!(urls.iter().any(|u| u.contains("/api/")), "the network log was read");
+    assert!(
+        urls.iter().any(|u| u.contains("/api/")),
+        "the network log was read"
+    );
     // The browser's own pages (the first tab's chrome://new-tab-page…) never touch
     // the network; every other request must go to the local server.
-    let internal = ["data:", "blob:", "about:", "chrome:", "chrome-untrusted:", "devtools:"];
+    let internal = [
+        "data:",
+        "blob:",
+        "about:",
+        "chrome:",
+        "chrome-untrusted:",
+        "devtools:",
+    ];
     let elsewhere: Vec<&String> = urls
         .iter()
         .filter(|u| !internal.iter().any(|scheme| u.starts_with(scheme)))
         .filter(|u| !u.starts_with(&format!("{base}/")))
         .collect();
-    assert!(elsewhere.is_empty(), "requests beyond the local server: {elsewhere:?}");
+    assert!(
+        elsewhere.is_empty(),
+        "requests beyond the local server: {elsewhere:?}"
+    );
 
     let _ = browser.client.clone().close().await;
     site.cancel.cancel();
@@ -1016,7 +1120,11 @@ async fn grafana_dashboard_names_only_metrics_yujing_exposes() {
     }
     let mut named = BTreeSet::new();
     for panel in panels {
-        assert_eq!(panel["datasource"]["uid"], "prometheus", "{}", panel["title"]);
+        assert_eq!(
+            panel["datasource"]["uid"], "prometheus",
+            "{}",
+            panel["title"]
+        );
         for target in panel["targets"].as_array().expect("targets") {
             let expr = target["expr"].as_str().expect("a query");
             let mut rest = expr;
@@ -1030,14 +1138,20 @@ async fn grafana_dashboard_names_only_metrics_yujing_exposes() {
             }
         }
     }
-    assert!(named.len() >= 8, "the queries name yujing's metrics: {named:?}");
+    assert!(
+        named.len() >= 8,
+        "the queries name yujing's metrics: {named:?}"
+    );
 
     // A running instance: a county processed, the overdue timer's sweep, HTTP requests.
     let env = Env::new();
     let (county_dir, key) = env.county(300, 30, 5);
     let app = env.app("grafana.db").await;
     import_county(&app, &county_dir).await;
-    let inputs = feeds(&county_dir, &key).into_iter().map(Input::File).collect();
+    let inputs = feeds(&county_dir, &key)
+        .into_iter()
+        .map(Input::File)
+        .collect();
     yujing::pipeline::run_ndjson(&app, inputs, CancellationToken::new(), false)
         .await
         .expect("county processed");
@@ -1047,7 +1161,8 @@ async fn grafana_dashboard_names_only_metrics_yujing_exposes() {
         app.metrics.clone(),
         Duration::from_secs(60),
     );
-    timer.clock = yujing::overdue::Clock::tokio_from(chrono::Utc::now() + chrono::Duration::days(30));
+    timer.clock =
+        yujing::overdue::Clock::tokio_from(chrono::Utc::now() + chrono::Duration::days(30));
     let marked = timer.sweep().await.expect("overdue sweep");
     assert!(marked > 0, "tasks past their budget");
     // The Kafka consumer's figures need a broker: moved here as the consumer moves them.
