@@ -537,16 +537,22 @@ async fn site() -> Site {
         .expect("a second village in the township");
     let county = village_a.county();
     let mut tokens = BTreeMap::new();
-    for (name, role, region) in [
-        ("county", Role::County, county),
-        ("township", Role::Township, village_a.township()),
-        ("village", Role::Village, village_a),
+    for (name, role, region, source) in [
+        ("county", Role::County, county, None),
+        ("township", Role::Township, village_a.township(), None),
+        ("village", Role::Village, village_a, None),
+        (
+            "department",
+            Role::Department,
+            county,
+            Some(yujing::domain::event::Source::MedicalInsurance),
+        ),
     ] {
         let request = NewAccount {
             name: format!("web-{name}"),
             role,
             region,
-            source: None,
+            source,
         };
         let (_, token) = yujing::commands::accounts::add(&app, &request)
             .await
@@ -1063,6 +1069,42 @@ async fn dashboard_in_a_real_browser() {
         console_problems(&console),
         Vec::<String>::new(),
         "a clean console (decisions)"
+    );
+
+    // A department: the figures and its own feed's series, no households, no steps.
+    browser.sign_in(base, &site.tokens["department"]).await;
+    browser
+        .until(
+            "the department's overview",
+            "return !!document.querySelector('#overview #figures')",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js("return document.querySelectorAll('#nav a[data-nav=tasks], #open-tasks').length")
+            .await,
+        json!(0),
+        "no work list for a department"
+    );
+    browser.click("#open-risk").await;
+    browser
+        .until(
+            "the department's risk chart",
+            "const el = document.getElementById('risk-chart'); return !!(el && window.echarts.getInstanceByDom(el))",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .js("return [...document.querySelectorAll('#kind option')].map((o) => o.value)")
+            .await,
+        json!(["illness"]),
+        "a medical-insurance account charts illness only"
+    );
+    let console = browser.log("browser").await;
+    assert_eq!(
+        console_problems(&console),
+        Vec::<String>::new(),
+        "a clean console (department)"
     );
 
     // Every request went to the local server.
