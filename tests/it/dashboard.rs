@@ -481,7 +481,8 @@ async fn assert_overview(browser: &Browser, api: &Api, token: &str, code: &str) 
 
 /// A processed county, its accounts, and the page on a local server.
 struct Site {
-    _env: Env,
+    env: Env,
+    county_dir: PathBuf,
     app: App,
     base: String,
     county: RegionCode,
@@ -570,7 +571,8 @@ async fn site() -> Site {
         .await
         .expect("serves");
     Site {
-        _env: env,
+        env,
+        county_dir,
         app,
         base: format!("http://{address}"),
         county,
@@ -683,6 +685,76 @@ async fn dashboard_in_a_real_browser() {
             "return Number(document.querySelector('#news').dataset.count || 0) > 0",
         )
         .await;
+
+    // Live: a new alert, from an event processed while the page is open.
+    let mut alerted = BTreeSet::new();
+    site.app
+        .store
+        .export_alerts(&mut |alert| {
+            alerted.insert(alert.household_id.to_string());
+            Ok(())
+        })
+        .await
+        .expect("alerts");
+    let members = std::fs::read_to_string(site.county_dir.join("members.csv")).expect("members");
+    let person = members
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            (fields.len() >= 2).then(|| (fields[0], fields[1]))
+        })
+        .find(|(_, household)| household.starts_with(&village_a) && !alerted.contains(*household))
+        .map(|(person, _)| person.to_string())
+        .expect("a resident of village A whose household has no alert");
+    let before = browser.js(TABLE_CELLS).await;
+    let alerts_before: u64 = before[&township]["alerts.total"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("alerts figure");
+    let last_day = summary["counted_days"]["last"]
+        .as_str()
+        .expect("counted days");
+    let event = json!({
+        "event_id": "CL-WEB-LIVE-000001",
+        "source": "disabled_persons_federation",
+        "kind": "disability_certified",
+        "occurred_at": format!("{last_day}T10:00:00+08:00"),
+        "reported_at": format!("{last_day}T12:00:00+08:00"),
+        "person_id": person,
+        "payload": { "grade": 1, "category": "physical" },
+    });
+    let more = site.env.path("live.ndjson");
+    std::fs::write(&more, format!("{event}\n")).expect("feed written");
+    yujing::pipeline::run_ndjson(
+        &site.app,
+        vec![Input::File(more)],
+        CancellationToken::new(),
+        false,
+    )
+    .await
+    .expect("the new event processed");
+    browser
+        .until(
+            "the live update of the township's open alerts",
+            &format!(
+                "const td = document.querySelector('#children tr[data-code=\"{township}\"] td[data-col=\"alerts.total\"]'); \
+                 return td && Number(td.innerText) === {}",
+                alerts_before + 1
+            ),
+        )
+        .await;
+    browser
+        .until(
+            "the new alert in the news",
+            "return [...document.querySelectorAll('#news-list li')].some((li) => li.dataset.key.startsWith('a:'))",
+        )
+        .await;
+    assert_eq!(
+        browser.js("return window.__stayed === true").await,
+        json!(true),
+        "updated without a reload"
+    );
 
     // Drill down: the township, then a village, and back up.
     browser
