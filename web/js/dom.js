@@ -67,3 +67,34 @@ export function addDays(day, days) {
   d.setUTCDate(d.getUTCDate() + days);
   return d.toISOString().slice(0, 10);
 }
+
+const charts = new Set();
+
+/**
+ * An ECharts instance on `el` (replacing one already there), resized with it and
+ * disposed of when the view that drew it goes (see disposeCharts).
+ */
+export function chart(el) {
+  const existing = window.echarts.getInstanceByDom(el);
+  if (existing) existing.dispose();
+  const instance = window.echarts.init(el);
+  const observer = new ResizeObserver(() => {
+    if (!el.isConnected || instance.isDisposed()) return;
+    instance.resize();
+  });
+  observer.observe(el);
+  charts.add({ instance, observer });
+  return instance;
+}
+
+/** Disposes of every chart whose element left the page (all of them: `everything`). */
+export function disposeCharts(everything = false) {
+  for (const entry of [...charts]) {
+    const el = entry.instance.isDisposed() ? null : entry.instance.getDom();
+    if (everything || !el || !el.isConnected) {
+      entry.observer.disconnect();
+      if (!entry.instance.isDisposed()) entry.instance.dispose();
+      charts.delete(entry);
+    }
+  }
+}

@@ -9,7 +9,7 @@
 // Each view renders into the main element and may return { refresh } for the live poll.
 
 import * as api from './api.js';
-import { h, replace, clock } from './dom.js';
+import { h, replace, clock, disposeCharts } from './dom.js';
 import { t, label, lang, setLang } from './i18n.js';
 import * as overview from './overview.js';
 import * as risk from './risk.js';
@@ -130,6 +130,7 @@ function shell() {
 
 function signOut(message) {
   api.clearToken();
+  disposeCharts(true);
   live.stop();
   window.removeEventListener('hashchange', route);
   history.replaceState(null, '', location.pathname);
@@ -168,6 +169,7 @@ async function route() {
   }
   for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.nav === page);
   ctx.view = null;
+  disposeCharts(true);
   replace(ctx.main, h('p', { class: 'muted' }, t('loading')));
   const render = {
     region: () => overview.render(ctx, id || me.region_code),

@@ -4,7 +4,7 @@
 // point or a row drills down; the breadcrumb goes back up.
 
 import * as api from './api.js';
-import { h, replace, dateTime } from './dom.js';
+import { h, replace, dateTime, chart, disposeCharts } from './dom.js';
 import { t, label } from './i18n.js';
 
 /** Colours of severity: the alert levels, "no alerts" and "no data". */
@@ -258,10 +258,8 @@ async function drawMap(ctx, el, children) {
     option.xAxis = { type: 'value', scale: true, show: false };
     option.yAxis = { type: 'value', scale: true, show: false };
   }
-  const existing = window.echarts.getInstanceByDom(el);
-  if (existing) existing.dispose();
-  const chart = window.echarts.init(el);
-  chart.setOption(option);
-  chart.on('click', (p) => { if (p.data?.code) ctx.go(`#/region/${p.data.code}`); });
-  new ResizeObserver(() => chart.resize()).observe(el);
+  disposeCharts();
+  const instance = chart(el);
+  instance.setOption(option);
+  instance.on('click', (p) => { if (p.data?.code) ctx.go(`#/region/${p.data.code}`); });
 }

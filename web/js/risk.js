@@ -3,7 +3,7 @@
 // the region for that kind with their reasons.
 
 import * as api from './api.js';
-import { h, replace, addDays, dateTime } from './dom.js';
+import { h, replace, addDays, dateTime, chart } from './dom.js';
 import { t, label, values } from './i18n.js';
 import { badge } from './overview.js';
 
@@ -127,7 +127,5 @@ function drawChart(el, series, method, signals) {
       { id: 'alarms', name: t('alarm'), type: 'scatter', data: alarms, symbol: 'triangle', symbolSize: 12, itemStyle: { color: '#c62828' }, z: 5 },
     ],
   };
-  const chart = window.echarts.init(el);
-  chart.setOption(option);
-  new ResizeObserver(() => chart.resize()).observe(el);
+  chart(el).setOption(option);
 }
