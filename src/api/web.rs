@@ -5,7 +5,7 @@
 //! GeoJSON (`api.boundaries_geojson`) is the only file read at run time.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -47,6 +47,11 @@ static ASSETS: &[Asset] = &[
     asset!("vendor/echarts/echarts.min.js", JS),
     asset!("vendor/echarts/LICENSE", "text/plain; charset=utf-8"),
     asset!("vendor/echarts/NOTICE", "text/plain; charset=utf-8"),
+    asset!("vendor/echarts/VERSION", "text/plain; charset=utf-8"),
+    asset!(
+        "vendor/echarts/licenses/LICENSE-d3",
+        "text/plain; charset=utf-8"
+    ),
 ];
 
 /// Only this origin: scripts, styles, data (ECharts writes inline styles, hence
@@ -55,9 +60,27 @@ const POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'u
 img-src 'self' data: blob:; connect-src 'self'; font-src 'self'; object-src 'none'; \
 base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
-fn respond(asset: &Asset) -> Response {
-    let mut response = asset.bytes.into_response();
+/// The entity tag of an asset: a hash of its bytes, so a browser revalidates with one
+/// small request and downloads again only what another build changed.
+fn etag(asset: &Asset) -> String {
+    format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(asset.bytes))
+}
+
+fn respond(asset: &Asset, request: &HeaderMap) -> Response {
+    let tag = etag(asset);
+    let fresh = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+    let mut response = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        asset.bytes.into_response()
+    };
     let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&tag) {
+        headers.insert(header::ETAG, value);
+    }
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(asset.media_type),
@@ -84,17 +107,17 @@ fn find(path: &str) -> Option<&'static Asset> {
 }
 
 /// `/`: the page.
-pub async fn index() -> Response {
+pub async fn index(request: HeaderMap) -> Response {
     match find("index.html") {
-        Some(asset) => respond(asset),
+        Some(asset) => respond(asset, &request),
         None => Problem::not_found("page").into_response(),
     }
 }
 
 /// `/web/{*path}`: an embedded asset.
-pub async fn asset(Path(path): Path<String>) -> Response {
+pub async fn asset(Path(path): Path<String>, request: HeaderMap) -> Response {
     match find(&path) {
-        Some(asset) => respond(asset),
+        Some(asset) => respond(asset, &request),
         None => Problem::not_found("asset").into_response(),
     }
 }
@@ -167,6 +190,29 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Every file under `web/` is embedded (a file added there and not listed would
+    /// be missing from the binary).
+    #[test]
+    fn every_file_under_web_is_embedded() {
+        fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).expect("web/ reads") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    walk(&path, root, out);
+                } else if let Ok(relative) = path.strip_prefix(root) {
+                    out.push(relative.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+        let mut files = Vec::new();
+        walk(&root, &root, &mut files);
+        let names: Vec<&str> = ASSETS.iter().map(|a| a.path).collect();
+        for file in files.iter().filter(|f| !f.ends_with("SHA256SUMS")) {
+            assert!(names.contains(&file.as_str()), "web/{file} is not embedded");
         }
     }
 

@@ -1369,3 +1369,97 @@ async fn grafana_dashboard_names_only_metrics_yujing_exposes() {
         "the dashboard queries metrics /metrics does not expose: {missing:?}\nexposed: {exposed:?}"
     );
 }
+
+/// The page and its assets come from the binary: `/` is the page with a same-origin
+/// policy, every asset the bytes of `web/`, revalidated by entity tag.
+#[tokio::test]
+async fn the_page_and_its_assets_are_served_from_the_binary() {
+    use axum::http::{Request, StatusCode, header};
+    use tower::ServiceExt;
+
+    let env = Env::new();
+    let app = env.app("page.db").await;
+    let router = yujing::api::router(AppState::new(
+        app.store.clone(),
+        app.metrics.clone(),
+        &app.settings,
+        Readiness::default(),
+    ));
+    let get = |uri: &str, tag: Option<&str>| {
+        let mut request = Request::builder().uri(uri);
+        if let Some(tag) = tag {
+            request = request.header(header::IF_NONE_MATCH, tag);
+        }
+        request.body(axum::body::Body::empty()).expect("request")
+    };
+    let page = router.clone().oneshot(get("/", None)).await.expect("page");
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(
+        page.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let policy = page.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(policy.starts_with("default-src 'self'"), "{policy}");
+    assert!(policy.contains("connect-src 'self'"), "{policy}");
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    for asset in [
+        "js/main.js",
+        "app.css",
+        "vendor/echarts/echarts.min.js",
+        "vendor/echarts/LICENSE",
+    ] {
+        let response = router
+            .clone()
+            .oneshot(get(&format!("/web/{asset}"), None))
+            .await
+            .expect("asset");
+        assert_eq!(response.status(), StatusCode::OK, "{asset}");
+        let tag = response.headers()[header::ETAG]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        assert_eq!(
+            bytes.as_ref(),
+            std::fs::read(root.join(asset))
+                .expect("the file")
+                .as_slice(),
+            "{asset} is the file's bytes"
+        );
+        let again = router
+            .clone()
+            .oneshot(get(&format!("/web/{asset}"), Some(&tag)))
+            .await
+            .expect("asset");
+        assert_eq!(
+            again.status(),
+            StatusCode::NOT_MODIFIED,
+            "{asset} revalidated"
+        );
+    }
+    let missing = router
+        .clone()
+        .oneshot(get("/web/nothing.js", None))
+        .await
+        .expect("answer");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    // No boundaries configured: an empty collection, not an error in the console.
+    let boundaries = router
+        .oneshot(get("/web/boundaries.geojson", None))
+        .await
+        .expect("answer");
+    assert_eq!(boundaries.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(boundaries.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    let geojson: Value = serde_json::from_slice(&bytes).expect("GeoJSON");
+    assert_eq!(geojson["features"], json!([]));
+}
