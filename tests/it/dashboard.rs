@@ -788,6 +788,19 @@ async fn dashboard_in_a_real_browser() {
         shown_alerts.as_str().map(str::to_string),
         Some(village_summary["region"]["alerts"]["total"].to_string())
     );
+    let open_alerts = api
+        .get(
+            &format!("/api/alerts?region={village_a}&status=open&limit=500"),
+            county_token,
+        )
+        .await;
+    let open_alerts = open_alerts["items"].as_array().expect("alerts").len();
+    browser
+        .until(
+            "the village's open alerts",
+            &format!("return document.querySelectorAll('#alert-list li').length === {open_alerts}"),
+        )
+        .await;
     browser.click("#up").await;
     assert_overview(&browser, &api, county_token, &township).await;
     browser

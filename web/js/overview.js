@@ -121,7 +121,7 @@ function draw(ctx, view) {
     ? h('div', { class: 'split' },
       h('section', { class: 'card' }, h('h3', {}, t('map')), mapEl, legend()),
       h('section', { class: 'card' }, h('h3', {}, `${t('table')} · ${label('regionLevel', children[0].region.level)}`), tableHost))
-    : h('section', { class: 'card' }, h('p', { class: 'muted' }, t('noChildren')));
+    : h('section', { class: 'card', id: 'village-alerts' }, h('h3', {}, t('openAlerts')), h('p', { class: 'muted' }, ctx.may('households') ? t('loading') : t('noChildren')));
   replace(ctx.main,
     h('section', { class: 'overview', id: 'overview', dataset: { code } },
       breadcrumb(ctx, code),
@@ -133,7 +133,25 @@ function draw(ctx, view) {
   if (children.length) {
     drawTable(ctx, tableHost, children);
     drawMap(ctx, mapEl, children);
+  } else if (ctx.may('households')) {
+    drawAlerts(ctx, code, body);
   }
+}
+
+/** A village's open alerts, most severe first, each opening its household. */
+async function drawAlerts(ctx, code, host) {
+  const alerts = await api.all('/api/alerts', { region: code, status: 'open' }, 1000);
+  if (!host.isConnected) return;
+  const rank = { red: 4, orange: 3, yellow: 2, blue: 1 };
+  alerts.sort((a, b) => rank[b.level] - rank[a.level] || b.opened_at.localeCompare(a.opened_at));
+  replace(host, h('h3', {}, `${t('openAlerts')} (${alerts.length})`),
+    alerts.length ? h('ul', { class: 'tasks', id: 'alert-list' }, alerts.map((a) => h('li', { class: 'task', dataset: { alert: a.alert_id } },
+      h('a', { href: `#/household/${a.household_id}` },
+        h('div', { class: 'line' }, badge(a.level), h('strong', {}, a.household_id),
+          h('span', { class: 'days muted small' }, dateTime(a.opened_at))),
+        h('div', { class: 'line muted small' }, label('action', a.action), ' · ',
+          a.risk_types.map((r) => label('riskType', r)).join('、'))))))
+      : h('p', { class: 'muted' }, '—'));
 }
 
 function legend() {

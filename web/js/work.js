@@ -9,6 +9,7 @@ import { t, label, values } from './i18n.js';
 import { badge } from './overview.js';
 
 const OPEN_STAGES = ['pending', 'visiting', 'township_review', 'county_decision'];
+const FULL_RELOAD_MS = 30000;
 
 /** "3 days left", "due today" or "2 days overdue". */
 function daysLeft(task) {
@@ -29,14 +30,22 @@ function byUrgency(a, b) {
 export async function list(ctx, code, query) {
   const seq = ctx.current();
   const stage = query.get('stage') || 'open';
-  const load = () => api.all('/api/tasks', { region: code, stage: stage === 'open' ? null : stage }, 5000);
-  let tasks = await load();
+  const load = () => api.all('/api/tasks', {
+    region: code,
+    stage: ['open', 'overdue'].includes(stage) ? null : stage,
+    overdue: stage === 'overdue' ? true : null,
+  }, 5000);
+  // The region's task figures tell cheaply whether the list changed; the whole list
+  // is read again when they do, and at least every FULL_RELOAD_MS for the rest.
+  const figures = async () => JSON.stringify((await api.get(`/api/regions/${code}/summary`)).region.tasks);
+  let [tasks, seen] = await Promise.all([load(), figures()]);
+  let loadedAt = Date.now();
   if (seq !== ctx.current()) return null;
   const draw = () => {
-    const shown = (stage === 'open' ? tasks.filter((x) => x.stage !== 'closed') : tasks).sort(byUrgency);
+    const shown = (['open', 'overdue'].includes(stage) ? tasks.filter((x) => x.stage !== 'closed') : tasks).sort(byUrgency);
     const counts = Object.fromEntries(OPEN_STAGES.map((s) => [s, tasks.filter((x) => x.stage === s).length]));
     const tabs = h('div', { class: 'tabs', id: 'stages' },
-      [['open', t('allOpen')], ...OPEN_STAGES.map((s) => [s, label('stage', s)]), ['closed', label('stage', 'closed')]].map(([key, name]) =>
+      [['open', t('allOpen')], ['overdue', t('overdue')], ...OPEN_STAGES.map((s) => [s, label('stage', s)]), ['closed', label('stage', 'closed')]].map(([key, name]) =>
         h('a', { href: `#/tasks/${code}?stage=${key}`, class: key === stage ? 'active' : '', dataset: { stage: key } },
           name, stage === 'open' && counts[key] !== undefined ? h('span', { class: 'count' }, counts[key]) : null)));
     replace(ctx.main, h('section', { id: 'work', dataset: { code } },
@@ -48,7 +57,11 @@ export async function list(ctx, code, query) {
   draw();
   return {
     refresh: async () => {
+      const now = await figures();
+      if (now === seen && Date.now() - loadedAt < FULL_RELOAD_MS) return;
       const next = await load();
+      seen = now;
+      loadedAt = Date.now();
       if (seq !== ctx.current()) return;
       if (JSON.stringify(next.map(fingerprint)) !== JSON.stringify(tasks.map(fingerprint))) {
         tasks = next;
