@@ -987,6 +987,13 @@ async fn dashboard_in_a_real_browser() {
         .await;
     assert_eq!(no_overflow, json!(true), "nothing wider than the phone");
     browser.screenshot("phone-worklist").await;
+    assert_eq!(
+        browser
+            .js("return document.querySelectorAll('#news-list li').length")
+            .await,
+        json!(0),
+        "no news carried over from the account signed in before"
+    );
     let console = browser.log("browser").await;
     assert_eq!(
         console_problems(&console),

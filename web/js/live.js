@@ -22,6 +22,7 @@ export function start(ctx) {
   ctxRef = ctx;
   seen = null;
   news.length = 0;
+  drawNews();
   tick(generation);
 }
 
