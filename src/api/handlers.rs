@@ -68,7 +68,7 @@ pub async fn regions(State(state): State<AppState>, caller: Caller) -> ApiResult
 
 /// For the region and each child: open alerts by level and risk type, tasks by
 /// stage, overdue tasks, days left on the task due first, active signals, monitored
-/// households.
+/// households; and the first and last day with risk events counted in the region.
 #[utoipa::path(get, path = "/api/regions/{code}/summary", tag = "regions",
     params(("code" = String, Path, description = "12-digit region code")),
     responses((status = 200, body = Summary), (status = 401, body = Problem, content_type = "application/problem+json"),
