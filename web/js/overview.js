@@ -192,6 +192,12 @@ function drawTable(ctx, host, children) {
   replace(host, h('div', { class: 'scroll' }, h('table', { id: 'children', class: 'grid' }, h('thead', {}, head), h('tbody', {}, body))));
 }
 
+/** A point's tooltip (ECharts reads it as HTML: the region's name is escaped). */
+function pointTooltip(p) {
+  const name = window.echarts.format.encodeHTML(p.name);
+  return `${name}<br>${label('level', p.data.severity)} · ${t('openAlerts')} ${p.value[2]}`;
+}
+
 /** The villages of `townships` that have coordinates, with their figures. */
 async function villagesOf(townships) {
   try {
@@ -245,7 +251,7 @@ async function drawMap(ctx, el, children) {
     label: { show: true, formatter: '{b}', position: 'right', fontSize: 11, color: '#333' },
     emphasis: { scale: 1.3 },
     tooltip: {
-      formatter: (p) => `${p.name}<br>${label('level', p.data.severity)} · ${t('openAlerts')} ${p.value[2]}`,
+      formatter: pointTooltip,
     },
   };
   const option = { animation: false, tooltip: { trigger: 'item' }, series: [series] };
@@ -264,7 +270,7 @@ async function drawMap(ctx, el, children) {
       })),
       symbolSize: 7,
       z: 2,
-      tooltip: { formatter: (p) => `${p.name}<br>${label('level', p.data.severity)} · ${t('openAlerts')} ${p.value[2]}` },
+      tooltip: { formatter: pointTooltip },
     });
   }
   if (geo) {
