@@ -78,7 +78,8 @@ enum Command {
     },
     /// Write a synthetic county: regions, registry, feeds, and an answer key.
     Generate(GenerateArgs),
-    /// Serve the API (/api, /metrics, /healthz, /readyz) over an existing store.
+    /// Serve the dashboard (/), the API (/api), /metrics, /healthz and /readyz over an
+    /// existing store.
     Serve {
         /// Address to listen on (default: api.listen, else 127.0.0.1:8080).
         #[arg(long)]
@@ -98,7 +99,8 @@ enum Command {
     Openapi,
     /// Generate a county, import it, process it, and summarise (no set-up needed).
     Demo {
-        /// Leave the API running on 127.0.0.1:8080 afterwards (until Ctrl-C).
+        /// Leave the dashboard and the API running on 127.0.0.1:8080 afterwards (until
+        /// Ctrl-C).
         #[arg(long)]
         serve: bool,
         /// SQLite file to create (replaced if present).
