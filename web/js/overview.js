@@ -278,7 +278,7 @@ async function drawMap(ctx, el, children) {
     option.geo = { map: 'yujing-boundaries', roam: true, itemStyle: { areaColor: '#f4f6f8', borderColor: '#8a99a8' }, emphasis: { disabled: true } };
     series.coordinateSystem = 'geo';
   } else {
-    option.grid = { left: 10, right: 60, top: 10, bottom: 10, containLabel: false };
+    option.grid = { left: 10, right: 60, top: 10, bottom: 10 };
     option.xAxis = { type: 'value', scale: true, show: false };
     option.yAxis = { type: 'value', scale: true, show: false };
   }
