@@ -765,6 +765,7 @@ async fn dashboard_in_a_real_browser() {
         ))
         .await;
     assert_overview(&browser, &api, county_token, &township).await;
+    browser.screenshot("dashboard-township").await;
     browser
         .click(&format!(
             "#children tr[data-code='{village_a}'] td[data-col=name] a"
@@ -930,6 +931,7 @@ async fn dashboard_in_a_real_browser() {
             "return document.querySelector('#nav').innerText.includes('Overview')",
         )
         .await;
+    browser.screenshot("dashboard-risk-en").await;
     browser.click("#lang").await;
     browser
         .until(

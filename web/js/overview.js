@@ -278,9 +278,12 @@ async function drawMap(ctx, el, children) {
     option.geo = { map: 'yujing-boundaries', roam: true, itemStyle: { areaColor: '#f4f6f8', borderColor: '#8a99a8' }, emphasis: { disabled: true } };
     series.coordinateSystem = 'geo';
   } else {
-    option.grid = { left: 10, right: 60, top: 10, bottom: 10 };
-    option.xAxis = { type: 'value', scale: true, show: false };
-    option.yAxis = { type: 'value', scale: true, show: false };
+    // A margin around the points, so the outermost ones and their labels show whole.
+    const pad = (v) => Math.max((v.max - v.min) * 0.12, 0.01);
+    const axis = { type: 'value', show: false, min: (v) => v.min - pad(v), max: (v) => v.max + pad(v) };
+    option.grid = { left: 16, right: 56, top: 20, bottom: 20 };
+    option.xAxis = axis;
+    option.yAxis = { ...axis };
   }
   disposeCharts();
   const instance = chart(el);
