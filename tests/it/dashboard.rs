@@ -1065,6 +1065,13 @@ async fn dashboard_in_a_real_browser() {
         "a village sees only its own steps"
     );
     browser.screenshot("phone-task").await;
+    assert_eq!(
+        browser
+            .js("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+            .await,
+        json!(true),
+        "the task page fits the phone"
+    );
     browser.click("#move-accept button[type=submit]").await;
     browser
         .until("visiting", "return document.querySelector('#task')?.dataset.stage === 'visiting' && !!document.querySelector('#move-record_visit')")
