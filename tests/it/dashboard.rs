@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -84,7 +85,14 @@ struct Browser {
 }
 
 impl Drop for Browser {
+    /// Ends chromedriver and the browser it started (its process group), also when the
+    /// test failed before closing the session.
     fn drop(&mut self) {
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -94,7 +102,9 @@ impl Browser {
     async fn start() -> Browser {
         let binary = chromium_binary();
         let port = free_port();
+        // Its own process group, so that the browser it starts ends with it.
         let driver = Command::new(chromedriver_binary())
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
