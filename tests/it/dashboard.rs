@@ -120,7 +120,7 @@ impl Browser {
             .is_err()
         {
             assert!(
-                began.elapsed() < Duration::from_secs(20),
+                began.elapsed() < Duration::from_secs(60),
                 "chromedriver did not answer on {driver_url}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -196,7 +196,8 @@ impl Browser {
             .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
     }
 
-    /// Waits until `script` returns something truthy (within 20 s) and returns it.
+    /// Waits until `script` returns something truthy (within 60 s: the whole suite runs
+    /// beside it on two cores) and returns it.
     async fn until(&self, what: &str, script: &str) -> Value {
         let began = Instant::now();
         loop {
@@ -211,7 +212,7 @@ impl Browser {
             if truthy {
                 return value;
             }
-            if began.elapsed() > Duration::from_secs(20) {
+            if began.elapsed() > Duration::from_secs(60) {
                 self.screenshot(&format!("failed-{}", what.replace(' ', "-")))
                     .await;
                 let text = self
