@@ -248,6 +248,10 @@ pub struct ApiSettings {
     pub default_page_size: u32,
     /// Regional summaries are rolled up from per-village figures at most this old.
     pub summary_cache_ms: u64,
+    /// A GeoJSON file of the county's boundaries the dashboard draws under its map
+    /// (empty: points only).
+    #[serde(default)]
+    pub boundaries_geojson: String,
 }
 
 /// One `[[procedure.budgets]]` entry.

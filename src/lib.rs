@@ -24,7 +24,8 @@
 //! - [`generate`]: a synthetic county with planted cases and an answer key.
 //! - [`config`]: layered, typed settings. [`app`]: builds the application.
 //! - [`schemas`]: the published JSON Schemas, compiled. [`telemetry`]: logs, metrics.
-//! - [`api`]: the HTTP API, its OpenAPI document, auth and region scopes;
+//! - [`api`]: the HTTP API, its OpenAPI document, auth and region scopes, and the
+//!   dashboard page (`web/`, embedded) served at `/`;
 //!   [`accounts`]: creating and revoking accounts; [`overdue`]: the deadline timer.
 //! - [`commands`]: what each CLI command does.
 

@@ -78,7 +78,8 @@ enum Command {
     },
     /// Write a synthetic county: regions, registry, feeds, and an answer key.
     Generate(GenerateArgs),
-    /// Serve the API (/api, /metrics, /healthz, /readyz) over an existing store.
+    /// Serve the dashboard (/), the API (/api), /metrics, /healthz and /readyz over an
+    /// existing store.
     Serve {
         /// Address to listen on (default: api.listen, else 127.0.0.1:8080).
         #[arg(long)]
@@ -98,7 +99,8 @@ enum Command {
     Openapi,
     /// Generate a county, import it, process it, and summarise (no set-up needed).
     Demo {
-        /// Leave the API running on 127.0.0.1:8080 afterwards (until Ctrl-C).
+        /// Leave the dashboard and the API running on 127.0.0.1:8080 afterwards (until
+        /// Ctrl-C).
         #[arg(long)]
         serve: bool,
         /// SQLite file to create (replaced if present).
@@ -500,7 +502,10 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let app = App::build(settings).await?;
             let shutdown = shutdown_token();
             let api = commands::serve::start(&app, &listen).await?;
-            eprintln!("serving the API on http://{} (Ctrl-C stops)", api.address);
+            eprintln!(
+                "serving the dashboard on http://{}/ and the API on http://{}/api (Ctrl-C stops)",
+                api.address, api.address
+            );
             api.until(shutdown).await;
             app.store.close().await;
         }
@@ -553,8 +558,10 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 let shutdown = shutdown_token();
                 let api = commands::serve::start(&app, "127.0.0.1:8080").await?;
                 println!(
-                    "\nthe API is on http://{} (OpenAPI: http://{}/api/openapi.json); Ctrl-C stops",
-                    api.address, api.address
+                    "\nthe dashboard is on http://{}/ (sign in with a token above: demo-county, \
+                     demo-township or demo-village); the API on http://{}/api \
+                     (OpenAPI: http://{}/api/openapi.json); Ctrl-C stops",
+                    api.address, api.address, api.address
                 );
                 api.until(shutdown).await;
                 app.store.close().await;

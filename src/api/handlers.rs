@@ -68,7 +68,7 @@ pub async fn regions(State(state): State<AppState>, caller: Caller) -> ApiResult
 
 /// For the region and each child: open alerts by level and risk type, tasks by
 /// stage, overdue tasks, days left on the task due first, active signals, monitored
-/// households.
+/// households; and the first and last day with risk events counted in the region.
 #[utoipa::path(get, path = "/api/regions/{code}/summary", tag = "regions",
     params(("code" = String, Path, description = "12-digit region code")),
     responses((status = 200, body = Summary), (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -89,10 +89,28 @@ pub async fn summary(
         .iter()
         .find(|r| r.code == code)
         .ok_or_else(|| Problem::not_found("region"))?;
-    let summary = state
+    let now = Utc::now();
+    let mut summary = state
         .summary
-        .summary(&state.store, region, &regions, Utc::now())
+        .summary(&state.store, region, &regions, now)
         .await?;
+    let today = crate::domain::task::cst_day(now);
+    let counted = state
+        .store
+        .series_counts(
+            &code.to_string(),
+            RiskKind::AnyRisk.as_str(),
+            today - chrono::Duration::days(3660),
+            today + chrono::Duration::days(366),
+        )
+        .await?;
+    summary.counted_days = match (counted.first(), counted.last()) {
+        (Some((first, _)), Some((last, _))) => Some(CountedDays {
+            first: *first,
+            last: *last,
+        }),
+        _ => None,
+    };
     Ok(Json(summary))
 }
 

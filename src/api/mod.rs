@@ -1,6 +1,6 @@
 //! HTTP: the API (`/api/...`, documented by the OpenAPI 3.1 document generated from
-//! these handlers and served at `/api/openapi.json`), `/healthz`, `/readyz` and
-//! `/metrics`. Every `/api` route needs a bearer token and is scoped to the account's
+//! these handlers and served at `/api/openapi.json`), `/healthz`, `/readyz`,
+//! `/metrics`, and the dashboard page at `/` with its embedded assets under `/web/`. Every `/api` route needs a bearer token and is scoped to the account's
 //! region; errors are RFC 9457 problem details. Serves until the shutdown token fires.
 //!
 //! ```text
@@ -13,6 +13,7 @@ pub mod handlers;
 pub mod problem;
 pub mod summary;
 pub mod views;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -208,6 +209,9 @@ pub fn router(state: AppState) -> Router {
     let metrics = state.metrics.clone();
     api.route("/metrics", get(render_metrics))
         .route("/api/openapi.json", get(serve_openapi))
+        .route("/", get(web::index))
+        .route("/web/boundaries.geojson", get(web::boundaries))
+        .route("/web/{*path}", get(web::asset))
         .route_layer(axum::middleware::from_fn_with_state(metrics, track))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
@@ -239,6 +243,6 @@ pub async fn serve(
             tracing::error!(error = %error, "HTTP server failed");
         }
     });
-    tracing::info!(address = %bound, "HTTP listening (/api, /metrics, /healthz, /readyz)");
+    tracing::info!(address = %bound, "HTTP listening (dashboard /, /api, /metrics, /healthz, /readyz)");
     Ok((bound, task))
 }

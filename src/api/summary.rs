@@ -90,6 +90,7 @@ impl SummaryCache {
                 .map(|child| roll_up(child, &figures, now))
                 .collect(),
             computed_at: figures.at.unwrap_or(now),
+            counted_days: None,
         })
     }
 }

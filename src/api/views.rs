@@ -195,6 +195,19 @@ pub struct Summary {
     pub children: Vec<RegionFigures>,
     /// When the figures were computed (they are at most `api.summary_cache_ms` old).
     pub computed_at: DateTime<Utc>,
+    /// The first and last day (China Standard Time) with risk events counted in the
+    /// region (kind `any_risk`), within ten years of today: the window a chart of
+    /// its series opens on. Null when none is counted.
+    pub counted_days: Option<CountedDays>,
+}
+
+/// A span of days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct CountedDays {
+    /// First day.
+    pub first: NaiveDate,
+    /// Last day.
+    pub last: NaiveDate,
 }
 
 /// One method's judgement of one day.

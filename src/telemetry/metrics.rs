@@ -20,6 +20,7 @@ pub struct Metrics {
     unmatched: IntCounter,
     dead_letters: IntCounterVec,
     alerts_changed: IntCounter,
+    alerts_by_level: IntCounterVec,
     tasks_changed: IntCounter,
     batches: IntCounter,
     batch_size: Histogram,
@@ -140,6 +141,12 @@ impl Metrics {
                 &registry,
                 "yujing_alert_changes_total",
                 "Alert snapshots written",
+            ),
+            alerts_by_level: counter_vec(
+                &registry,
+                "yujing_alert_changes_by_level_total",
+                "Alert snapshots written (raised or updated), by the alert's level",
+                &["level"],
             ),
             tasks_changed: counter(
                 &registry,
@@ -320,6 +327,15 @@ impl Metrics {
         self.duplicates.inc_by(counts.duplicates);
         self.unmatched.inc_by(counts.unmatched);
         self.alerts_changed.inc_by(batch.alerts.len() as u64);
+        let mut by_level: std::collections::BTreeMap<&'static str, u64> = Default::default();
+        for alert in &batch.alerts {
+            *by_level.entry(alert.level.as_str()).or_default() += 1;
+        }
+        for (level, count) in by_level {
+            self.alerts_by_level
+                .with_label_values(&[level])
+                .inc_by(count);
+        }
         self.tasks_changed.inc_by(batch.tasks.len() as u64);
         self.batch_size.observe(counts.records as f64);
         self.commit_seconds.observe(elapsed.as_secs_f64());
