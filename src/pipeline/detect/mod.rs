@@ -7,6 +7,7 @@
 pub mod calibrate;
 pub mod cusum;
 pub mod ears;
+pub mod farrington;
 pub mod glm;
 pub mod series;
 pub mod settings;
