@@ -5,6 +5,7 @@
 mod api;
 mod detect_reference;
 mod embedded;
+mod history;
 mod kafka;
 mod mock_kafka;
 mod regional;
