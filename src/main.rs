@@ -144,8 +144,9 @@ enum Command {
         /// Simulated regions per level of the hierarchy.
         #[arg(long, default_value_t = 60)]
         regions_per_level: usize,
-        /// Years of history before monitoring starts.
-        #[arg(long, default_value_t = 1)]
+        /// Years of history before monitoring starts (Farrington Flexible needs
+        /// 52 × detect.farrington.years_back + half_window + 1 weeks).
+        #[arg(long, default_value_t = 6)]
         history_years: u32,
         /// Years monitored.
         #[arg(long, default_value_t = 2)]

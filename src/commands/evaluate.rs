@@ -14,6 +14,7 @@ use crate::domain::signal::{Method, RiskKind};
 use crate::generate::rng::Rng;
 use crate::pipeline::detect::DetectSettings;
 use crate::pipeline::detect::series::{Day, Dense, LevelDetectors, method_bit, run_offline};
+use crate::pipeline::detect::settings::FarringtonPreset;
 
 /// What to simulate.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +36,7 @@ impl Default for EvaluateOptions {
         EvaluateOptions {
             seed: 2024,
             regions_per_level: 60,
-            history_years: 1,
+            history_years: 6,
             monitored_years: 2,
             outbreaks_per_region_year: 3,
         }
@@ -180,7 +181,8 @@ fn simulate(
 /// A detector configuration under evaluation.
 struct Candidate {
     name: String,
-    method: Method,
+    /// The methods whose alarms count (bits of [`method_bit`]).
+    mask: u8,
     detectors: LevelDetectors,
 }
 
@@ -208,7 +210,7 @@ fn candidates(settings: &DetectSettings, level: RegionLevel) -> Vec<Candidate> {
             if let Ok(detectors) = LevelDetectors::new(&variant, level, &[method], 365.0) {
                 out.push(Candidate {
                     name: format!("{method} (minSigma {sigma})"),
-                    method,
+                    mask: method_bit(method),
                     detectors,
                 });
             }
@@ -235,10 +237,47 @@ fn candidates(settings: &DetectSettings, level: RegionLevel) -> Vec<Candidate> {
         if let Ok(detectors) = LevelDetectors::new(settings, level, &[Method::Cusum], target) {
             out.push(Candidate {
                 name: label,
-                method: Method::Cusum,
+                mask: method_bit(Method::Cusum),
                 detectors,
             });
         }
+    }
+    for preset in [FarringtonPreset::Noufaily, FarringtonPreset::Original] {
+        let mut variant = settings.clone();
+        variant.farrington.parameters = preset;
+        if let Ok(detectors) =
+            LevelDetectors::new(&variant, level, &[Method::FarringtonFlexible], 365.0)
+        {
+            out.push(Candidate {
+                name: format!(
+                    "farrington_flexible ({preset:?}, α {}, weekly)",
+                    variant.farrington.alpha
+                ),
+                mask: method_bit(Method::FarringtonFlexible),
+                detectors,
+            });
+        }
+    }
+    let configured = &settings.level(level).methods;
+    let series_methods: Vec<Method> = configured
+        .iter()
+        .copied()
+        .filter(|m| Method::DETECTORS.contains(m))
+        .collect();
+    if series_methods.len() > 1
+        && let Ok(detectors) = LevelDetectors::new(
+            settings,
+            level,
+            &series_methods,
+            settings.target_arl0_days(RiskKind::SERIES.len()),
+        )
+    {
+        let names: Vec<String> = series_methods.iter().map(|m| m.to_string()).collect();
+        out.push(Candidate {
+            name: format!("configured, combined as signals: {}", names.join(" + ")),
+            mask: series_methods.iter().fold(0, |m, &x| m | method_bit(x)),
+            detectors,
+        });
     }
     out
 }
@@ -261,7 +300,7 @@ pub fn evaluate(
             .map(|_| simulate(&mut level_rng, design, first, days, history, options))
             .collect();
         for mut candidate in candidates(settings, design.level) {
-            let bit = method_bit(candidate.method);
+            let bit = candidate.mask;
             let mut row = EvaluationRow {
                 level: design.level,
                 detector: candidate.name.clone(),
@@ -388,8 +427,8 @@ mod tests {
         assert_eq!(first, second);
         let text = String::from_utf8(first).expect("UTF-8");
         assert!(text.contains("| level | detector |"));
-        // 3 levels × (4 EARS × 2 minSigma + 2 CUSUM).
-        assert_eq!(rows.len(), 3 * 10);
+        // 3 levels × (4 EARS × 2 minSigma + 2 CUSUM + 2 Farrington).
+        assert_eq!(rows.len(), 3 * 12);
         for row in &rows {
             assert_eq!(row.outbreaks, 9, "{row:?}");
             assert!((0.0..=1.0).contains(&row.probability_of_detection));

@@ -185,6 +185,7 @@ impl RegionalStage {
                     level,
                     ears: Vec::new(),
                     cusum: None,
+                    farrington: None,
                 },
             )
         };
@@ -299,8 +300,12 @@ impl RegionalStage {
     /// all of them, nothing has been judged). Call after [`RegionalStage::restore_watermark`].
     pub fn counts_needed_from(&self) -> Option<NaiveDate> {
         let horizon = self.horizon_start()?;
-        let back =
+        let mut back =
             self.settings.cusum.history_days as Day + self.settings.ears.baseline_days as Day + 5;
+        if self.detectors.iter().any(|d| d.farrington.is_some()) {
+            // Farrington's weeks, and a week more for a re-judged week end.
+            back = back.max(self.settings.farrington.history_days() as Day + 7);
+        }
         Some(date_of(horizon - back))
     }
 
