@@ -9,6 +9,7 @@ pub mod cusum;
 pub mod ears;
 pub mod farrington;
 pub mod glm;
+pub mod scan;
 pub mod series;
 pub mod settings;
 pub mod signals;
