@@ -14,6 +14,8 @@ use super::ears::DetectError;
 /// `[detect.scan]` as written by a user.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ScanSettings {
+    /// Run the scan over each county's villages, every risk kind, every closed day.
+    pub enabled: bool,
     /// Days of counts the expected values come from (the study window), ending on the
     /// analysed day.
     pub study_days: usize,
@@ -143,8 +145,8 @@ pub struct Scan {
 }
 
 impl Scan {
-    /// Validates: at least 2 study days, 1 ≤ `max_days` < `study_days`, share in (0, 1],
-    /// at least 9 replicates, recurrence ≥ 1 day.
+    /// Validates: 1 ≤ `max_days` < `study_days`, share in (0, 1], at least 9 replicates,
+    /// 1 ≤ recurrence ≤ replicates + 1 days.
     pub fn try_new(settings: &ScanSettings) -> Result<Self, DetectError> {
         let invalid = |name, value: f64, reason| {
             Err(DetectError::InvalidParameter {
@@ -174,11 +176,13 @@ impl Scan {
                 "must be at least 9",
             );
         }
-        if !(settings.recurrence_days >= 1.0 && settings.recurrence_days.is_finite()) {
+        if !(settings.recurrence_days >= 1.0
+            && settings.recurrence_days <= (settings.replicates + 1) as f64)
+        {
             return invalid(
                 "recurrence_days",
                 settings.recurrence_days,
-                "must be finite and at least 1",
+                "must be at least 1 and at most replicates + 1 (the longest interval the replicates resolve)",
             );
         }
         Ok(Scan {
@@ -404,6 +408,7 @@ mod tests {
 
     fn settings() -> ScanSettings {
         ScanSettings {
+            enabled: true,
             study_days: 60,
             max_days: 7,
             max_household_share: 0.1,
@@ -587,6 +592,10 @@ mod tests {
             },
             ScanSettings {
                 recurrence_days: 0.5,
+                ..settings()
+            },
+            ScanSettings {
+                recurrence_days: 1001.0,
                 ..settings()
             },
         ] {

@@ -11,6 +11,7 @@ use crate::domain::signal::Method;
 
 use super::cusum::FamilyKind;
 use super::farrington::{Farrington, FarringtonParams, WEEKS_PER_YEAR};
+use super::scan::{Scan, ScanSettings};
 
 /// `[detect.ears]`: EARS C1–C3 parameters shared by every level.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -186,6 +187,8 @@ pub struct DetectSettings {
     pub cusum: CusumSettings,
     /// `[detect.farrington]`
     pub farrington: FarringtonSettings,
+    /// `[detect.scan]`
+    pub scan: ScanSettings,
     /// `[detect.village]`
     pub village: LevelSettings,
     /// `[detect.township]`
@@ -276,6 +279,14 @@ impl DetectSettings {
             "detect.cusum.period_days: must be finite and > 0",
         );
         require(cusum.harmonics <= 4, "detect.cusum.harmonics: at most 4");
+        let scan = Scan::try_new(&self.scan);
+        require(
+            scan.is_ok(),
+            &format!(
+                "detect.scan: {}",
+                scan.err().map(|e| e.to_string()).unwrap_or_default()
+            ),
+        );
         let farrington = Farrington::try_new(&self.farrington.params());
         require(
             farrington.is_ok(),
@@ -300,6 +311,12 @@ impl DetectSettings {
                     method.is_detector(),
                     &format!(
                         "detect.{name}.methods: `{method}` is a systemic rule, not a detector"
+                    ),
+                );
+                require(
+                    *method != Method::Scan,
+                    &format!(
+                        "detect.{name}.methods: the scan covers every level at once; enable it with detect.scan.enabled"
                     ),
                 );
             }

@@ -793,3 +793,55 @@ fn farrington_judges_closed_weeks_on_imported_history() {
         output.signals
     );
 }
+
+/// The scan in the stream: background applications spread over all six villages for
+/// 80 days, then one village's surge over two days: a `scan` signal at that village (the
+/// test registry has no coordinates: hierarchy zones). Without the surge, none.
+#[test]
+fn the_scan_signals_a_village_cluster_and_not_the_background() {
+    let registry = registry();
+    let mut settings = settings();
+    settings.village.methods = vec![];
+    settings.township.methods = vec![];
+    settings.county.methods = vec![];
+    assert!(settings.scan.enabled);
+    let run = |surge: bool| {
+        let mut stage = RegionalStage::new(&settings);
+        let mut n = 0;
+        for day in 0..84 {
+            // About one application a day somewhere in the county.
+            let household = ((day * 37 + 11) % 240) as u32;
+            if day % 4 != 3 {
+                n += 1;
+                stage.observe(&dibao(&format!("b{n}"), day), &[household], &registry);
+            }
+            if surge && (78..80).contains(&day) {
+                for k in 0..5 {
+                    n += 1;
+                    let household = 40 + k + 5 * (day as u32 - 78); // village 522425101202
+                    stage.observe(&dibao(&format!("s{n}"), day), &[household], &registry);
+                }
+            }
+            stage.observe(&tick(&format!("t{day}"), day), &[], &registry);
+            stage.flush(&registry, at(day));
+        }
+        stage
+            .signals()
+            .filter(|s| s.methods.contains(&Method::Scan))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let found = run(true);
+    let signal = found
+        .iter()
+        .find(|s| s.risk_kind == RiskKind::LowIncome)
+        .expect("the cluster is signalled");
+    assert_eq!(signal.region_code, code("522425101202"), "{signal:?}");
+    assert!(signal.day >= day_date(78) && signal.day <= day_date(80 + 6));
+    assert!(
+        signal.reason.contains("recurrence interval"),
+        "{}",
+        signal.reason
+    );
+    assert!(run(false).is_empty(), "background only: no scan signal");
+}
