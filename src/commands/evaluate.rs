@@ -13,6 +13,7 @@ use crate::domain::ids::RegionLevel;
 use crate::domain::signal::{Method, RiskKind};
 use crate::generate::rng::Rng;
 use crate::pipeline::detect::DetectSettings;
+use crate::pipeline::detect::scan::{Scan, Unit, zones};
 use crate::pipeline::detect::series::{Day, Dense, LevelDetectors, method_bit, run_offline};
 use crate::pipeline::detect::settings::FarringtonPreset;
 
@@ -355,8 +356,133 @@ pub fn evaluate(
             rows.push(row);
         }
     }
+    if settings.scan.enabled {
+        let mut scan_rng = rng.fork("scan");
+        if let Some(row) = evaluate_scan(settings, options, &mut scan_rng) {
+            rows.push(row);
+        }
+    }
     write_table(out, options, &rows)?;
     Ok(rows)
+}
+
+/// Villages per township in the scan's simulated county.
+const SCAN_TOWNSHIP_VILLAGES: usize = 10;
+
+/// The space–time scan on a simulated county: `regions_per_level` villages (100
+/// households each) on a grid, ten to a township, with the village design's baselines;
+/// clustered outbreaks (4 × `outbreaks_per_region_year` per county-year, one at a time) in
+/// one to three neighbouring villages of a township, sized like the others on the
+/// cluster's weekly sd. Each monitored day is scanned (early stopping, as streamed); an
+/// outbreak is detected by a signal during it whose cluster holds one of its villages; any
+/// other signal is one false alarm (per village-year: the villages × monitored years).
+fn evaluate_scan(
+    settings: &DetectSettings,
+    options: &EvaluateOptions,
+    rng: &mut Rng,
+) -> Option<EvaluationRow> {
+    let scan = Scan::try_new(&settings.scan).ok()?;
+    let villages = options.regions_per_level.max(2);
+    let study = settings.scan.study_days;
+    let monitored = 365 * options.monitored_years.max(1) as usize;
+    let days = study + monitored;
+    let units: Vec<Unit> = (0..villages)
+        .map(|v| Unit {
+            position: Some((
+                105.0 + 0.02 * (v % 10) as f64,
+                26.0 + 0.02 * (v / 10) as f64,
+            )),
+            households: 100,
+            township: v / SCAN_TOWNSHIP_VILLAGES,
+        })
+        .collect();
+    let candidate_zones = zones(&units, settings.scan.max_household_share);
+    let design = &DESIGNS[0];
+    let means: Vec<f64> = (0..villages)
+        .map(|_| rng.between(design.mean_range.0, design.mean_range.1))
+        .collect();
+    let mut counts: Vec<Vec<u32>> = means
+        .iter()
+        .map(|&mean| {
+            (0..days)
+                .map(|d| {
+                    let weekday = WEEKDAY[d % 7];
+                    negative_binomial(rng, mean * weekday) as u32
+                })
+                .collect()
+        })
+        .collect();
+    // Outbreaks one after another: (villages, onset, last case day).
+    let wanted = 4 * options.outbreaks_per_region_year as usize * monitored / 365;
+    let slot = monitored / wanted.max(1);
+    let mut outbreaks: Vec<(Vec<usize>, usize, usize)> = Vec::new();
+    for k in 0..wanted {
+        let room = slot.saturating_sub(MAX_SPREAD_DAYS as usize + 16).max(1);
+        let onset = study + k * slot + rng.range(0, room as u64) as usize;
+        let centre = rng.range(0, villages as u64) as usize;
+        let size = 1 + rng.range(0, 3) as usize;
+        let township = centre / SCAN_TOWNSHIP_VILLAGES;
+        let members: Vec<usize> = candidate_zones[centre]
+            .units
+            .iter()
+            .copied()
+            .filter(|&v| v / SCAN_TOWNSHIP_VILLAGES == township)
+            .take(size)
+            .collect();
+        let mean: f64 = members.iter().map(|&v| means[v]).sum();
+        let weekly_sd = (7.0 * mean * (1.0 + ALPHA * mean)).sqrt();
+        let multiple = *rng.pick(&SIZE_MULTIPLES);
+        let cases = rng.poisson(multiple * weekly_sd).max(1);
+        let mut last = onset;
+        for _ in 0..cases {
+            let delay = (rng.lognormal(1.5, 0.6).floor() as usize).min(MAX_SPREAD_DAYS as usize);
+            let day = (onset + delay).min(days - 1);
+            let village = *rng.pick(&members);
+            counts[village][day] += 1;
+            last = last.max(day);
+        }
+        outbreaks.push((members, onset, last));
+    }
+    let mut detected = vec![None; outbreaks.len()];
+    let mut false_alarms = 0u64;
+    for t in study..days {
+        let window: Vec<Vec<u32>> = counts
+            .iter()
+            .map(|c| c[t + 1 - study..=t].to_vec())
+            .collect();
+        let Some(cluster) = scan.analyse(&candidate_zones, &window, t as u64, true) else {
+            continue;
+        };
+        if cluster.recurrence_days < settings.scan.recurrence_days {
+            continue;
+        }
+        let mut true_alarm = false;
+        for (i, (members, onset, last)) in outbreaks.iter().enumerate() {
+            if t >= *onset && t <= last + 2 && cluster.units.iter().any(|u| members.contains(u)) {
+                true_alarm = true;
+                detected[i].get_or_insert(t - onset);
+            }
+        }
+        false_alarms += u64::from(!true_alarm);
+    }
+    let mut delays: Vec<f64> = detected.iter().flatten().map(|&d| d as f64).collect();
+    delays.sort_by(f64::total_cmp);
+    let region_years = (villages * monitored) as f64 / 365.0;
+    let found = delays.len() as u64;
+    Some(EvaluationRow {
+        level: RegionLevel::Village,
+        detector: format!(
+            "scan (space–time permutation, {villages} villages on a grid, recurrence ≥ {:.0} d, {} replicates)",
+            settings.scan.recurrence_days, settings.scan.replicates
+        ),
+        outbreaks: outbreaks.len() as u64,
+        detected: found,
+        probability_of_detection: found as f64 / outbreaks.len().max(1) as f64,
+        false_alarms,
+        region_years,
+        false_alarms_per_region_year: false_alarms as f64 / region_years,
+        median_days_to_detection: median(&delays),
+    })
 }
 
 fn median(sorted: &[f64]) -> Option<f64> {
@@ -427,10 +553,15 @@ mod tests {
         assert_eq!(first, second);
         let text = String::from_utf8(first).expect("UTF-8");
         assert!(text.contains("| level | detector |"));
-        // 3 levels × (4 EARS × 2 minSigma + 2 CUSUM + 2 Farrington).
-        assert_eq!(rows.len(), 3 * 12);
+        // 3 levels × (4 EARS × 2 minSigma + 2 CUSUM + 2 Farrington), and the scan.
+        assert_eq!(rows.len(), 3 * 12 + 1);
         for row in &rows {
-            assert_eq!(row.outbreaks, 9, "{row:?}");
+            let expected = if row.detector.starts_with("scan") {
+                12
+            } else {
+                9
+            };
+            assert_eq!(row.outbreaks, expected, "{row:?}");
             assert!((0.0..=1.0).contains(&row.probability_of_detection));
         }
     }
