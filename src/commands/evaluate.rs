@@ -53,7 +53,8 @@ pub struct EvaluationRow {
     pub detector: String,
     /// Injected outbreaks.
     pub outbreaks: u64,
-    /// Outbreaks with an alarm during them (onset to two days after the last case).
+    /// Outbreaks with an alarm during them (onset to two days after the last case; a
+    /// weekly alarm counts when its week overlaps that span).
     pub detected: u64,
     /// detected / outbreaks.
     pub probability_of_detection: f64,
@@ -300,6 +301,7 @@ pub fn evaluate(
         let regions: Vec<Simulated> = (0..options.regions_per_level)
             .map(|_| simulate(&mut level_rng, design, first, days, history, options))
             .collect();
+        let weekly = method_bit(Method::FarringtonFlexible);
         for mut candidate in candidates(settings, design.level) {
             let bit = candidate.mask;
             let mut row = EvaluationRow {
@@ -327,22 +329,28 @@ pub fn evaluate(
                     first + history as Day,
                     first + days as Day - 1,
                     |day, judgements| {
-                        if judgements.alarms() & bit != 0 {
-                            alarm_days.push(day - first);
+                        let bits = judgements.alarms() & bit;
+                        if bits != 0 {
+                            // A weekly alarm (Sunday) speaks for its whole week.
+                            let from = if bits & weekly != 0 { day - 6 } else { day };
+                            alarm_days.push((day - first, from - first));
                         }
                     },
                 );
-                let during = |day: Day| {
+                let within = |(day, from): (Day, Day), onset: Day, last: Day| {
+                    day >= onset && from <= last + 2
+                };
+                let during = |alarm: (Day, Day)| {
                     region
                         .outbreaks
                         .iter()
-                        .any(|&(onset, last)| day >= onset && day <= last + 2)
+                        .any(|&(onset, last)| within(alarm, onset, last))
                 };
-                row.false_alarms += alarm_days.iter().filter(|&&d| !during(d)).count() as u64;
+                row.false_alarms += alarm_days.iter().filter(|&&a| !during(a)).count() as u64;
                 for &(onset, last) in &region.outbreaks {
                     row.outbreaks += 1;
-                    if let Some(first_alarm) =
-                        alarm_days.iter().find(|&&d| d >= onset && d <= last + 2)
+                    if let Some(&(first_alarm, _)) =
+                        alarm_days.iter().find(|&&a| within(a, onset, last))
                     {
                         row.detected += 1;
                         delays.push(f64::from(first_alarm - onset));
@@ -553,8 +561,9 @@ mod tests {
         assert_eq!(first, second);
         let text = String::from_utf8(first).expect("UTF-8");
         assert!(text.contains("| level | detector |"));
-        // 3 levels × (4 EARS × 2 minSigma + 2 CUSUM + 2 Farrington), and the scan.
-        assert_eq!(rows.len(), 3 * 12 + 1);
+        // 3 levels × (4 EARS × 2 minSigma + 2 CUSUM + 2 Farrington + the configured
+        // methods combined), and the scan.
+        assert_eq!(rows.len(), 3 * 13 + 1);
         for row in &rows {
             let expected = if row.detector.starts_with("scan") {
                 12
