@@ -148,6 +148,9 @@ pub fn detect(
     Ok(summary)
 }
 
+/// A village of the file and its counts by day.
+type VillageCounts<'a> = (RegionCode, &'a BTreeMap<Day, u32>);
+
 /// The space–time scan over each county's villages in the file, per kind, every day with
 /// a full study window: one row per day with a cluster (at its village, township or
 /// county; `upper_bound` NA, `alarm` whether its recurrence interval reaches the
@@ -162,8 +165,7 @@ fn scan_villages(
 ) -> Result<(), DetectCommandError> {
     let scan = Scan::try_new(&settings.scan)?;
     let study = settings.scan.study_days as Day;
-    let mut groups: BTreeMap<(RegionCode, &str), Vec<(RegionCode, &BTreeMap<Day, u32>)>> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<(RegionCode, &str), Vec<VillageCounts<'_>>> = BTreeMap::new();
     for ((region, kind), counts) in series {
         if region.level() == RegionLevel::Village {
             groups

@@ -357,8 +357,7 @@ impl Margins<'_> {
                 if !zone.nested && k + 1 < zone.units.len() {
                     continue;
                 }
-                for l in 1..=max_days {
-                    let c = observed[l];
+                for (l, &c) in observed.iter().enumerate().skip(1) {
                     if c == 0.0 {
                         continue;
                     }
@@ -487,8 +486,8 @@ mod tests {
         let mut counts = background(&mut rng, 30, 60, 0.15);
         // Villages 0, 1 and 6 (neighbours in township 0), the last 3 days: +3 a day each.
         for &v in &[0usize, 1, 6] {
-            for day in 57..60 {
-                counts[v][day] += 3;
+            for count in &mut counts[v][57..60] {
+                *count += 3;
             }
         }
         let cluster = scan.analyse(&zones, &counts, 1, false).expect("a cluster");

@@ -768,7 +768,7 @@ fn farrington_judges_closed_weeks_on_imported_history() {
     assert_eq!(signal.day, day_date(6));
     assert_eq!(signal.observed, 21.0, "the week's households");
     let bound = signal.upper_bound.expect("a bound");
-    assert!(bound < 21.0 && bound >= 2.0, "{bound}");
+    assert!((2.0..21.0).contains(&bound), "{bound}");
     // The same week without the surge: no Farrington signal that week.
     let mut quiet = RegionalStage::new(&settings);
     quiet.import_history(
