@@ -3,6 +3,8 @@
 //! for one closed week (a Sunday) through `LevelDetectors::judge`, the stage's own path:
 //! the weekly sums from the series' stored days, the GLM fits, the bound. Both parameter
 //! sets; and the daily detectors (EARS C1 and the CUSUM step) on one day for comparison.
+//! The space–time scan of one day and one kind over 300 villages on a grid: an ordinary
+//! day (early stopping, as streamed) and a day with a cluster (all 999 replicates).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -11,6 +13,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use yujing::config::Settings;
 use yujing::domain::ids::RegionLevel;
 use yujing::domain::signal::Method;
+use yujing::pipeline::detect::scan::{Scan, Unit, zones};
 use yujing::pipeline::detect::series::{Day, LevelDetectors, is_week_end};
 use yujing::pipeline::detect::settings::FarringtonPreset;
 
@@ -117,6 +120,40 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    let mut scan_group = c.benchmark_group("scan");
+    scan_group.sample_size(10);
+    let settings = Settings::defaults().detect;
+    let scan = Scan::try_new(&settings.scan).expect("valid settings");
+    let units: Vec<Unit> = (0..REGIONS)
+        .map(|v| Unit {
+            position: Some((
+                105.0 + 0.01 * (v % 20) as f64,
+                26.0 + 0.01 * (v / 20) as f64,
+            )),
+            households: 60 + (v * 37) % 80,
+            township: v / 20,
+        })
+        .collect();
+    let candidate_zones = zones(&units, settings.scan.max_household_share);
+    let mut rng = Rng(2005);
+    let study = settings.scan.study_days;
+    let ordinary: Vec<Vec<u32>> = (0..REGIONS)
+        .map(|_| (0..study).map(|_| rng.poisson(0.15)).collect())
+        .collect();
+    let mut clustered = ordinary.clone();
+    for village in [41, 42, 61] {
+        for count in &mut clustered[village][study - 3..] {
+            *count += 3;
+        }
+    }
+    scan_group.bench_function("ordinary_day_300_villages_early_stop", |b| {
+        b.iter(|| black_box(scan.analyse(&candidate_zones, &ordinary, 1, true)))
+    });
+    scan_group.bench_function("cluster_day_300_villages_999_replicates", |b| {
+        b.iter(|| black_box(scan.analyse(&candidate_zones, &clustered, 1, true)))
+    });
+    scan_group.finish();
 }
 
 criterion_group!(benches, bench);
