@@ -62,6 +62,11 @@ enum Command {
         #[command(subcommand)]
         command: RegistryCommand,
     },
+    /// Past daily counts for the regional detectors.
+    History {
+        #[command(subcommand)]
+        command: HistoryCommand,
+    },
     /// The region hierarchy.
     Regions {
         #[command(subcommand)]
@@ -141,8 +146,9 @@ enum Command {
         /// Simulated regions per level of the hierarchy.
         #[arg(long, default_value_t = 60)]
         regions_per_level: usize,
-        /// Years of history before monitoring starts.
-        #[arg(long, default_value_t = 1)]
+        /// Years of history before monitoring starts (Farrington Flexible needs
+        /// 52 × detect.farrington.years_back + half_window + 1 weeks).
+        #[arg(long, default_value_t = 6)]
         history_years: u32,
         /// Years monitored.
         #[arg(long, default_value_t = 2)]
@@ -203,6 +209,17 @@ enum AuditCommand {
 }
 
 #[derive(Subcommand)]
+enum HistoryCommand {
+    /// Load past daily counts from CSV (date,region,kind,count) into the store, so weekly
+    /// models have their years of history from the first week (a row replaces the
+    /// stored count of its date, region and kind; read at the next run).
+    Import {
+        /// history.csv
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum RegionsCommand {
     /// Import (or update) regions from CSV (code,name,level,parent,longitude,latitude).
     Import {
@@ -249,6 +266,10 @@ struct GenerateArgs {
     /// Medical settlements per person per year.
     #[arg(long, default_value_t = 4.0)]
     medical_rate: f64,
+    /// Years of daily count history before the start to write to history.csv
+    /// (for `yujing history import`).
+    #[arg(long, default_value_t = 0)]
+    history_years: u32,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -440,6 +461,21 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             app.store.close().await;
             print_import(&summary);
         }
+        Command::History {
+            command: HistoryCommand::Import { file },
+        } => {
+            let app = App::build(settings).await?;
+            let summary = commands::history::import_history(&app.store, &file).await;
+            app.store.close().await;
+            let summary = summary?;
+            eprintln!(
+                "{} count rows of {} series imported ({} to {})",
+                summary.rows,
+                summary.series,
+                summary.first_day.map_or("-".to_string(), |d| d.to_string()),
+                summary.last_day.map_or("-".to_string(), |d| d.to_string()),
+            );
+        }
         Command::Validate { files, json } => {
             let report = commands::validate(&settings, &files)?;
             if json {
@@ -473,6 +509,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(args) => {
             let options = GenerateOptions {
                 medical_rate: args.medical_rate,
+                history_years: args.history_years,
                 ..args.size.options()
             };
             let key = yujing::generate::generate(&args.out, &options)

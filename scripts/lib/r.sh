@@ -4,8 +4,8 @@
 #   source scripts/lib/r.sh && yj_r_ensure
 #
 # The reference values for yujing's detectors (tests/it/detect_reference.rs) come from
-# surveillance::earsC and surveillance::algo.glrnb. We install Debian's r-cran-surveillance
-# (1.20.3 on Debian 12), never from CRAN: CRAN is not reachable from our machines, and the
+# surveillance::earsC, surveillance::algo.glrnb and surveillance::farringtonFlexible. We
+# install Debian's r-cran-surveillance (1.20.3 on Debian 12), never from CRAN: CRAN is not reachable from our machines, and the
 # Debian package pins the version the tests were written against.
 # A no-op when already installed; returns non-zero with a clear message when impossible.
 

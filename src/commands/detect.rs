@@ -1,8 +1,10 @@
 //! `yujing detect --counts FILE.csv`: runs every detector (EARS C1, C2, C3 as the
-//! package computes it, the textbook C3, and the count CUSUM) over a CSV of daily counts
-//! (`date,region,kind,count`) and writes one row per judged day and method
-//! (`date,region,kind,method,observed,expected,upper_bound,alarm`), so analysts can try
-//! methods and settings on their own history. Fails on unreadable or malformed input.
+//! package computes it, the textbook C3, the count CUSUM, Farrington Flexible on each
+//! week ending on a Sunday) over a CSV of daily counts (`date,region,kind,count`) and the
+//! space–time scan over each county's villages, and writes one row per judged day and
+//! method (`date,region,kind,method,observed,expected,upper_bound,alarm`; the scan's rows
+//! at the cluster's region), so analysts can try methods and settings on their own
+//! history. Fails on unreadable or malformed input.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -10,8 +12,9 @@ use std::path::Path;
 
 use chrono::NaiveDate;
 
-use crate::domain::ids::RegionCode;
+use crate::domain::ids::{RegionCode, RegionLevel};
 use crate::domain::signal::Method;
+use crate::pipeline::detect::scan::{Scan, Unit, zones};
 use crate::pipeline::detect::series::{Day, LevelDetectors, date_of, day_from_date, run_offline};
 use crate::pipeline::detect::{DetectError, DetectSettings};
 
@@ -138,8 +141,94 @@ pub fn detect(
             return Err(output_error(error));
         }
     }
+    if settings.scan.enabled {
+        scan_villages(settings, &series, first, last, out, &mut summary)?;
+    }
     out.flush().map_err(output_error)?;
     Ok(summary)
+}
+
+/// A village of the file and its counts by day.
+type VillageCounts<'a> = (RegionCode, &'a BTreeMap<Day, u32>);
+
+/// The space–time scan over each county's villages in the file, per kind, every day with
+/// a full study window: one row per day with a cluster (at its village, township or
+/// county; `upper_bound` NA, `alarm` whether its recurrence interval reaches the
+/// configured one). Without coordinates the zones are the hierarchy's units.
+fn scan_villages(
+    settings: &DetectSettings,
+    series: &Series,
+    first: Day,
+    last: Day,
+    out: &mut dyn Write,
+    summary: &mut DetectSummary,
+) -> Result<(), DetectCommandError> {
+    let scan = Scan::try_new(&settings.scan)?;
+    let study = settings.scan.study_days as Day;
+    let mut groups: BTreeMap<(RegionCode, &str), Vec<VillageCounts<'_>>> = BTreeMap::new();
+    for ((region, kind), counts) in series {
+        if region.level() == RegionLevel::Village {
+            groups
+                .entry((region.county(), kind.as_str()))
+                .or_default()
+                .push((*region, counts));
+        }
+    }
+    for ((county, kind), villages) in groups {
+        if villages.len() < 2 {
+            continue;
+        }
+        let mut townships: Vec<RegionCode> = villages.iter().map(|(v, _)| v.township()).collect();
+        townships.dedup();
+        let units: Vec<Unit> = villages
+            .iter()
+            .map(|(village, _)| Unit {
+                position: None,
+                households: 1,
+                township: townships.binary_search(&village.township()).unwrap_or(0),
+            })
+            .collect();
+        let zones = zones(&units, settings.scan.max_household_share);
+        for t in first + study - 1..=last {
+            let counts: Vec<Vec<u32>> = villages
+                .iter()
+                .map(|(_, days)| {
+                    (t - study + 1..=t)
+                        .map(|d| days.get(&d).copied().unwrap_or(0))
+                        .collect()
+                })
+                .collect();
+            let stream =
+                (u64::from(t as u32) << 32) ^ county.to_string().parse::<u64>().unwrap_or(0);
+            let Some(cluster) = scan.analyse(&zones, &counts, stream, true) else {
+                continue;
+            };
+            let members: Vec<RegionCode> = cluster.units.iter().map(|&u| villages[u].0).collect();
+            let region = match members.as_slice() {
+                [one] => *one,
+                [head, rest @ ..] if rest.iter().all(|v| v.township() == head.township()) => {
+                    head.township()
+                }
+                _ => county,
+            };
+            let alarm = cluster.recurrence_days >= settings.scan.recurrence_days;
+            if alarm {
+                *summary.alarms.entry(Method::Scan.to_string()).or_default() += 1;
+            }
+            summary.rows += 1;
+            writeln!(
+                out,
+                "{},{region},{},{},{},{},NA,{alarm}",
+                date_of(t),
+                quote(kind),
+                Method::Scan,
+                number(cluster.observed),
+                number(cluster.expected),
+            )
+            .map_err(output_error)?;
+        }
+    }
+    Ok(())
 }
 
 fn output_error(source: std::io::Error) -> DetectCommandError {
@@ -238,6 +327,7 @@ fn read_counts(reader: impl std::io::Read, path: &str) -> Result<Series, DetectC
 mod tests {
     use super::*;
     use crate::config::Settings;
+    use chrono::Datelike;
 
     fn run(csv: &str) -> Result<(DetectSummary, String), DetectCommandError> {
         let dir = tempfile::tempdir().expect("temporary folder");
@@ -279,6 +369,53 @@ mod tests {
         assert_eq!(alarm("ears_c3", "2024-03-21"), Some(false));
         assert_eq!(alarm("ears_c3", "2024-03-22"), Some(true));
         assert_eq!(alarm("ears_c3_textbook", "2024-03-21"), Some(true));
+    }
+
+    /// Six years of twelve villages' counts: Farrington judges the last year's Sundays, and
+    /// the scan finds the two-day cluster planted in one village at the end.
+    #[test]
+    fn farrington_weeks_and_scan_clusters_are_written() {
+        let mut csv = String::from("date,region,kind,count\n");
+        let start = NaiveDate::from_ymd_opt(2018, 1, 1).unwrap();
+        // Three townships of four villages.
+        let villages: Vec<String> = (0..12)
+            .map(|v| format!("52242510{}20{}", v / 4 + 1, v % 4 + 1))
+            .collect();
+        let days = 6 * 365;
+        for day in 0..days {
+            let date = start + chrono::Duration::days(day);
+            for (v, village) in villages.iter().enumerate() {
+                let mut count = i64::from((day * 7 + v as i64 * 5) % 3 == 0);
+                if v == 2 && day >= days - 2 {
+                    count += 6;
+                }
+                if count > 0 {
+                    csv.push_str(&format!("{date},{village},illness,{count}\n"));
+                }
+            }
+        }
+        let (summary, out) = run(&csv).expect("runs");
+        let farrington: Vec<&str> = out
+            .lines()
+            .filter(|l| l.contains(",farrington_flexible,"))
+            .collect();
+        // 313 weeks from the first Sunday; judged from week 52·5 + 3 on, per village.
+        assert!(farrington.len() >= 12 * 45, "{}", farrington.len());
+        for line in &farrington {
+            let date = NaiveDate::parse_from_str(&line[..10], "%Y-%m-%d").unwrap();
+            assert_eq!(date.weekday(), chrono::Weekday::Sun, "{line}");
+        }
+        let last = start + chrono::Duration::days(days - 1);
+        let cluster = out
+            .lines()
+            .find(|l| l.starts_with(&last.to_string()) && l.contains(",scan,"))
+            .expect("a scan row on the last day");
+        assert!(
+            cluster.starts_with(&format!("{last},522425101203,illness,scan,")),
+            "{cluster}"
+        );
+        assert!(cluster.ends_with(",NA,true"), "{cluster}");
+        assert!(summary.alarms.get("scan").copied().unwrap_or(0) >= 1);
     }
 
     #[test]

@@ -13,7 +13,9 @@ use crate::domain::ids::RegionLevel;
 use crate::domain::signal::{Method, RiskKind};
 use crate::generate::rng::Rng;
 use crate::pipeline::detect::DetectSettings;
+use crate::pipeline::detect::scan::{Scan, Unit, zones};
 use crate::pipeline::detect::series::{Day, Dense, LevelDetectors, method_bit, run_offline};
+use crate::pipeline::detect::settings::FarringtonPreset;
 
 /// What to simulate.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +37,7 @@ impl Default for EvaluateOptions {
         EvaluateOptions {
             seed: 2024,
             regions_per_level: 60,
-            history_years: 1,
+            history_years: 6,
             monitored_years: 2,
             outbreaks_per_region_year: 3,
         }
@@ -51,7 +53,8 @@ pub struct EvaluationRow {
     pub detector: String,
     /// Injected outbreaks.
     pub outbreaks: u64,
-    /// Outbreaks with an alarm during them (onset to two days after the last case).
+    /// Outbreaks with an alarm during them (onset to two days after the last case; a
+    /// weekly alarm counts when its week overlaps that span).
     pub detected: u64,
     /// detected / outbreaks.
     pub probability_of_detection: f64,
@@ -180,7 +183,8 @@ fn simulate(
 /// A detector configuration under evaluation.
 struct Candidate {
     name: String,
-    method: Method,
+    /// The methods whose alarms count (bits of [`method_bit`]).
+    mask: u8,
     detectors: LevelDetectors,
 }
 
@@ -208,7 +212,7 @@ fn candidates(settings: &DetectSettings, level: RegionLevel) -> Vec<Candidate> {
             if let Ok(detectors) = LevelDetectors::new(&variant, level, &[method], 365.0) {
                 out.push(Candidate {
                     name: format!("{method} (minSigma {sigma})"),
-                    method,
+                    mask: method_bit(method),
                     detectors,
                 });
             }
@@ -235,10 +239,47 @@ fn candidates(settings: &DetectSettings, level: RegionLevel) -> Vec<Candidate> {
         if let Ok(detectors) = LevelDetectors::new(settings, level, &[Method::Cusum], target) {
             out.push(Candidate {
                 name: label,
-                method: Method::Cusum,
+                mask: method_bit(Method::Cusum),
                 detectors,
             });
         }
+    }
+    for preset in [FarringtonPreset::Noufaily, FarringtonPreset::Original] {
+        let mut variant = settings.clone();
+        variant.farrington.parameters = preset;
+        if let Ok(detectors) =
+            LevelDetectors::new(&variant, level, &[Method::FarringtonFlexible], 365.0)
+        {
+            out.push(Candidate {
+                name: format!(
+                    "farrington_flexible ({preset:?}, α {}, weekly)",
+                    variant.farrington.alpha
+                ),
+                mask: method_bit(Method::FarringtonFlexible),
+                detectors,
+            });
+        }
+    }
+    let configured = &settings.level(level).methods;
+    let series_methods: Vec<Method> = configured
+        .iter()
+        .copied()
+        .filter(|m| Method::DETECTORS.contains(m))
+        .collect();
+    if series_methods.len() > 1
+        && let Ok(detectors) = LevelDetectors::new(
+            settings,
+            level,
+            &series_methods,
+            settings.target_arl0_days(RiskKind::SERIES.len()),
+        )
+    {
+        let names: Vec<String> = series_methods.iter().map(|m| m.to_string()).collect();
+        out.push(Candidate {
+            name: format!("configured, combined as signals: {}", names.join(" + ")),
+            mask: series_methods.iter().fold(0, |m, &x| m | method_bit(x)),
+            detectors,
+        });
     }
     out
 }
@@ -260,8 +301,9 @@ pub fn evaluate(
         let regions: Vec<Simulated> = (0..options.regions_per_level)
             .map(|_| simulate(&mut level_rng, design, first, days, history, options))
             .collect();
+        let weekly = method_bit(Method::FarringtonFlexible);
         for mut candidate in candidates(settings, design.level) {
-            let bit = method_bit(candidate.method);
+            let bit = candidate.mask;
             let mut row = EvaluationRow {
                 level: design.level,
                 detector: candidate.name.clone(),
@@ -287,22 +329,28 @@ pub fn evaluate(
                     first + history as Day,
                     first + days as Day - 1,
                     |day, judgements| {
-                        if judgements.alarms() & bit != 0 {
-                            alarm_days.push(day - first);
+                        let bits = judgements.alarms() & bit;
+                        if bits != 0 {
+                            // A weekly alarm (Sunday) speaks for its whole week.
+                            let from = if bits & weekly != 0 { day - 6 } else { day };
+                            alarm_days.push((day - first, from - first));
                         }
                     },
                 );
-                let during = |day: Day| {
+                let within = |(day, from): (Day, Day), onset: Day, last: Day| {
+                    day >= onset && from <= last + 2
+                };
+                let during = |alarm: (Day, Day)| {
                     region
                         .outbreaks
                         .iter()
-                        .any(|&(onset, last)| day >= onset && day <= last + 2)
+                        .any(|&(onset, last)| within(alarm, onset, last))
                 };
-                row.false_alarms += alarm_days.iter().filter(|&&d| !during(d)).count() as u64;
+                row.false_alarms += alarm_days.iter().filter(|&&a| !during(a)).count() as u64;
                 for &(onset, last) in &region.outbreaks {
                     row.outbreaks += 1;
-                    if let Some(first_alarm) =
-                        alarm_days.iter().find(|&&d| d >= onset && d <= last + 2)
+                    if let Some(&(first_alarm, _)) =
+                        alarm_days.iter().find(|&&a| within(a, onset, last))
                     {
                         row.detected += 1;
                         delays.push(f64::from(first_alarm - onset));
@@ -316,8 +364,133 @@ pub fn evaluate(
             rows.push(row);
         }
     }
+    if settings.scan.enabled {
+        let mut scan_rng = rng.fork("scan");
+        if let Some(row) = evaluate_scan(settings, options, &mut scan_rng) {
+            rows.push(row);
+        }
+    }
     write_table(out, options, &rows)?;
     Ok(rows)
+}
+
+/// Villages per township in the scan's simulated county.
+const SCAN_TOWNSHIP_VILLAGES: usize = 10;
+
+/// The space–time scan on a simulated county: `regions_per_level` villages (100
+/// households each) on a grid, ten to a township, with the village design's baselines;
+/// clustered outbreaks (4 × `outbreaks_per_region_year` per county-year, one at a time) in
+/// one to three neighbouring villages of a township, sized like the others on the
+/// cluster's weekly sd. Each monitored day is scanned (early stopping, as streamed); an
+/// outbreak is detected by a signal during it whose cluster holds one of its villages; any
+/// other signal is one false alarm (per village-year: the villages × monitored years).
+fn evaluate_scan(
+    settings: &DetectSettings,
+    options: &EvaluateOptions,
+    rng: &mut Rng,
+) -> Option<EvaluationRow> {
+    let scan = Scan::try_new(&settings.scan).ok()?;
+    let villages = options.regions_per_level.max(2);
+    let study = settings.scan.study_days;
+    let monitored = 365 * options.monitored_years.max(1) as usize;
+    let days = study + monitored;
+    let units: Vec<Unit> = (0..villages)
+        .map(|v| Unit {
+            position: Some((
+                105.0 + 0.02 * (v % 10) as f64,
+                26.0 + 0.02 * (v / 10) as f64,
+            )),
+            households: 100,
+            township: v / SCAN_TOWNSHIP_VILLAGES,
+        })
+        .collect();
+    let candidate_zones = zones(&units, settings.scan.max_household_share);
+    let design = &DESIGNS[0];
+    let means: Vec<f64> = (0..villages)
+        .map(|_| rng.between(design.mean_range.0, design.mean_range.1))
+        .collect();
+    let mut counts: Vec<Vec<u32>> = means
+        .iter()
+        .map(|&mean| {
+            (0..days)
+                .map(|d| {
+                    let weekday = WEEKDAY[d % 7];
+                    negative_binomial(rng, mean * weekday) as u32
+                })
+                .collect()
+        })
+        .collect();
+    // Outbreaks one after another: (villages, onset, last case day).
+    let wanted = 4 * options.outbreaks_per_region_year as usize * monitored / 365;
+    let slot = monitored / wanted.max(1);
+    let mut outbreaks: Vec<(Vec<usize>, usize, usize)> = Vec::new();
+    for k in 0..wanted {
+        let room = slot.saturating_sub(MAX_SPREAD_DAYS as usize + 16).max(1);
+        let onset = study + k * slot + rng.range(0, room as u64) as usize;
+        let centre = rng.range(0, villages as u64) as usize;
+        let size = 1 + rng.range(0, 3) as usize;
+        let township = centre / SCAN_TOWNSHIP_VILLAGES;
+        let members: Vec<usize> = candidate_zones[centre]
+            .units
+            .iter()
+            .copied()
+            .filter(|&v| v / SCAN_TOWNSHIP_VILLAGES == township)
+            .take(size)
+            .collect();
+        let mean: f64 = members.iter().map(|&v| means[v]).sum();
+        let weekly_sd = (7.0 * mean * (1.0 + ALPHA * mean)).sqrt();
+        let multiple = *rng.pick(&SIZE_MULTIPLES);
+        let cases = rng.poisson(multiple * weekly_sd).max(1);
+        let mut last = onset;
+        for _ in 0..cases {
+            let delay = (rng.lognormal(1.5, 0.6).floor() as usize).min(MAX_SPREAD_DAYS as usize);
+            let day = (onset + delay).min(days - 1);
+            let village = *rng.pick(&members);
+            counts[village][day] += 1;
+            last = last.max(day);
+        }
+        outbreaks.push((members, onset, last));
+    }
+    let mut detected = vec![None; outbreaks.len()];
+    let mut false_alarms = 0u64;
+    for t in study..days {
+        let window: Vec<Vec<u32>> = counts
+            .iter()
+            .map(|c| c[t + 1 - study..=t].to_vec())
+            .collect();
+        let Some(cluster) = scan.analyse(&candidate_zones, &window, t as u64, true) else {
+            continue;
+        };
+        if cluster.recurrence_days < settings.scan.recurrence_days {
+            continue;
+        }
+        let mut true_alarm = false;
+        for (i, (members, onset, last)) in outbreaks.iter().enumerate() {
+            if t >= *onset && t <= last + 2 && cluster.units.iter().any(|u| members.contains(u)) {
+                true_alarm = true;
+                detected[i].get_or_insert(t - onset);
+            }
+        }
+        false_alarms += u64::from(!true_alarm);
+    }
+    let mut delays: Vec<f64> = detected.iter().flatten().map(|&d| d as f64).collect();
+    delays.sort_by(f64::total_cmp);
+    let region_years = (villages * monitored) as f64 / 365.0;
+    let found = delays.len() as u64;
+    Some(EvaluationRow {
+        level: RegionLevel::Village,
+        detector: format!(
+            "scan (space–time permutation, {villages} villages on a grid, recurrence ≥ {:.0} d, {} replicates)",
+            settings.scan.recurrence_days, settings.scan.replicates
+        ),
+        outbreaks: outbreaks.len() as u64,
+        detected: found,
+        probability_of_detection: found as f64 / outbreaks.len().max(1) as f64,
+        false_alarms,
+        region_years,
+        false_alarms_per_region_year: false_alarms as f64 / region_years,
+        median_days_to_detection: median(&delays),
+    })
 }
 
 fn median(sorted: &[f64]) -> Option<f64> {
@@ -388,10 +561,16 @@ mod tests {
         assert_eq!(first, second);
         let text = String::from_utf8(first).expect("UTF-8");
         assert!(text.contains("| level | detector |"));
-        // 3 levels × (4 EARS × 2 minSigma + 2 CUSUM).
-        assert_eq!(rows.len(), 3 * 10);
+        // 3 levels × (4 EARS × 2 minSigma + 2 CUSUM + 2 Farrington + the configured
+        // methods combined), and the scan.
+        assert_eq!(rows.len(), 3 * 13 + 1);
         for row in &rows {
-            assert_eq!(row.outbreaks, 9, "{row:?}");
+            let expected = if row.detector.starts_with("scan") {
+                12
+            } else {
+                9
+            };
+            assert_eq!(row.outbreaks, expected, "{row:?}");
             assert!((0.0..=1.0).contains(&row.probability_of_detection));
         }
     }

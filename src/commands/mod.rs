@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod demo;
 pub mod detect;
 pub mod evaluate;
+pub mod history;
 pub mod produce;
 pub mod serve;
 

@@ -297,6 +297,22 @@ impl Registry {
 
     /// Households of a village, or of every village within a township or county.
     pub fn households_within(&self, region: RegionCode) -> Vec<HouseholdIdx> {
+        self.households_within_inner(region)
+    }
+
+    /// Every village with registry households and how many, sorted by code (the units
+    /// of the space–time scan).
+    pub fn villages(&self) -> Vec<(RegionCode, usize)> {
+        let mut villages: Vec<(RegionCode, usize)> = self
+            .by_village
+            .iter()
+            .map(|(village, list)| (*village, list.len()))
+            .collect();
+        villages.sort_unstable();
+        villages
+    }
+
+    fn households_within_inner(&self, region: RegionCode) -> Vec<HouseholdIdx> {
         if region.level() == RegionLevel::Village {
             return self.by_village.get(&region).cloned().unwrap_or_default();
         }

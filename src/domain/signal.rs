@@ -75,9 +75,8 @@ impl RiskKind {
 }
 
 wire_enum! {
-    /// The method behind a finding: a detector on a count series, or a systemic rule.
-    /// Reserved for later: `farrington_flexible` (weekly) and `stp_scan` (space–time
-    /// permutation scan), which plug into `pipeline::detect::Detector`.
+    /// The method behind a finding: a detector on a count series, the space–time scan
+    /// over a kind's villages, or a systemic rule.
     Method {
         /// EARS C1 as R `surveillance::earsC` (baseline t−7…t−1).
         EarsC1 = "ears_c1",
@@ -91,6 +90,12 @@ wire_enum! {
         /// Poisson / negative-binomial likelihood-ratio CUSUM on a seasonal in-control
         /// mean (Höhle & Paul 2008), threshold calibrated from the false-alarm budget.
         Cusum = "cusum",
+        /// Farrington Flexible (Noufaily et al. 2013) on weekly sums, as R
+        /// `surveillance::farringtonFlexible`: judged at the end of each week (Sunday).
+        FarringtonFlexible = "farrington_flexible",
+        /// Kulldorff's prospective space–time permutation scan over a kind's villages:
+        /// a cluster whose recurrence interval exceeds the configured one.
+        Scan = "scan",
         /// N unemployment registrations sharing an employer within D days.
         MassLayoff = "mass_layoff",
         /// An industry project failure involving at least N households.
@@ -112,16 +117,20 @@ impl Method {
                 | Method::EarsC3
                 | Method::EarsC3Textbook
                 | Method::Cusum
+                | Method::FarringtonFlexible
+                | Method::Scan
         )
     }
 
-    /// The detectors, in the order `yujing detect` reports them.
+    /// The detectors of one series, in the order `yujing detect` reports them (the scan
+    /// sees every village of a kind at once and is not among them).
     pub const DETECTORS: &'static [Method] = &[
         Method::EarsC1,
         Method::EarsC2,
         Method::EarsC3,
         Method::EarsC3Textbook,
         Method::Cusum,
+        Method::FarringtonFlexible,
     ];
 }
 

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -49,6 +49,9 @@ pub struct GenerateOptions {
     /// Plant the cases (household cases and decoys, regional scenarios, the declared
     /// flood, failed projects); `false` gives a background-only county.
     pub planted: bool,
+    /// Years of daily count history before `start` to write to `history.csv`
+    /// (`date,region,kind,count`, for `yujing history import`); 0 writes none.
+    pub history_years: u32,
 }
 
 impl Default for GenerateOptions {
@@ -63,6 +66,7 @@ impl Default for GenerateOptions {
             unmatched_ratio: 0.002,
             medical_rate: 4.0,
             planted: true,
+            history_years: 0,
         }
     }
 }
@@ -1438,10 +1442,97 @@ pub fn generate(out: &Path, options: &GenerateOptions) -> Result<AnswerKey, Gene
         must_not_alert,
         regional,
     };
+    if options.history_years > 0 {
+        let path = out.join("history.csv");
+        write_history(&county, &path).map_err(io(&path))?;
+    }
     let path = out.join("expected.json");
     let text = serde_json::to_string_pretty(&key).expect("answer key serialises");
     std::fs::write(&path, text).map_err(io(&path))?;
     Ok(key)
+}
+
+/// Background risk events per registry household per year, by kind, for the history.
+const HISTORY_RATES: [(RiskKind, f64); 7] = [
+    (RiskKind::Unemployment, 0.05),
+    (RiskKind::LowIncome, 0.02),
+    (RiskKind::Illness, 0.04),
+    (RiskKind::Disability, 0.005),
+    (RiskKind::Disaster, 0.01),
+    (RiskKind::Housing, 0.005),
+    (RiskKind::Dropout, 0.003),
+];
+
+/// `history.csv`: `history_years` × 365 days of daily counts before the feeds start, for
+/// every village, township and the county and every kind with a series. Not simulated
+/// feeds: each village and kind draws Poisson counts around its households × the kind's
+/// yearly rate, with a ±30 % annual season and fewer registrations at weekends;
+/// townships, the county and `any_risk` are the sums (households are assumed to have one
+/// risk kind a day). A fork of the seed's generator, so the feeds do not change with it.
+fn write_history(county: &County, path: &Path) -> std::io::Result<()> {
+    let mut rng = county.rng.fork("history");
+    let mut households: HashMap<u64, usize> = HashMap::new();
+    for household in &county.households {
+        *households.entry(household.village).or_insert(0) += 1;
+    }
+    let days = 365 * i64::from(county.options.history_years);
+    let first = county.options.start - Duration::days(days);
+    let county_code = COUNTY * 1_000_000;
+    let mut writer = BufWriter::new(File::create(path)?);
+    writeln!(writer, "date,region,kind,count")?;
+    // Weekday multipliers, Monday first.
+    const WEEKDAY: [f64; 7] = [1.3, 1.2, 1.1, 1.1, 1.0, 0.7, 0.6];
+    let phases: Vec<f64> = HISTORY_RATES
+        .iter()
+        .map(|_| rng.between(0.0, std::f64::consts::TAU))
+        .collect();
+    for offset in 0..days {
+        let date = first + Duration::days(offset);
+        let weekday = WEEKDAY[date.weekday().num_days_from_monday() as usize];
+        let year_angle = std::f64::consts::TAU * f64::from(date.ordinal0()) / 365.0;
+        let mut townships: HashMap<u64, [u64; 8]> = HashMap::new();
+        let mut whole = [0u64; 8];
+        for &village in &county.villages {
+            let size = households.get(&village).copied().unwrap_or(0) as f64;
+            let mut row = [0u64; 8];
+            for (k, &(_, rate)) in HISTORY_RATES.iter().enumerate() {
+                let season = 1.0 + 0.3 * (year_angle + phases[k]).sin();
+                row[k] = rng.poisson(size * rate / 365.0 * season * weekday);
+            }
+            row[7] = row[..7].iter().sum();
+            let township = townships.entry(village / 1000 * 1000).or_insert([0; 8]);
+            for k in 0..8 {
+                township[k] += row[k];
+                whole[k] += row[k];
+            }
+            write_history_rows(&mut writer, date, village, &row)?;
+        }
+        for &township in &county.townships {
+            if let Some(row) = townships.get(&township) {
+                write_history_rows(&mut writer, date, township, row)?;
+            }
+        }
+        write_history_rows(&mut writer, date, county_code, &whole)?;
+    }
+    writer.flush()
+}
+
+/// One day's rows of a region (zero counts left out: a missing day counts 0).
+fn write_history_rows(
+    writer: &mut impl Write,
+    date: NaiveDate,
+    region: u64,
+    row: &[u64; 8],
+) -> std::io::Result<()> {
+    for (k, &count) in row.iter().enumerate() {
+        if count > 0 {
+            let kind = HISTORY_RATES
+                .get(k)
+                .map_or(RiskKind::AnyRisk, |&(kind, _)| kind);
+            writeln!(writer, "{date},{region:012},{kind},{count}")?;
+        }
+    }
+    Ok(())
 }
 
 fn write_regions(county: &County, path: &Path) -> std::io::Result<()> {

@@ -571,6 +571,13 @@ impl Store {
         dispatch!(self, store => store.load_regional(counts_from).await)
     }
 
+    /// Upserts daily count rows (history from before the stream) into the regional
+    /// stage's counts, in one transaction: a row replaces the count of its (region, kind,
+    /// day). The stage reads them at its next start.
+    pub async fn import_counts(&self, counts: &[crate::batch::CountRow]) -> Result<(), StoreError> {
+        dispatch!(self, store => store.import_counts(counts).await)
+    }
+
     /// Every regional signal episode.
     pub async fn export_signals(
         &self,

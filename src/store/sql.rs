@@ -678,6 +678,29 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            /// See [`crate::store::Store::import_counts`].
+            pub async fn import_counts(&self, counts: &[CountRow]) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                execute_chunks(&mut tx, counts, |chunk| {
+                    let mut upsert: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO regional_counts (region_code, kind, day, count) ",
+                    );
+                    upsert.push_values(chunk, |mut row, count| {
+                        row.push_bind(count.region_code.to_string())
+                            .push_bind(count.kind.as_str())
+                            .push_bind(count.day)
+                            .push_bind(i64::from(count.count));
+                    });
+                    upsert.push(
+                        " ON CONFLICT (region_code, kind, day) DO UPDATE SET count = excluded.count",
+                    );
+                    Ok(upsert)
+                })
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
             /// See [`crate::store::Store::upsert_households`].
             pub async fn upsert_households(
                 &self,

@@ -6,6 +6,7 @@ mod api;
 mod dashboard;
 mod detect_reference;
 mod embedded;
+mod history;
 mod kafka;
 mod mock_kafka;
 mod privacy;

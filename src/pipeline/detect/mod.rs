@@ -1,13 +1,16 @@
 //! Regional detection: count series per (region, risk kind, day) -> signals. The
 //! published detectors (EARS C1–C3, count CUSUM on a seasonal in-control mean,
-//! threshold calibration), each pure and checked against the R package
-//! `surveillance`; the streaming [`stage::RegionalStage`] that counts, closes days by
-//! watermark, judges them, runs the systemic rules and keeps one signal per key.
+//! threshold calibration, Farrington Flexible on weekly sums, the space–time permutation
+//! scan over a county's villages), each pure, the first three checked against the R
+//! package `surveillance`; the streaming [`stage::RegionalStage`] that counts, closes days
+//! by watermark, judges them, runs the systemic rules and keeps one signal per key.
 
 pub mod calibrate;
 pub mod cusum;
 pub mod ears;
+pub mod farrington;
 pub mod glm;
+pub mod scan;
 pub mod series;
 pub mod settings;
 pub mod signals;

@@ -15,6 +15,7 @@ use crate::domain::signal::Method;
 use super::calibrate::calibrate_threshold;
 use super::cusum::{CountFamily, CusumState, FamilyKind, LrCusum};
 use super::ears::{DetectError, Ears, EarsMethod, EarsParams, Judgement};
+use super::farrington::Farrington;
 use super::glm::{SeasonalFit, SeasonalModel, SeasonalSpec};
 use super::settings::DetectSettings;
 
@@ -52,11 +53,31 @@ const EPOCH_CE_DAYS: i32 = 719_163;
 pub trait DailyCounts {
     /// The count on `day`.
     fn count(&self, day: Day) -> f64;
+
+    /// `sums[i]` = the sum of the 7 days ending on `last − 7·(n − 1 − i)`, n = `sums.len()`
+    /// (oldest week first): the weekly sums a Farrington judgement reads.
+    fn weekly_sums(&self, last: Day, sums: &mut [f64]) {
+        let n = sums.len() as Day;
+        for (i, sum) in sums.iter_mut().enumerate() {
+            let end = last - 7 * (n - 1 - i as Day);
+            *sum = (end - 6..=end).map(|d| self.count(d)).sum();
+        }
+    }
 }
 
 impl DailyCounts for BTreeMap<Day, u32> {
     fn count(&self, day: Day) -> f64 {
         self.get(&day).map_or(0.0, |&c| f64::from(c))
+    }
+
+    fn weekly_sums(&self, last: Day, sums: &mut [f64]) {
+        // One pass over the (sparse) stored days instead of a look-up per day.
+        let n = sums.len() as Day;
+        sums.iter_mut().for_each(|s| *s = 0.0);
+        let first = last - 7 * n + 1;
+        for (&day, &count) in self.range(first..=last) {
+            sums[((day - first) / 7) as usize] += f64::from(count);
+        }
     }
 }
 
@@ -356,13 +377,15 @@ pub struct LevelDetectors {
     pub ears: Vec<(Method, Ears)>,
     /// The CUSUM, when it runs.
     pub cusum: Option<CusumPlan>,
+    /// Farrington Flexible, when it runs (judged on Sundays).
+    pub farrington: Option<Farrington>,
 }
 
 /// Every detector's verdict on one day.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct DayJudgements {
     /// Indexed like [`Method::DETECTORS`].
-    pub by_method: [Option<Judgement>; 5],
+    pub by_method: [Option<Judgement>; 6],
 }
 
 impl DayJudgements {
@@ -396,6 +419,7 @@ impl LevelDetectors {
         let level_settings = settings.level(level);
         let mut ears = Vec::new();
         let mut cusum = None;
+        let mut farrington = None;
         for &method in methods {
             let (variant, alpha) = match method {
                 Method::EarsC1 => (EarsMethod::C1, settings.ears.alpha_c1),
@@ -410,6 +434,10 @@ impl LevelDetectors {
                     )?);
                     continue;
                 }
+                Method::FarringtonFlexible => {
+                    farrington = Some(Farrington::try_new(&settings.farrington.params())?);
+                    continue;
+                }
                 _ => continue,
             };
             let params = EarsParams {
@@ -420,7 +448,12 @@ impl LevelDetectors {
             };
             ears.push((method, Ears::try_new(&params)?));
         }
-        Ok(LevelDetectors { level, ears, cusum })
+        Ok(LevelDetectors {
+            level,
+            ears,
+            cusum,
+            farrington,
+        })
     }
 
     /// Days before a judged day that EARS reads (0 without EARS).
@@ -459,6 +492,11 @@ impl LevelDetectors {
                 }
             }
         }
+        if let Some(farrington) = &self.farrington
+            && is_week_end(t)
+        {
+            out.by_method[5] = judge_week(farrington, counts, origin, t);
+        }
         let mut next = 0.0;
         if let (Some(model), Some(chart)) = (model, model.and_then(EpochModel::chart)) {
             let mut state = CusumState::with_statistic(statistic);
@@ -470,6 +508,31 @@ impl LevelDetectors {
         }
         (out, next)
     }
+}
+
+/// Whether `day` ends a week: a Sunday (1970-01-01, day 0, was a Thursday).
+pub fn is_week_end(day: Day) -> bool {
+    (day + 3).rem_euclid(7) == 6
+}
+
+/// Farrington Flexible on the weekly sums ending on `t` (a Sunday), when the series has
+/// its full history since `origin` (`None` before: weeks before the first counted day are
+/// not zeros, they are unknown).
+fn judge_week(
+    farrington: &Farrington,
+    counts: &dyn DailyCounts,
+    origin: Day,
+    t: Day,
+) -> Option<Judgement> {
+    let weeks = farrington.history_weeks();
+    if t - 7 * weeks as Day + 1 < origin {
+        return None;
+    }
+    let mut sums = vec![0.0; weeks];
+    counts.weekly_sums(t, &mut sums);
+    farrington
+        .judge(&sums, weeks - 1)
+        .map(|outcome| outcome.judgement)
 }
 
 /// An offline run over a whole series (`yujing detect`, `yujing evaluate`): judges every

@@ -10,6 +10,8 @@ use crate::domain::ids::RegionLevel;
 use crate::domain::signal::Method;
 
 use super::cusum::FamilyKind;
+use super::farrington::{Farrington, FarringtonParams, WEEKS_PER_YEAR};
+use super::scan::{Scan, ScanSettings};
 
 /// `[detect.ears]`: EARS C1–C3 parameters shared by every level.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -52,11 +54,60 @@ pub struct CusumSettings {
     pub day_of_week: bool,
 }
 
+/// Which published Farrington parameter set `[detect.farrington]` starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FarringtonPreset {
+    /// Farrington et al. (1996): windows only, re-weighting above 1, the trend when
+    /// significant, the 2/3-power bound.
+    Original,
+    /// Noufaily et al. (2013): 10 periods, 26 recent weeks left out, re-weighting above
+    /// 2.58, the trend always, the negative-binomial quantile.
+    Noufaily,
+}
+
+/// `[detect.farrington]`: Farrington Flexible on weekly sums (weeks end on Sunday, CST).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct FarringtonSettings {
+    /// `original` or `noufaily`.
+    pub parameters: FarringtonPreset,
+    /// One-sided level of the weekly bound.
+    pub alpha: f64,
+    /// b: years of reference windows; a series is judged once it has 52·b + w + 1 weeks.
+    pub years_back: usize,
+    /// w: half-window in weeks.
+    pub half_window_weeks: usize,
+}
+
+impl FarringtonSettings {
+    /// The detector's parameters: the preset with this α, b and w.
+    pub fn params(&self) -> FarringtonParams {
+        let base = match self.parameters {
+            FarringtonPreset::Original => FarringtonParams::original(self.alpha),
+            FarringtonPreset::Noufaily => FarringtonParams::noufaily(self.alpha),
+        };
+        FarringtonParams {
+            years_back: self.years_back,
+            half_window: self.half_window_weeks,
+            past_weeks_not_included: match self.parameters {
+                FarringtonPreset::Original => self.half_window_weeks,
+                FarringtonPreset::Noufaily => base.past_weeks_not_included,
+            },
+            ..base
+        }
+    }
+
+    /// Days of counts a judgement reads (its weeks).
+    pub fn history_days(&self) -> i64 {
+        7 * (WEEKS_PER_YEAR * self.years_back + self.half_window_weeks + 1) as i64
+    }
+}
+
 /// `[detect.village]`, `[detect.township]`, `[detect.county]`: what runs at a level.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct LevelSettings {
-    /// Detectors whose alarms raise signals at this level (`cusum`, `ears_c1`,
-    /// `ears_c2`, `ears_c3`, `ears_c3_textbook`).
+    /// Detectors whose alarms raise signals at this level (`cusum`,
+    /// `farrington_flexible`, `scan`, `ears_c1`, `ears_c2`, `ears_c3`, `ears_c3_textbook`).
     pub methods: Vec<Method>,
     /// EARS `minSigma` at this level (0 = the package default).
     pub ears_min_sigma: f64,
@@ -134,6 +185,10 @@ pub struct DetectSettings {
     pub ears: EarsSettings,
     /// `[detect.cusum]`
     pub cusum: CusumSettings,
+    /// `[detect.farrington]`
+    pub farrington: FarringtonSettings,
+    /// `[detect.scan]`
+    pub scan: ScanSettings,
     /// `[detect.village]`
     pub village: LevelSettings,
     /// `[detect.township]`
@@ -224,6 +279,22 @@ impl DetectSettings {
             "detect.cusum.period_days: must be finite and > 0",
         );
         require(cusum.harmonics <= 4, "detect.cusum.harmonics: at most 4");
+        let scan = Scan::try_new(&self.scan);
+        require(
+            scan.is_ok(),
+            &format!(
+                "detect.scan: {}",
+                scan.err().map(|e| e.to_string()).unwrap_or_default()
+            ),
+        );
+        let farrington = Farrington::try_new(&self.farrington.params());
+        require(
+            farrington.is_ok(),
+            &format!(
+                "detect.farrington: {}",
+                farrington.err().map(|e| e.to_string()).unwrap_or_default()
+            ),
+        );
         require(
             self.dedupe_days >= 2 * cusum.refit_days + ears.baseline_days as i64 + 4
                 && self.dedupe_days >= self.rules.mass_layoff_window_days
@@ -240,6 +311,12 @@ impl DetectSettings {
                     method.is_detector(),
                     &format!(
                         "detect.{name}.methods: `{method}` is a systemic rule, not a detector"
+                    ),
+                );
+                require(
+                    *method != Method::Scan,
+                    &format!(
+                        "detect.{name}.methods: the scan covers every level at once; enable it with detect.scan.enabled"
                     ),
                 );
             }

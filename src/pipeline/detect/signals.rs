@@ -1,7 +1,8 @@
 //! Signals from findings: one active [`RegionalSignal`] per (region, risk kind); a
-//! finding (a detector's alarm on a judged day, or a systemic rule) raises one or
-//! updates the active one; a signal clears after `clear_after_days` judged days without
-//! new evidence. Severity (红橙黄蓝) is defined here. Pure; cannot fail.
+//! finding (a detector's alarm on a judged day or week, a scan cluster, or a systemic
+//! rule) raises one or updates the active one; a signal clears after `clear_after_days`
+//! judged days without new evidence. Severity (红橙黄蓝) is defined here: each further
+//! agreeing level or method raises it a step. Pure; cannot fail.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -173,7 +174,9 @@ impl SignalBook {
                 signal.evidence_until = signal.evidence_until.max(date_of(finding.until));
                 signal.severity = signal.severity.max(finding.severity);
                 if let Err(at) = signal.methods.binary_search(&finding.method) {
+                    // Another method agreeing on the episode raises it one step.
                     signal.methods.insert(at, finding.method);
+                    signal.severity = signal.severity.raised();
                 }
                 signal.households_affected = signal.households_affected.max(finding.households);
                 if !self.raised.contains(&key) {
@@ -352,7 +355,11 @@ mod tests {
             "raised and updated in one batch"
         );
         assert_eq!(first.methods, vec![Method::Cusum, Method::MassLayoff]);
-        assert_eq!(first.severity, Level::Orange);
+        assert_eq!(
+            first.severity,
+            Level::Red,
+            "orange, and a second method agrees"
+        );
         assert_eq!(first.day, date_of(101));
         assert_eq!(first.onset_day, date_of(100));
         book.apply(finding(102, Level::Blue, Method::Cusum), now(2));
@@ -360,7 +367,7 @@ mod tests {
         assert_eq!(updated[0].status, SignalStatus::Updated);
         assert_eq!(
             updated[0].severity,
-            Level::Orange,
+            Level::Red,
             "never lowered while active"
         );
         assert_eq!(updated[0].signal_id, first.signal_id);
@@ -377,6 +384,30 @@ mod tests {
         assert_eq!(again[0].status, SignalStatus::Raised);
         assert_eq!(again[0].episode, 1);
         assert_ne!(again[0].signal_id, first.signal_id);
+    }
+
+    #[test]
+    fn each_further_method_agreeing_raises_the_severity_a_step() {
+        let mut book = SignalBook::default();
+        book.apply(finding(100, Level::Blue, Method::Cusum), now(1));
+        book.apply(finding(101, Level::Blue, Method::Cusum), now(1));
+        assert_eq!(
+            book.drain()[0].severity,
+            Level::Blue,
+            "the same method again"
+        );
+        book.apply(
+            finding(103, Level::Blue, Method::FarringtonFlexible),
+            now(2),
+        );
+        let signal = &book.drain()[0];
+        assert_eq!(signal.severity, Level::Yellow);
+        assert_eq!(
+            signal.methods,
+            vec![Method::Cusum, Method::FarringtonFlexible]
+        );
+        book.apply(finding(104, Level::Blue, Method::Scan), now(3));
+        assert_eq!(book.drain()[0].severity, Level::Orange);
     }
 
     #[test]

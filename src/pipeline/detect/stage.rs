@@ -22,6 +22,7 @@ use crate::domain::task::{Budget, NewTask, ScreeningTask, TaskKind};
 
 use super::cusum::CusumState;
 use super::ears::{DetectError, Judgement};
+use super::scan::{Scan, Unit, zones};
 use super::series::{
     DailyCounts, Day, Epoch, EpochModel, LevelDetectors, date_of, day_end, day_from_date, day_of,
     method_bit,
@@ -140,6 +141,8 @@ pub struct RegionalStage {
     settings: DetectSettings,
     /// Village, township, county.
     detectors: [LevelDetectors; 3],
+    /// The space–time scan, when enabled.
+    scan: Option<Scan>,
     clock: WatermarkState,
     progressed: bool,
     /// The input ended: the next flush closes every day before the latest event's.
@@ -169,6 +172,118 @@ fn level_index(level: RegionLevel) -> usize {
     }
 }
 
+/// The scan of day `t` over every county's villages and every kind with a series: the
+/// findings of clusters at least as rare as the configured recurrence interval, at the
+/// cluster's village, township (all its villages in one) or county. Needs a full study
+/// window since `origin`.
+fn scan_findings(
+    scan: &Scan,
+    series: &BTreeMap<SeriesKey, Series>,
+    registry: &Registry,
+    origin: Day,
+    t: Day,
+) -> Vec<Finding> {
+    let settings = scan.settings();
+    let study = settings.study_days as Day;
+    let first = t - study + 1;
+    if first < origin {
+        return Vec::new();
+    }
+    let mut by_county: BTreeMap<RegionCode, Vec<(RegionCode, usize)>> = BTreeMap::new();
+    for (village, households) in registry.villages() {
+        by_county
+            .entry(village.county())
+            .or_default()
+            .push((village, households));
+    }
+    let mut findings = Vec::new();
+    for (county, villages) in by_county {
+        if villages.len() < 2 {
+            continue;
+        }
+        let mut townships: Vec<RegionCode> = villages.iter().map(|(v, _)| v.township()).collect();
+        townships.dedup();
+        let units: Vec<Unit> = villages
+            .iter()
+            .map(|&(village, households)| Unit {
+                position: registry
+                    .region(village)
+                    .and_then(|r| r.longitude.zip(r.latitude)),
+                households,
+                township: townships.binary_search(&village.township()).unwrap_or(0),
+            })
+            .collect();
+        let mut zones_built = None;
+        for (k, &kind) in RiskKind::SERIES.iter().enumerate() {
+            let counts: Vec<Vec<u32>> = villages
+                .iter()
+                .map(|&(village, _)| {
+                    let mut days = vec![0u32; settings.study_days];
+                    if let Some(one) = series.get(&SeriesKey {
+                        region: village,
+                        kind,
+                    }) {
+                        for (&day, &count) in one.counts.range(first..=t) {
+                            days[(day - first) as usize] = count;
+                        }
+                    }
+                    days
+                })
+                .collect();
+            let recent = settings.study_days - settings.max_days;
+            if counts.iter().all(|c| c[recent..].iter().all(|&v| v == 0)) {
+                continue;
+            }
+            let zones =
+                zones_built.get_or_insert_with(|| zones(&units, settings.max_household_share));
+            let stream = (u64::from(t as u32) << 32)
+                ^ ((k as u64) << 24)
+                ^ county.to_string().parse::<u64>().unwrap_or(0);
+            let Some(cluster) = scan.analyse(zones, &counts, stream, true) else {
+                continue;
+            };
+            if cluster.recurrence_days < settings.recurrence_days {
+                continue;
+            }
+            let members: Vec<RegionCode> = cluster.units.iter().map(|&u| villages[u].0).collect();
+            let region = match members.as_slice() {
+                [one] => *one,
+                [first_member, rest @ ..]
+                    if rest.iter().all(|v| v.township() == first_member.township()) =>
+                {
+                    first_member.township()
+                }
+                _ => county,
+            };
+            let listed: Vec<String> = members.iter().map(|v| v.to_string()).collect();
+            findings.push(Finding {
+                key: SeriesKey { region, kind },
+                method: Method::Scan,
+                day: t,
+                until: t,
+                observed: cluster.observed,
+                expected: Some(cluster.expected),
+                upper_bound: None,
+                severity: rule_severity(cluster.recurrence_days / settings.recurrence_days),
+                levels_agreeing: 1,
+                households: 0,
+                reason: format!(
+                    "scan: {} cases of {kind} in village(s) {} over the {} day(s) to {}, expected {:.2}; recurrence interval {:.0} days (p = {:.4}, {} replicates)",
+                    cluster.observed,
+                    listed.join(" "),
+                    cluster.days,
+                    date_of(t),
+                    cluster.expected,
+                    cluster.recurrence_days,
+                    cluster.p_value,
+                    cluster.replicates
+                ),
+            });
+        }
+    }
+    findings
+}
+
 /// The village, township and county of a village code.
 fn chain(village: RegionCode) -> [RegionCode; 3] {
     [village, village.township(), village.county()]
@@ -185,6 +300,7 @@ impl RegionalStage {
                     level,
                     ears: Vec::new(),
                     cusum: None,
+                    farrington: None,
                 },
             )
         };
@@ -195,6 +311,11 @@ impl RegionalStage {
                 build(RegionLevel::Township),
                 build(RegionLevel::County),
             ],
+            scan: settings
+                .scan
+                .enabled
+                .then(|| Scan::try_new(&settings.scan).ok())
+                .flatten(),
             clock: WatermarkState::default(),
             progressed: false,
             input_ended: false,
@@ -299,8 +420,12 @@ impl RegionalStage {
     /// all of them, nothing has been judged). Call after [`RegionalStage::restore_watermark`].
     pub fn counts_needed_from(&self) -> Option<NaiveDate> {
         let horizon = self.horizon_start()?;
-        let back =
+        let mut back =
             self.settings.cusum.history_days as Day + self.settings.ears.baseline_days as Day + 5;
+        if self.detectors.iter().any(|d| d.farrington.is_some()) {
+            // Farrington's weeks, and a week more for a re-judged week end.
+            back = back.max(self.settings.farrington.history_days() as Day + 7);
+        }
         Some(date_of(horizon - back))
     }
 
@@ -553,6 +678,16 @@ impl RegionalStage {
                 }
                 for finding in findings {
                     self.signals.apply(finding, now);
+                }
+                // The scan analyses the days that close now, back to its longest cluster
+                // (a backlog of years is not scanned day by day: only its last days).
+                if newly
+                    && let Some(scan) = &self.scan
+                    && t + scan.settings().max_days as Day > closed
+                {
+                    for finding in scan_findings(scan, &self.series, registry, origin, t) {
+                        self.signals.apply(finding, now);
+                    }
                 }
                 if newly {
                     output.days_judged += 1;

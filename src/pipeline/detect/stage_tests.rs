@@ -716,3 +716,132 @@ fn end_of_input_closes_the_days_before_the_latest_event() {
     assert_eq!(output.watermark.unwrap().watermark, Some(at(10)));
     assert_eq!(stage.watermark().judged_through, Some(day_date(9)));
 }
+
+/// Farrington Flexible in the stream: six years of imported township history, then a week
+/// of surging applications: the week's Sunday raises a signal with the weekly sums, and
+/// the signal's evidence is the Farrington bound, not a daily one.
+#[test]
+fn farrington_judges_closed_weeks_on_imported_history() {
+    let registry = registry();
+    let mut settings = settings();
+    settings.village.methods = vec![];
+    settings.county.methods = vec![];
+    settings.township.methods = vec![Method::FarringtonFlexible];
+    let mut stage = RegionalStage::new(&settings);
+    let township = code(TOWNSHIP_A);
+    // Background about 1.4 a week, deterministic.
+    let background = |day: i64| u32::from((day.rem_euclid(97) * 31 + 7) % 5 == 0);
+    stage.import_history(
+        (-2200..0)
+            .filter(|&d| background(d) > 0)
+            .map(|day| CountRow {
+                region_code: township,
+                kind: RiskKind::LowIncome,
+                day: day_date(day),
+                count: background(day),
+            }),
+    );
+    // 2024-01-01 is a Monday: days 0..=6 are one week, ending on Sunday 2024-01-07.
+    assert!(super::super::series::is_week_end(day_from_date(day_date(
+        6
+    ))));
+    let mut n = 0;
+    for day in 0..7 {
+        for k in 0..3 {
+            n += 1;
+            stage.observe(
+                &dibao(&format!("w{n}"), day),
+                &[k + 3 * day as u32],
+                &registry,
+            );
+        }
+    }
+    stage.observe(&tick("t", 10), &[], &registry);
+    let output = stage.flush(&registry, at(10));
+    let signal = output
+        .signals
+        .iter()
+        .filter(|s| s.region_code == township && s.risk_kind == RiskKind::LowIncome)
+        .max_by_key(|s| s.day)
+        .expect("the surging week alarms");
+    assert_eq!(signal.methods, vec![Method::FarringtonFlexible]);
+    assert_eq!(signal.day, day_date(6));
+    assert_eq!(signal.observed, 21.0, "the week's households");
+    let bound = signal.upper_bound.expect("a bound");
+    assert!((2.0..21.0).contains(&bound), "{bound}");
+    // The same week without the surge: no Farrington signal that week.
+    let mut quiet = RegionalStage::new(&settings);
+    quiet.import_history(
+        (-2200..0)
+            .filter(|&d| background(d) > 0)
+            .map(|day| CountRow {
+                region_code: township,
+                kind: RiskKind::LowIncome,
+                day: day_date(day),
+                count: background(day),
+            }),
+    );
+    quiet.observe(&dibao("q", 3), &[0], &registry);
+    quiet.observe(&tick("t", 10), &[], &registry);
+    let output = quiet.flush(&registry, at(10));
+    assert!(
+        output
+            .signals
+            .iter()
+            .all(|s| s.day < day_date(0) || s.risk_kind != RiskKind::LowIncome),
+        "{:?}",
+        output.signals
+    );
+}
+
+/// The scan in the stream: background applications spread over all six villages for
+/// 80 days, then one village's surge over two days: a `scan` signal at that village (the
+/// test registry has no coordinates: hierarchy zones). Without the surge, none.
+#[test]
+fn the_scan_signals_a_village_cluster_and_not_the_background() {
+    let registry = registry();
+    let mut settings = settings();
+    settings.village.methods = vec![];
+    settings.township.methods = vec![];
+    settings.county.methods = vec![];
+    assert!(settings.scan.enabled);
+    let run = |surge: bool| {
+        let mut stage = RegionalStage::new(&settings);
+        let mut n = 0;
+        for day in 0..84 {
+            // About one application a day somewhere in the county.
+            let household = ((day * 37 + 11) % 240) as u32;
+            if day % 4 != 3 {
+                n += 1;
+                stage.observe(&dibao(&format!("b{n}"), day), &[household], &registry);
+            }
+            if surge && (78..80).contains(&day) {
+                for k in 0..5 {
+                    n += 1;
+                    let household = 40 + k + 5 * (day as u32 - 78); // village 522425101202
+                    stage.observe(&dibao(&format!("s{n}"), day), &[household], &registry);
+                }
+            }
+            stage.observe(&tick(&format!("t{day}"), day), &[], &registry);
+            stage.flush(&registry, at(day));
+        }
+        stage
+            .signals()
+            .filter(|s| s.methods.contains(&Method::Scan))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let found = run(true);
+    let signal = found
+        .iter()
+        .find(|s| s.risk_kind == RiskKind::LowIncome)
+        .expect("the cluster is signalled");
+    assert_eq!(signal.region_code, code("522425101202"), "{signal:?}");
+    assert!(signal.day >= day_date(78) && signal.day <= day_date(80 + 6));
+    assert!(
+        signal.reason.contains("recurrence interval"),
+        "{}",
+        signal.reason
+    );
+    assert!(run(false).is_empty(), "background only: no scan signal");
+}
