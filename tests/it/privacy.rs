@@ -78,6 +78,16 @@ fn messages(brokers: &str, topic: &str, settled: Duration) -> Vec<(Vec<u8>, Vec<
     found
 }
 
+/// The `yujing` child, killed if the test fails before stopping it.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_clear_resident_id_in_any_table_export_topic_or_log() {
     let brokers = kafka_brokers();
@@ -154,10 +164,12 @@ async fn no_clear_resident_id_in_any_table_export_topic_or_log() {
             .unwrap();
     }
     let log_path = env.path("run.log");
-    let mut child = yujing(&["run", "--kafka"])
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = Running(
+        yujing(&["run", "--kafka"])
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let store = Store::connect(&pg_url, &settings.store).await.unwrap();
     let started = Instant::now();
     loop {
@@ -180,10 +192,10 @@ async fn no_clear_resident_id_in_any_table_export_topic_or_log() {
     // Let the stream settle (the last batch and its outbox rows).
     tokio::time::sleep(Duration::from_secs(3)).await;
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
 
     let mut haystacks: Vec<(String, String)> = Vec::new();
     // Every table, every row, as PostgreSQL prints it (BYTEA as hex).
