@@ -1191,8 +1191,9 @@ async fn serve_and_run_close_the_loop_on_one_postgres() {
     let base = loop {
         line.clear();
         assert!(stderr.read_line(&mut line).unwrap() > 0, "serve exited");
-        if let Some(rest) = line.trim().strip_prefix("serving the API on ") {
-            break rest.split_whitespace().next().unwrap().to_string();
+        if let Some(rest) = line.trim().strip_prefix("serving the dashboard on ") {
+            let url = rest.split_whitespace().next().unwrap();
+            break url.trim_end_matches('/').to_string();
         }
     };
     std::thread::spawn(move || for _ in stderr.lines() {});
