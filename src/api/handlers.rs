@@ -94,23 +94,11 @@ pub async fn summary(
         .summary
         .summary(&state.store, region, &regions, now)
         .await?;
-    let today = crate::domain::task::cst_day(now);
-    let counted = state
+    summary.counted_days = state
         .store
-        .series_counts(
-            &code.to_string(),
-            RiskKind::AnyRisk.as_str(),
-            today - chrono::Duration::days(3660),
-            today + chrono::Duration::days(366),
-        )
-        .await?;
-    summary.counted_days = match (counted.first(), counted.last()) {
-        (Some((first, _)), Some((last, _))) => Some(CountedDays {
-            first: *first,
-            last: *last,
-        }),
-        _ => None,
-    };
+        .counted_span(&code.to_string(), RiskKind::AnyRisk.as_str())
+        .await?
+        .map(|(first, last)| CountedDays { first, last });
     Ok(Json(summary))
 }
 

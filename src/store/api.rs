@@ -290,6 +290,15 @@ impl Store {
         dispatch_api!(self, s => s.series_counts(region, kind, from, to).await)
     }
 
+    /// The first and the last day one series (region, risk kind) has a count for.
+    pub async fn counted_span(
+        &self,
+        region: &str,
+        kind: &str,
+    ) -> Result<Option<(NaiveDate, NaiveDate)>, StoreError> {
+        dispatch_api!(self, s => s.counted_span(region, kind).await)
+    }
+
     /// A page of alerts in `scope` (newest first), after `after`.
     pub async fn list_alerts(
         &self,
@@ -742,6 +751,32 @@ macro_rules! api_store {
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+            }
+
+            /// See [`crate::store::Store::counted_span`].
+            pub async fn counted_span(
+                &self,
+                region: &str,
+                kind: &str,
+            ) -> Result<Option<(NaiveDate, NaiveDate)>, StoreError> {
+                // Two index seeks (the key leads with region and kind, then day).
+                let first: Option<NaiveDate> = sqlx::query_scalar(
+                    "SELECT day FROM regional_counts WHERE region_code = $1 AND kind = $2 \
+                     ORDER BY day LIMIT 1",
+                )
+                .bind(region)
+                .bind(kind)
+                .fetch_optional(&self.pool)
+                .await?;
+                let last: Option<NaiveDate> = sqlx::query_scalar(
+                    "SELECT day FROM regional_counts WHERE region_code = $1 AND kind = $2 \
+                     ORDER BY day DESC LIMIT 1",
+                )
+                .bind(region)
+                .bind(kind)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(first.zip(last))
             }
 
             /// See [`crate::store::Store::series_counts`].
