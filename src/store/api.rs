@@ -759,23 +759,17 @@ macro_rules! api_store {
                 region: &str,
                 kind: &str,
             ) -> Result<Option<(NaiveDate, NaiveDate)>, StoreError> {
-                // Two index seeks (the key leads with region and kind, then day).
-                let first: Option<NaiveDate> = sqlx::query_scalar(
-                    "SELECT day FROM regional_counts WHERE region_code = $1 AND kind = $2 \
-                     ORDER BY day LIMIT 1",
+                // Read off the key (region, kind, day): one series' rows, no table.
+                let row = sqlx::query(
+                    "SELECT MIN(day), MAX(day) FROM regional_counts \
+                     WHERE region_code = $1 AND kind = $2",
                 )
                 .bind(region)
                 .bind(kind)
-                .fetch_optional(&self.pool)
+                .fetch_one(&self.pool)
                 .await?;
-                let last: Option<NaiveDate> = sqlx::query_scalar(
-                    "SELECT day FROM regional_counts WHERE region_code = $1 AND kind = $2 \
-                     ORDER BY day DESC LIMIT 1",
-                )
-                .bind(region)
-                .bind(kind)
-                .fetch_optional(&self.pool)
-                .await?;
+                let first: Option<NaiveDate> = row.get(0);
+                let last: Option<NaiveDate> = row.get(1);
                 Ok(first.zip(last))
             }
 

@@ -18,7 +18,7 @@ use yujing::store::{Report, Store};
 
 use crate::support::{
     Env, create_topics, embedded_run, feeds, fresh_postgres, import_county, kafka_brokers,
-    kafka_env, kafka_topics, task_views, unique,
+    kafka_env, kafka_topics, reader_from_beginning, task_views, unique,
 };
 
 /// Alerts as compared between runs: id, household, level, action, risk types,
@@ -249,22 +249,7 @@ fn output_ids(
     expected: &BTreeSet<String>,
     timeout: Duration,
 ) -> BTreeSet<String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("{topic}-reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    for partition in metadata.topics()[0].partitions() {
-        assignment
-            .add_partition_offset(topic, partition.id(), Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
+    let consumer = reader_from_beginning(brokers, topic, &format!("{topic}-reader"));
     let started = Instant::now();
     let mut seen = BTreeSet::new();
     while started.elapsed() < timeout && !expected.is_subset(&seen) {
@@ -811,22 +796,7 @@ fn output_documents(
     until: &dyn Fn(&[serde_json::Value]) -> bool,
     timeout: Duration,
 ) -> Vec<serde_json::Value> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("{topic}-documents"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    for partition in metadata.topics()[0].partitions() {
-        assignment
-            .add_partition_offset(topic, partition.id(), Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
+    let consumer = reader_from_beginning(brokers, topic, &format!("{topic}-documents"));
     let started = Instant::now();
     let mut documents = Vec::new();
     while started.elapsed() < timeout && !until(&documents) {

@@ -9,16 +9,14 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sqlx::{Connection, Row};
 use yujing::store::Store;
 
 use crate::support::{
     Env, KEY, create_topics, feeds, fresh_postgres, import_county, kafka_brokers, kafka_env,
-    kafka_topics, unique,
+    kafka_topics, reader_from_beginning, unique,
 };
 
 /// The forms of `id` to look for: the clear text, the 14 digits the mask hides
@@ -48,22 +46,7 @@ fn forms(id: &str) -> Vec<String> {
 /// Every message (key and payload) of `topic`, read until `settled` passes without
 /// a new one.
 fn messages(brokers: &str, topic: &str, settled: Duration) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("{topic}-privacy"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    for partition in metadata.topics()[0].partitions() {
-        assignment
-            .add_partition_offset(topic, partition.id(), Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
+    let consumer = reader_from_beginning(brokers, topic, &format!("{topic}-privacy"));
     let mut found = Vec::new();
     let mut last = Instant::now();
     while last.elapsed() < settled {

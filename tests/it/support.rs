@@ -326,3 +326,34 @@ pub async fn signal_views(
         .expect("signals export");
     views
 }
+
+/// A consumer of every partition of `topic` from the beginning, outside any group's
+/// assignment (`group` only names it): how tests read an output topic whole.
+pub fn reader_from_beginning(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+) -> rdkafka::consumer::BaseConsumer {
+    use rdkafka::consumer::Consumer;
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), std::time::Duration::from_secs(10))
+        .expect("topic metadata");
+    let mut assignment = rdkafka::topic_partition_list::TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        assignment
+            .add_partition_offset(
+                topic,
+                partition.id(),
+                rdkafka::topic_partition_list::Offset::Beginning,
+            )
+            .expect("partition");
+    }
+    consumer.assign(&assignment).expect("assignment");
+    consumer
+}

@@ -21,10 +21,15 @@ function daysLeft(task) {
 }
 
 /** Overdue first, then the least time left, then the newest. */
+const LEVEL_RANK = { red: 4, orange: 3, yellow: 2, blue: 1 };
+
+// Overdue first, then the fewest days left, then the highest level, then the newest.
 function byUrgency(a, b) {
   const oa = a.overdue || (a.days_left ?? 0) < 0 ? 0 : 1;
   const ob = b.overdue || (b.days_left ?? 0) < 0 ? 0 : 1;
-  return oa - ob || (a.days_left ?? 1e9) - (b.days_left ?? 1e9) || b.created_at.localeCompare(a.created_at);
+  return oa - ob || (a.days_left ?? 1e9) - (b.days_left ?? 1e9)
+    || (LEVEL_RANK[b.level] ?? 0) - (LEVEL_RANK[a.level] ?? 0)
+    || b.created_at.localeCompare(a.created_at);
 }
 
 export async function list(ctx, code, query) {
