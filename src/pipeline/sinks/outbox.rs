@@ -190,8 +190,9 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Deletes the rows published longer ago than the retention period.
 async fn purge(store: &Store, settings: &KafkaSettings, metrics: &Metrics) {
-    let hours = i64::try_from(settings.outbox_retention_hours).unwrap_or(i64::MAX / 7200);
-    let before = Utc::now() - chrono::Duration::hours(hours.min(24 * 365 * 100));
+    // At most a century: beyond it, chrono's durations overflow.
+    let hours = settings.outbox_retention_hours.min(24 * 365 * 100) as i64;
+    let before = Utc::now() - chrono::Duration::hours(hours);
     match store.outbox_purge(before).await {
         Ok(rows) => metrics.outbox_purged(rows),
         Err(error) => tracing::warn!(error = %error, "cannot purge published outbox rows"),
