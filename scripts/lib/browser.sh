@@ -15,7 +15,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
 yj_browser_have() {
     [[ -x /usr/lib/chromium/chromium || -x /usr/bin/chromium ]] &&
         command -v chromedriver >/dev/null 2>&1 &&
-        fc-list 2>/dev/null | grep -qi 'Noto Sans CJK'
+        # grep reads the whole list: with -q it would stop at the first match and
+        # fc-list's SIGPIPE would fail the check under `set -o pipefail`.
+        fc-list 2>/dev/null | grep -i 'Noto Sans CJK' >/dev/null
 }
 
 yj_browser_ensure() {
