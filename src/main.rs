@@ -302,6 +302,9 @@ fn main() -> ExitCode {
     };
     let code = match runtime.block_on(execute(cli)) {
         Ok(code) => code,
+        // The reader of our output went away (`yujing export alerts | head -1`): it
+        // has what it wanted; end quietly, as other command-line tools do.
+        Err(error) if closed_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -311,6 +314,15 @@ fn main() -> ExitCode {
     // is gone (a consumer closing, a delivery report) must not keep the process up.
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     code
+}
+
+/// Whether `error` comes from writing to a pipe whose reader has closed it.
+fn closed_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Cancels on Ctrl-C or SIGTERM: sources stop, the batch in flight commits.
@@ -648,6 +660,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             std::io::Write::flush(&mut out)?;
         }
         Command::Report { json } => {
+            commands::serve::require_existing_store(settings.store.url.expose())?;
             let app = App::build(settings).await?;
             let report = commands::report(&app).await?;
             app.store.close().await;
@@ -658,6 +671,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Export { what } => {
+            commands::serve::require_existing_store(settings.store.url.expose())?;
             let app = App::build(settings).await?;
             let kind = match what {
                 ExportWhat::Alerts => ExportKind::Alerts,

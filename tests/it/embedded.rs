@@ -914,3 +914,42 @@ async fn two_departments_may_use_one_event_id_on_either_backend() {
         assert_eq!(report.events_accepted, 2, "postgres: {postgres}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_read_in_part_ends_quietly_and_a_mistyped_store_is_refused() {
+    use std::io::BufRead;
+    let env = Env::new();
+    let (county, key) = env.county(1500, 60, 4);
+    let app = env.app("export.db").await;
+    import_county(&app, &county).await;
+    run_files(&app, &feeds(&county, &key)).await;
+    app.store.close().await;
+    // `yujing export alerts | head -1`: more than a pipe holds, one line read.
+    let mut child = env
+        .yujing("export.db")
+        .args(["export", "alerts"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with('{'));
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+    // A store path that does not exist is refused, not created empty.
+    for args in [&["report"][..], &["export", "alerts"][..]] {
+        let output = env.yujing("exprot.db").args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(stderr.contains("no such store"), "{args:?}: {stderr}");
+        assert!(
+            !env.path("exprot.db").exists(),
+            "{args:?} created the store"
+        );
+    }
+}
