@@ -268,19 +268,33 @@ fn quote(text: &str) -> String {
 
 type Series = BTreeMap<(RegionCode, String), BTreeMap<Day, u32>>;
 
-fn read_counts(reader: impl std::io::Read, path: &str) -> Result<Series, DetectCommandError> {
+/// One row of a `date,region,kind,count` file, with the date and region read; the
+/// kind and the count are left as text for the caller's own rules.
+pub(crate) struct CountsRow<'a> {
+    /// Day.
+    pub date: NaiveDate,
+    /// Region.
+    pub region: RegionCode,
+    /// The kind as written.
+    pub kind: &'a str,
+    /// The count as written.
+    pub count: &'a str,
+}
+
+/// Reads a `date,region,kind,count` file (columns by name, any order, extra columns
+/// ignored), handing each row to `each`; the first bad row ends it with its line
+/// and reason (`each` refuses a row with a reason, for the row's line).
+pub(crate) fn read_count_rows(
+    reader: impl std::io::Read,
+    each: &mut dyn FnMut(CountsRow<'_>) -> Result<(), String>,
+) -> Result<(), (u64, String)> {
     let mut csv = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(reader);
-    let bad = |line: u64, reason: String| DetectCommandError::Row {
-        path: path.to_string(),
-        line,
-        reason,
-    };
-    let headers = csv.headers().map_err(|e| bad(1, e.to_string()))?.clone();
+    let headers = csv.headers().map_err(|e| (1, e.to_string()))?.clone();
     let column = |name: &str| {
         headers.iter().position(|h| h == name).ok_or_else(|| {
-            bad(
+            (
                 1,
                 format!("missing column `{name}` (need date,region,kind,count)"),
             )
@@ -292,34 +306,50 @@ fn read_counts(reader: impl std::io::Read, path: &str) -> Result<Series, DetectC
         column("kind")?,
         column("count")?,
     );
-    let mut series = Series::new();
     for (i, record) in csv.records().enumerate() {
         let line = i as u64 + 2;
-        let record = record.map_err(|e| bad(line, e.to_string()))?;
+        let record = record.map_err(|e| (line, e.to_string()))?;
         let field = |at: usize| record.get(at).unwrap_or("");
         let date = NaiveDate::parse_from_str(field(date_at), "%Y-%m-%d")
-            .map_err(|_| bad(line, format!("date `{}` is not YYYY-MM-DD", field(date_at))))?;
+            .map_err(|_| (line, format!("date `{}` is not YYYY-MM-DD", field(date_at))))?;
         let region = RegionCode::parse(field(region_at))
-            .map_err(|e| bad(line, format!("region `{}`: {e}", field(region_at))))?;
-        let kind = field(kind_at);
-        if kind.is_empty() {
-            return Err(bad(line, "kind is empty".into()));
+            .map_err(|e| (line, format!("region `{}`: {e}", field(region_at))))?;
+        each(CountsRow {
+            date,
+            region,
+            kind: field(kind_at),
+            count: field(count_at),
+        })
+        .map_err(|reason| (line, reason))?;
+    }
+    Ok(())
+}
+
+fn read_counts(reader: impl std::io::Read, path: &str) -> Result<Series, DetectCommandError> {
+    let mut series = Series::new();
+    read_count_rows(reader, &mut |row| {
+        if row.kind.is_empty() {
+            return Err("kind is empty".into());
         }
-        let count: f64 = field(count_at)
+        let count: f64 = row
+            .count
             .parse()
-            .map_err(|_| bad(line, format!("count `{}` is not a number", field(count_at))))?;
+            .map_err(|_| format!("count `{}` is not a number", row.count))?;
         if !(count >= 0.0 && count.fract() == 0.0 && count <= f64::from(u32::MAX)) {
-            return Err(bad(
-                line,
-                format!("count `{}` is not a whole number ≥ 0", field(count_at)),
-            ));
+            return Err(format!("count `{}` is not a whole number ≥ 0", row.count));
         }
         *series
-            .entry((region, kind.to_string()))
+            .entry((row.region, row.kind.to_string()))
             .or_default()
-            .entry(day_from_date(date))
+            .entry(day_from_date(row.date))
             .or_insert(0) += count as u32;
-    }
+        Ok(())
+    })
+    .map_err(|(line, reason)| DetectCommandError::Row {
+        path: path.to_string(),
+        line,
+        reason,
+    })?;
     Ok(series)
 }
 

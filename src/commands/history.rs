@@ -83,48 +83,23 @@ pub fn parse_history(
     reader: impl std::io::Read,
     path: &str,
 ) -> Result<Vec<CountRow>, HistoryError> {
-    let mut csv = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(reader);
     let bad = |line: u64, reason: String| HistoryError::Row {
         path: path.to_string(),
         line,
         reason,
     };
-    let headers = csv.headers().map_err(|e| bad(1, e.to_string()))?.clone();
-    let column = |name: &str| {
-        headers.iter().position(|h| h == name).ok_or_else(|| {
-            bad(
-                1,
-                format!("missing column `{name}` (need date,region,kind,count)"),
-            )
-        })
-    };
-    let (date_at, region_at, kind_at, count_at) = (
-        column("date")?,
-        column("region")?,
-        column("kind")?,
-        column("count")?,
-    );
     let mut counts: BTreeMap<(RegionCode, RiskKind, NaiveDate), u64> = BTreeMap::new();
-    for (i, record) in csv.records().enumerate() {
-        let line = i as u64 + 2;
-        let record = record.map_err(|e| bad(line, e.to_string()))?;
-        let field = |at: usize| record.get(at).unwrap_or("");
-        let date = NaiveDate::parse_from_str(field(date_at), "%Y-%m-%d")
-            .map_err(|_| bad(line, format!("date `{}` is not YYYY-MM-DD", field(date_at))))?;
-        let region = RegionCode::parse(field(region_at))
-            .map_err(|e| bad(line, format!("region `{}`: {e}", field(region_at))))?;
-        let kind = RiskKind::parse(field(kind_at))
-            .ok_or_else(|| bad(line, format!("unknown risk kind `{}`", field(kind_at))))?;
-        let count: u64 = field(count_at).parse().map_err(|_| {
-            bad(
-                line,
-                format!("count `{}` is not a whole number ≥ 0", field(count_at)),
-            )
-        })?;
-        *counts.entry((region, kind, date)).or_insert(0) += count;
-    }
+    super::detect::read_count_rows(reader, &mut |row| {
+        let kind =
+            RiskKind::parse(row.kind).ok_or_else(|| format!("unknown risk kind `{}`", row.kind))?;
+        let count: u64 = row
+            .count
+            .parse()
+            .map_err(|_| format!("count `{}` is not a whole number ≥ 0", row.count))?;
+        *counts.entry((row.region, kind, row.date)).or_insert(0) += count;
+        Ok(())
+    })
+    .map_err(|(line, reason)| bad(line, reason))?;
     counts
         .into_iter()
         .map(|((region_code, kind, day), count)| {
