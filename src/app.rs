@@ -176,6 +176,9 @@ impl App {
         for signal in regional.signals {
             stage.restore_signal(signal);
         }
+        for (village, onset_day) in regional.campaigns {
+            stage.restore_campaign(village, onset_day);
+        }
         for event in events {
             stage.restore_event(event, registry);
         }

@@ -258,6 +258,8 @@ pub struct StoredRegional {
     pub checkpoints: Vec<SeriesCheckpoint>,
     /// The latest signal of every (region, kind).
     pub signals: Vec<RegionalSignal>,
+    /// Every campaign task's village and its signal's onset day.
+    pub campaigns: Vec<(RegionCode, NaiveDate)>,
 }
 
 /// A stored household event read back to rebuild state.

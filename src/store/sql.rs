@@ -1175,6 +1175,18 @@ macro_rules! sql_store {
                     signal.episode = row.get::<i64, _>(1) as u32;
                     regional.signals.push(signal);
                 }
+                let rows = sqlx::query(
+                    "SELECT t.village_code, s.doc FROM tasks t JOIN signals s ON s.signal_id = t.signal_id \
+                     WHERE t.kind = 'campaign'",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                for row in rows {
+                    let signal: RegionalSignal =
+                        serde_json::from_str(row.get(1)).map_err(corrupt)?;
+                    let village = RegionCode::parse(row.get(0)).map_err(corrupt)?;
+                    regional.campaigns.push((village, signal.onset_day));
+                }
                 Ok(regional)
             }
 

@@ -4,16 +4,17 @@
 //! at the right region and kind; a background-only year stays within the false-alarm
 //! budget; late events correct judged days; every output fits its schema.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use yujing::batch::RegionalOutput;
 use yujing::config::Settings;
 use yujing::domain::event::{Event, Payload};
 use yujing::domain::ids::{HouseholdId, Pseudonymiser, RegionCode};
 use yujing::domain::registry::Registry;
 use yujing::domain::signal::{RegionalSignal, RiskKind, SignalStatus};
+use yujing::domain::task::TaskKind;
 use yujing::generate::{AnswerKey, GenerateOptions, generate};
 use yujing::pipeline::decode::Decoder;
 use yujing::pipeline::detect::RegionalStage;
@@ -228,6 +229,34 @@ fn planted_scenarios_are_signalled_within_two_days_at_the_right_region_and_kind(
             assert_eq!(
                 county.registry.household(index).region_code,
                 task.village_code
+            );
+        }
+    }
+    // One campaign at a time per village: signals over a village whose campaign still
+    // runs (from its signal's onset, `campaign_due_days`) open no second one.
+    let due = Settings::defaults().detect.signals.campaign_due_days;
+    let onsets: HashMap<&str, NaiveDate> = snapshots(&outputs)
+        .map(|s| (s.signal_id.as_str(), s.onset_day))
+        .collect();
+    let mut by_village: BTreeMap<RegionCode, Vec<NaiveDate>> = BTreeMap::new();
+    for task in outputs.iter().flat_map(|o| o.tasks.iter()) {
+        if task.kind == TaskKind::Campaign {
+            let signal = task.signal_id.as_deref().expect("a campaign's signal");
+            by_village
+                .entry(task.village_code)
+                .or_default()
+                .push(onsets[signal]);
+        }
+    }
+    assert!(!by_village.is_empty());
+    for (village, mut days) in by_village {
+        days.sort();
+        for pair in days.windows(2) {
+            assert!(
+                (pair[1] - pair[0]).num_days() >= due,
+                "village {village}: campaigns from {} and {} overlap",
+                pair[0],
+                pair[1]
             );
         }
     }

@@ -135,8 +135,8 @@ impl Series {
 ///
 /// Lifecycle per batch: [`observe`](Self::observe) every accepted event, then
 /// [`flush`](Self::flush) once. At start-up: `restore_watermark`, `restore_counts`,
-/// `restore_checkpoint`, `restore_signal`, `restore_event`, `finish_restore`, in that
-/// order.
+/// `restore_checkpoint`, `restore_signal`, `restore_campaign`, `restore_event`,
+/// `finish_restore`, in that order.
 pub struct RegionalStage {
     settings: DetectSettings,
     /// Village, township, county.
@@ -159,9 +159,27 @@ pub struct RegionalStage {
     /// Findings of the immediate rules waiting for the flush.
     pending: Vec<Finding>,
     signals: SignalBook,
+    /// Per village, the last day of its latest campaign (its signal's onset plus
+    /// `campaign_due_days` − 1): a signal over a village whose campaign still runs opens
+    /// no second one.
+    campaigns: BTreeMap<RegionCode, Day>,
     dirty_counts: BTreeSet<(SeriesKey, Day)>,
     late_events: u64,
     late_corrections: u64,
+}
+
+/// The villages a campaign over `region` screens: the region itself when it is a
+/// village, else every village of it with registry households.
+fn campaign_villages(region: RegionCode, registry: &Registry) -> BTreeSet<RegionCode> {
+    if region.level() == RegionLevel::Village {
+        BTreeSet::from([region])
+    } else {
+        registry
+            .households_within(region)
+            .into_iter()
+            .map(|h| registry.household(h).region_code)
+            .collect()
+    }
 }
 
 fn level_index(level: RegionLevel) -> usize {
@@ -328,6 +346,7 @@ impl RegionalStage {
             touched_villages: BTreeMap::new(),
             pending: Vec::new(),
             signals: SignalBook::default(),
+            campaigns: BTreeMap::new(),
             dirty_counts: BTreeSet::new(),
             late_events: 0,
             late_corrections: 0,
@@ -998,21 +1017,30 @@ impl RegionalStage {
         let mut tasks = Vec::new();
         let mut opened = Vec::new();
         let households = &self.households;
-        for (key, signal) in self.signals.active_mut() {
-            if signal.campaign || signal.severity < min {
-                continue;
-            }
-            let villages: BTreeSet<RegionCode> = if key.region.level() == RegionLevel::Village {
-                BTreeSet::from([key.region])
-            } else {
-                registry
-                    .households_within(key.region)
-                    .into_iter()
-                    .map(|h| registry.household(h).region_code)
-                    .collect()
-            };
+        // The narrowest region first: a village's own signal opens its campaign before
+        // the township's or county's signal of the same events would.
+        let mut candidates: Vec<(&SeriesKey, &mut RegionalSignal)> = self
+            .signals
+            .active_mut()
+            .filter(|(_, signal)| !signal.campaign && signal.severity >= min)
+            .collect();
+        candidates.sort_by_key(|(key, _)| (std::cmp::Reverse(key.region.level()), **key));
+        for (key, signal) in candidates {
             let end = latest.unwrap_or(Day::MIN).max(day_from_date(signal.day));
-            for village in villages {
+            // A campaign runs from its signal's onset, in event time.
+            let onset = day_from_date(signal.onset_day);
+            let days = self.settings.signals.campaign_due_days;
+            for village in campaign_villages(key.region, registry) {
+                // The village already screens every household in a campaign still
+                // running (in event time): one campaign at a time.
+                if self
+                    .campaigns
+                    .get(&village)
+                    .is_some_and(|&last| onset <= last)
+                {
+                    continue;
+                }
+                self.campaigns.insert(village, onset + days as Day - 1);
                 let priority = households
                     .get(&SeriesKey {
                         region: village,
@@ -1025,7 +1053,6 @@ impl RegionalStage {
                     .collect();
                 // A campaign has no separate pass-on budget: the village screens
                 // within the campaign's days.
-                let days = self.settings.signals.campaign_due_days;
                 tasks.push(ScreeningTask::open(
                     NewTask {
                         task_id: stable_id(
@@ -1060,6 +1087,10 @@ impl RegionalStage {
 
     /// Drops what no later judgement, rule or restart needs.
     fn prune(&mut self) {
+        if let Some(latest) = self.clock.max_event_time.map(day_of) {
+            let keep = self.settings.signals.campaign_due_days as Day;
+            self.campaigns.retain(|_, last| *last + keep >= latest);
+        }
         if let Some(from) = self.dedupe_from() {
             for days in self.households.values_mut() {
                 prune(days, from);
@@ -1173,6 +1204,14 @@ impl RegionalStage {
     /// (with its episode number set).
     pub fn restore_signal(&mut self, signal: RegionalSignal) {
         self.signals.restore(signal);
+    }
+
+    /// Restore step 4b: a campaign task's village and its signal's onset day, so that
+    /// a signal over a village whose campaign still runs opens no second one.
+    pub fn restore_campaign(&mut self, village: RegionCode, onset_day: NaiveDate) {
+        let last = day_from_date(onset_day) + self.settings.signals.campaign_due_days as Day - 1;
+        let kept = self.campaigns.entry(village).or_insert(last);
+        *kept = (*kept).max(last);
     }
 
     /// Restore step 5: a stored event (at least from [`RegionalStage::events_needed_from`]),

@@ -349,6 +349,112 @@ fn campaigns_cover_every_village_of_the_region() {
     );
 }
 
+fn disaster_declared(id: &str, day: i64, region: &str) -> Event {
+    event(
+        id,
+        day,
+        Payload::DisasterDeclared(DisasterDeclared {
+            hazard: Hazard::Flood,
+            level: DisasterLevel::Ii,
+            region_codes: vec![code(region)],
+            ends_at: None,
+        }),
+        Subject::Region(code(COUNTY)),
+    )
+}
+
+/// Signals over one village — its township's, then the county's, then a restarted
+/// stage's — open one campaign while the first still runs (`campaign_due_days` in
+/// event time), and a new one after it ends.
+#[test]
+fn one_campaign_per_village_while_it_runs() {
+    let registry = registry();
+    let due = settings().signals.campaign_due_days;
+    let mut stage = RegionalStage::new(&settings());
+    stage.observe(
+        &disaster_declared("flood-a", 50, TOWNSHIP_A),
+        &[],
+        &registry,
+    );
+    let first = stage.flush(&registry, at(50));
+    let villages_of = |tasks: &[ScreeningTask]| -> Vec<String> {
+        tasks.iter().map(|t| t.village_code.to_string()).collect()
+    };
+    assert_eq!(
+        villages_of(&first.tasks),
+        ["522425101201", "522425101202", "522425101203"]
+    );
+    // The county's signal two days later: only the villages outside township A.
+    stage.observe(
+        &disaster_declared("flood-county", 52, COUNTY),
+        &[],
+        &registry,
+    );
+    let second = stage.flush(&registry, at(52));
+    let county = second
+        .signals
+        .iter()
+        .find(|s| s.region_code == code(COUNTY))
+        .expect("a county signal");
+    assert!(county.campaign, "the county signal is covered by campaigns");
+    let opened = villages_of(&second.tasks);
+    assert!(
+        !opened.is_empty(),
+        "villages outside township A get a campaign"
+    );
+    assert!(
+        opened.iter().all(|v| !v.starts_with("522425101")),
+        "township A's villages already run a campaign: {opened:?}"
+    );
+    // A stage restored from the signals and campaign tasks knows the running campaigns.
+    let mut campaigns: Vec<ScreeningTask> = first.tasks.into_iter().chain(second.tasks).collect();
+    let restore = |from: &RegionalStage, campaigns: &[ScreeningTask]| {
+        let mut to = RegionalStage::new(&settings());
+        to.restore_watermark(from.watermark().clone());
+        for signal in from.signals() {
+            to.restore_signal(signal.clone());
+        }
+        for task in campaigns {
+            let signal = from
+                .signals()
+                .find(|s| Some(&s.signal_id) == task.signal_id.as_ref())
+                .expect("the campaign's signal");
+            to.restore_campaign(task.village_code, signal.onset_day);
+        }
+        to.finish_restore();
+        to
+    };
+    let mut restored = restore(&stage, &campaigns);
+    let last = 50 + due - 1;
+    restored.observe(
+        &disaster_declared("flood-b", last, TOWNSHIP_B),
+        &[],
+        &registry,
+    );
+    restored.observe(
+        &disaster_declared("flood-a2", last, TOWNSHIP_A),
+        &[],
+        &registry,
+    );
+    let third = restored.flush(&registry, at(last));
+    assert!(
+        villages_of(&third.tasks).is_empty(),
+        "on the campaigns' last day no village opens another: {:?}",
+        villages_of(&third.tasks)
+    );
+    // The day after township A's campaigns end, a new signal in one of its villages
+    // (township A's own signal is still active, its campaign opened) opens a new one.
+    campaigns.extend(third.tasks);
+    let mut later = restore(&restored, &campaigns);
+    later.observe(
+        &disaster_declared("flood-v", last + 1, "522425101201"),
+        &[],
+        &registry,
+    );
+    let fourth = later.flush(&registry, at(last + 1));
+    assert_eq!(villages_of(&fourth.tasks), ["522425101201"]);
+}
+
 /// A campaign task lists its village's households with risk events in the last
 /// `campaign_recent_days` (30), most days with events first, then the most recent.
 #[test]
