@@ -107,6 +107,7 @@ impl App {
         let rules = &self.settings.rules;
         let reach = Duration::days(2 * (rules.lookback_days + rules.max_lateness_days));
         let latest = self.store.latest_event_time().await?;
+        core.restore_event_clock(latest);
         // Events from the earlier of what the household windows and the regional
         // stage need (None: every event).
         let events_since = match (
@@ -176,8 +177,8 @@ impl App {
         for signal in regional.signals {
             stage.restore_signal(signal);
         }
-        for (village, onset_day) in regional.campaigns {
-            stage.restore_campaign(village, onset_day);
+        for (village, due_at) in regional.campaigns {
+            stage.restore_campaign(village, due_at);
         }
         for event in events {
             stage.restore_event(event, registry);

@@ -103,6 +103,9 @@ pub struct BatchOutput {
     pub alerts: Vec<HouseholdAlert>,
     /// Task snapshots created or changed.
     pub tasks: Vec<ScreeningTask>,
+    /// Alerts the registry change log closed (the store closed them already), with
+    /// the event time of their closing: the cool-down counts from it.
+    pub closures: Vec<(String, DateTime<Utc>)>,
     /// The regional stage's counts, clock, signals and campaign tasks.
     pub regional: RegionalOutput,
     /// Counts.
@@ -258,8 +261,8 @@ pub struct StoredRegional {
     pub checkpoints: Vec<SeriesCheckpoint>,
     /// The latest signal of every (region, kind).
     pub signals: Vec<RegionalSignal>,
-    /// Every campaign task's village and its signal's onset day.
-    pub campaigns: Vec<(RegionCode, NaiveDate)>,
+    /// Every campaign task's village and due time.
+    pub campaigns: Vec<(RegionCode, DateTime<Utc>)>,
 }
 
 /// A stored household event read back to rebuild state.
@@ -284,7 +287,8 @@ pub struct ClosedAlert {
     pub risk_types: Vec<RiskType>,
     /// Its level.
     pub level: Level,
-    /// When it closed.
+    /// When it closed, in event time (the latest event time accepted when the
+    /// decision reached the stream).
     pub closed_at: DateTime<Utc>,
     /// Its evidence: events already handled by a visit.
     pub evidence: Vec<EventId>,

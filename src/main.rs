@@ -239,21 +239,31 @@ struct SizeArgs {
     /// Seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// First day of the feeds (YYYY-MM-DD).
-    #[arg(long, default_value = "2024-03-01")]
-    start: chrono::NaiveDate,
+    /// First day of the feeds (YYYY-MM-DD) [`generate`: 2024-03-01; `demo`: so that
+    /// the season ends four days before today, its last reports in the past]
+    #[arg(long)]
+    start: Option<chrono::NaiveDate>,
 }
 
 impl SizeArgs {
-    fn options(&self) -> GenerateOptions {
+    /// The options, the feeds starting on `--start` or else on `default_start`.
+    fn options(&self, default_start: chrono::NaiveDate) -> GenerateOptions {
         GenerateOptions {
             households: self.households,
             days: self.days,
             seed: self.seed,
-            start: self.start,
+            start: self.start.unwrap_or(default_start),
             ..GenerateOptions::default()
         }
     }
+}
+
+/// The demo's season ends four days before today (China Standard Time), so that its
+/// reports (at most a few days after the events) lie in the past and its tasks' due
+/// dates, counted from the reports, fall around today.
+fn demo_start(days: u32) -> chrono::NaiveDate {
+    let today = yujing::domain::task::cst_day(chrono::Utc::now());
+    today - chrono::Duration::days(i64::from(days) + 4)
 }
 
 #[derive(Args)]
@@ -522,7 +532,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = GenerateOptions {
                 medical_rate: args.medical_rate,
                 history_years: args.history_years,
-                ..args.size.options()
+                ..args.size.options(GenerateOptions::default().start)
             };
             let key = yujing::generate::generate(&args.out, &options)
                 .with_context(|| format!("generating into {}", args.out.display()))?;
@@ -592,7 +602,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = demo::DemoOptions {
                 dir,
                 db,
-                generate: size.options(),
+                generate: size.options(demo_start(size.days)),
                 progress,
             };
             let outcome = demo::demo(settings.clone(), &options).await?;

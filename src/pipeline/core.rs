@@ -81,8 +81,9 @@ pub struct Core {
     /// buffers below keep their capacity between batches, so a batch does not
     /// take fresh memory for its working lists.
     pending: Vec<Pending>,
-    /// The risk facts `pending` points into.
-    risks: Vec<Option<RiskEvent>>,
+    /// The risk facts `pending` points into, with their event's report time (a task
+    /// one opens counts its days from it).
+    risks: Vec<Option<(RiskEvent, DateTime<Utc>)>>,
     /// Room for sorting `pending`.
     sorting: Vec<Pending>,
     /// The batch's decoded events, with the index of their record.
@@ -96,6 +97,12 @@ pub struct Core {
     marked: Vec<String>,
     /// The registry change log up to here is applied.
     registry_cursor: i64,
+    /// The latest event time accepted (restored from the store): a decision applied
+    /// from the change log closes its alert at this point of event time, so that
+    /// the cool-down compares event times.
+    event_clock: Option<DateTime<Utc>>,
+    /// Alerts the change log closed since the last batch, with their event time.
+    closures: Vec<(String, DateTime<Utc>)>,
 }
 
 /// Household work of an accepted event, done household by household at the end
@@ -139,6 +146,8 @@ impl Core {
             lanes: Default::default(),
             marked: Vec::new(),
             registry_cursor: 0,
+            event_clock: None,
+            closures: Vec::new(),
         }
     }
 
@@ -318,7 +327,13 @@ impl Core {
         now: DateTime<Utc>,
     ) -> Option<HouseholdAlert> {
         let idx = self.registry.household_idx(household)?;
-        self.rules.close_alert(idx, now)
+        let at = self.event_clock.unwrap_or(now);
+        self.rules.close_alert(idx, now, at)
+    }
+
+    /// Restores the latest event time accepted (the store's).
+    pub fn restore_event_clock(&mut self, latest: Option<DateTime<Utc>>) {
+        self.event_clock = self.event_clock.max(latest);
     }
 
     /// How far the registry change log is applied (restored from the position the
@@ -373,7 +388,10 @@ impl Core {
                     .is_some_and(|open| &open.alert_id == closed)
             });
             if closes_open {
-                self.rules.close_alert(idx, now);
+                let at = self.event_clock.unwrap_or(now);
+                if let Some(closed) = self.rules.close_alert(idx, now, at) {
+                    self.closures.push((closed.alert_id, at));
+                }
             }
             applied += 1;
         }
@@ -405,13 +423,16 @@ impl Core {
                 stored.household_id = Some(household.household_id.clone());
                 stored.region_code = Some(household.region_code);
             }
-            if let Some(risk) = pending.risk.and_then(|at| self.risks[at as usize].take()) {
+            if let Some((risk, reported_at)) =
+                pending.risk.and_then(|at| self.risks[at as usize].take())
+            {
                 self.rules
-                    .apply(&self.registry, pending.household, risk, now);
+                    .apply(&self.registry, pending.household, risk, reported_at, now);
             }
         }
         self.risks.clear();
         let changes = self.rules.drain();
+        output.closures = std::mem::take(&mut self.closures);
         output.alerts = changes.alerts;
         output.tasks = changes.tasks;
         output.lanes = self.lane_progress(&output.events);
@@ -501,6 +522,7 @@ impl Core {
         output: &mut BatchOutput,
     ) {
         output.counts.accepted += 1;
+        self.event_clock = self.event_clock.max(Some(event.occurred_at));
         let resolved = resolve_with(&event, &self.registry, |id| {
             person.unwrap_or_else(|| person_lookup(id, &self.registry, &self.pseudonymiser))
         });
@@ -537,7 +559,7 @@ impl Core {
                 });
             if stored.is_some() || risk.is_some() {
                 let risk = risk.map(|risk| {
-                    self.risks.push(Some(risk));
+                    self.risks.push(Some((risk, event.reported_at)));
                     self.risks.len() as u32 - 1
                 });
                 self.pending.push(Pending {

@@ -127,3 +127,121 @@ fn batching_does_not_change_alerts_tasks_or_events() {
         assert_eq!(alert, &one_by_one.alerts[id], "alert {id}");
     }
 }
+
+/// A task counts its days from the warning's report time, not from when yujing
+/// processed it: the same records processed at another time give the same due dates.
+#[test]
+fn a_replay_at_another_time_gives_the_same_due_dates() {
+    let (mut core, records) = county();
+    let (mut later, _) = county();
+    let first = run(&mut core, &records, 512);
+    let mut replay = Outcome {
+        alerts: BTreeMap::new(),
+        tasks: BTreeMap::new(),
+        events: Vec::new(),
+        suppressed: 0,
+    };
+    let much_later = Utc.with_ymd_and_hms(2027, 6, 1, 0, 0, 0).unwrap();
+    for batch in records.chunks(512) {
+        for task in later.process(batch, much_later).tasks {
+            replay.tasks.insert(task.task_id.clone(), task);
+        }
+    }
+    assert!(first.tasks.len() > 10, "{} tasks", first.tasks.len());
+    assert_eq!(
+        first.tasks.keys().collect::<Vec<_>>(),
+        replay.tasks.keys().collect::<Vec<_>>()
+    );
+    let reported: std::collections::HashSet<_> =
+        first.events.iter().map(|e| e.reported_at).collect();
+    for (id, task) in &first.tasks {
+        let again = &replay.tasks[id];
+        assert_eq!(
+            (task.budget_from, task.pass_on_due_at, task.due_at),
+            (again.budget_from, again.pass_on_due_at, again.due_at),
+            "task {id}"
+        );
+        assert!(
+            reported.contains(&task.budget_from),
+            "task {id} counts from a warning's report time, not {}",
+            task.budget_from
+        );
+        assert_ne!(task.created_at, again.created_at);
+    }
+}
+
+/// A decision closes its alert at the stream's point of event time: the same risk
+/// within `rules.cooldown_days` after it is suppressed and later opens a new alert,
+/// however much later (in processing time) the decision or the events came.
+#[test]
+fn the_cool_down_counts_in_event_time_from_the_decision() {
+    use crate::domain::alert::AlertStatus;
+    use crate::domain::task::LoggedChange;
+    let (mut core, records) = county();
+    let first = run(&mut core, &records, records.len());
+    let clock = first
+        .events
+        .iter()
+        .map(|e| e.occurred_at)
+        .max()
+        .expect("events");
+    // An open alert on one risk type and a record of its newest evidence.
+    // (The feeds hold malformed records on purpose: those are no evidence.)
+    let value = |r: &RawRecord| -> serde_json::Value {
+        serde_json::from_slice(&r.bytes).unwrap_or_default()
+    };
+    let (alert, record) = first
+        .alerts
+        .values()
+        .filter(|a| a.status == AlertStatus::Open && a.risk_types.len() == 1)
+        .find_map(|a| {
+            let newest = a.evidence.last()?;
+            let record = records
+                .iter()
+                .find(|r| value(r)["event_id"].as_str() == Some(newest.as_str()))?;
+            let kind = value(record)["kind"].as_str()?.to_string();
+            (kind == "medical_settlement").then(|| (a.clone(), record.clone()))
+        })
+        .expect("an open alert on one risk with a medical settlement as evidence");
+    let processing = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    core.apply_registry_changes(
+        &[LoggedChange {
+            id: 1,
+            household_id: Some(alert.household_id.clone()),
+            change: None,
+            alert_id: Some(alert.alert_id.clone()),
+        }],
+        processing,
+    );
+    let again = |days: i64, id: &str| -> RawRecord {
+        let mut copy = value(&record);
+        let at = (clock + chrono::Duration::days(days)).to_rfc3339();
+        copy["event_id"] = id.into();
+        copy["occurred_at"] = at.clone().into();
+        copy["reported_at"] = at.into();
+        RawRecord {
+            bytes: serde_json::to_vec(&copy).expect("json"),
+            ..record.clone()
+        }
+    };
+    let cooldown = Settings::defaults().rules.cooldown_days;
+    let closing = core.process(&[], processing);
+    assert_eq!(
+        closing.closures,
+        vec![(alert.alert_id.clone(), clock)],
+        "closed at the stream's latest event time"
+    );
+    let within = core.process(&[again(cooldown - 5, "YB-COOLDOWN-000001")], processing);
+    assert_eq!(within.counts.accepted, 1, "{:?}", within.dead_letters);
+    assert!(within.alerts.is_empty(), "still cooling down");
+    assert!(within.counts.suppressed >= 1);
+    let after = core.process(&[again(cooldown + 5, "YB-COOLDOWN-000002")], processing);
+    assert_eq!(after.counts.accepted, 1, "{:?}", after.dead_letters);
+    let reopened: Vec<_> = after
+        .alerts
+        .iter()
+        .filter(|a| a.household_id == alert.household_id)
+        .collect();
+    assert_eq!(reopened.len(), 1, "a new alert after the cool-down");
+    assert_ne!(reopened[0].alert_id, alert.alert_id);
+}

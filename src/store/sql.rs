@@ -230,6 +230,13 @@ macro_rules! sql_store {
                      THEN excluded.level ELSE tasks.level END, updated_at = excluded.updated_at",
                 )
                 .await?;
+                for (alert_id, at) in &batch.closures {
+                    sqlx::query("UPDATE alerts SET closed_event_at = $1 WHERE alert_id = $2")
+                        .bind(*at)
+                        .bind(alert_id.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 let regional = &batch.regional;
                 execute_chunks(&mut tx, &regional.counts, |chunk| {
                     let mut upsert: QueryBuilder<$db> = QueryBuilder::new(
@@ -911,7 +918,7 @@ macro_rules! sql_store {
                 drop(rows);
                 let rows = sqlx::query(
                     concat!(
-                        "SELECT a.doc, a.episode, a.status, a.closed_at, a.judgements, ",
+                        "SELECT a.doc, a.episode, a.status, COALESCE(a.closed_event_at, a.closed_at), a.judgements, ",
                         task_columns!("t"),
                         " FROM alerts a LEFT JOIN tasks t ON t.alert_id = a.alert_id \
                          WHERE a.status = 'open' OR a.closed_at >= $1"
@@ -1175,17 +1182,12 @@ macro_rules! sql_store {
                     signal.episode = row.get::<i64, _>(1) as u32;
                     regional.signals.push(signal);
                 }
-                let rows = sqlx::query(
-                    "SELECT t.village_code, s.doc FROM tasks t JOIN signals s ON s.signal_id = t.signal_id \
-                     WHERE t.kind = 'campaign'",
-                )
-                .fetch_all(&self.pool)
-                .await?;
+                let rows = sqlx::query("SELECT village_code, due_at FROM tasks WHERE kind = 'campaign'")
+                    .fetch_all(&self.pool)
+                    .await?;
                 for row in rows {
-                    let signal: RegionalSignal =
-                        serde_json::from_str(row.get(1)).map_err(corrupt)?;
                     let village = RegionCode::parse(row.get(0)).map_err(corrupt)?;
-                    regional.campaigns.push((village, signal.onset_day));
+                    regional.campaigns.push((village, row.get(1)));
                 }
                 Ok(regional)
             }

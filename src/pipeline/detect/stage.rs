@@ -159,13 +159,18 @@ pub struct RegionalStage {
     /// Findings of the immediate rules waiting for the flush.
     pending: Vec<Finding>,
     signals: SignalBook,
-    /// Per village, the last day of its latest campaign (its signal's onset plus
-    /// `campaign_due_days` − 1): a signal over a village whose campaign still runs opens
+    /// Per village, the last day of its latest campaign (its signal's day plus
+    /// `campaign_due_days`): a signal over a village whose campaign still runs opens
     /// no second one.
     campaigns: BTreeMap<RegionCode, Day>,
     dirty_counts: BTreeSet<(SeriesKey, Day)>,
     late_events: u64,
     late_corrections: u64,
+}
+
+/// The last day (CST) of a period that runs out at `due_at`.
+fn campaign_last_day(due_at: DateTime<Utc>) -> Day {
+    day_of(due_at - Duration::seconds(1))
 }
 
 /// The villages a campaign over `region` screens: the region itself when it is a
@@ -1026,21 +1031,27 @@ impl RegionalStage {
             .collect();
         candidates.sort_by_key(|(key, _)| (std::cmp::Reverse(key.region.level()), **key));
         for (key, signal) in candidates {
-            let end = latest.unwrap_or(Day::MIN).max(day_from_date(signal.day));
-            // A campaign runs from its signal's onset, in event time.
-            let onset = day_from_date(signal.onset_day);
-            let days = self.settings.signals.campaign_due_days;
+            let day = day_from_date(signal.day);
+            let end = latest.unwrap_or(Day::MIN).max(day);
+            // A campaign's days count from its signal's day, in event time (the
+            // day itself not counted, as every period in days).
+            let budget_from = day_end(day - 1);
+            let budget = Budget {
+                pass_on_days: self.settings.signals.campaign_due_days,
+                decision_days: self.settings.signals.campaign_due_days,
+            };
+            let (_, due_at) = budget.deadlines(budget_from);
             for village in campaign_villages(key.region, registry) {
                 // The village already screens every household in a campaign still
-                // running (in event time): one campaign at a time.
+                // running: one campaign at a time.
                 if self
                     .campaigns
                     .get(&village)
-                    .is_some_and(|&last| onset <= last)
+                    .is_some_and(|&last| day <= last)
                 {
                     continue;
                 }
-                self.campaigns.insert(village, onset + days as Day - 1);
+                self.campaigns.insert(village, campaign_last_day(due_at));
                 let priority = households
                     .get(&SeriesKey {
                         region: village,
@@ -1067,11 +1078,8 @@ impl RegionalStage {
                         level: signal.severity,
                         priority_households: priority,
                     },
-                    Budget {
-                        pass_on_days: days,
-                        decision_days: days,
-                    },
-                    now,
+                    budget,
+                    budget_from,
                     now,
                 ));
             }
@@ -1206,10 +1214,10 @@ impl RegionalStage {
         self.signals.restore(signal);
     }
 
-    /// Restore step 4b: a campaign task's village and its signal's onset day, so that
-    /// a signal over a village whose campaign still runs opens no second one.
-    pub fn restore_campaign(&mut self, village: RegionCode, onset_day: NaiveDate) {
-        let last = day_from_date(onset_day) + self.settings.signals.campaign_due_days as Day - 1;
+    /// Restore step 4b: a campaign task's village and due time, so that a signal over
+    /// a village whose campaign still runs opens no second one.
+    pub fn restore_campaign(&mut self, village: RegionCode, due_at: DateTime<Utc>) {
+        let last = campaign_last_day(due_at);
         let kept = self.campaigns.entry(village).or_insert(last);
         *kept = (*kept).max(last);
     }

@@ -364,8 +364,8 @@ fn disaster_declared(id: &str, day: i64, region: &str) -> Event {
 }
 
 /// Signals over one village — its township's, then the county's, then a restarted
-/// stage's — open one campaign while the first still runs (`campaign_due_days` in
-/// event time), and a new one after it ends.
+/// stage's — open one campaign while the first still runs (`campaign_due_days` from
+/// its signal's day, in event time), and a new one after it ends.
 #[test]
 fn one_campaign_per_village_while_it_runs() {
     let registry = registry();
@@ -415,17 +415,14 @@ fn one_campaign_per_village_while_it_runs() {
             to.restore_signal(signal.clone());
         }
         for task in campaigns {
-            let signal = from
-                .signals()
-                .find(|s| Some(&s.signal_id) == task.signal_id.as_ref())
-                .expect("the campaign's signal");
-            to.restore_campaign(task.village_code, signal.onset_day);
+            to.restore_campaign(task.village_code, task.due_at);
         }
         to.finish_restore();
         to
     };
     let mut restored = restore(&stage, &campaigns);
-    let last = 50 + due - 1;
+    // Township A's campaigns count 15 days from day 50, its signal's day.
+    let last = 50 + due;
     restored.observe(
         &disaster_declared("flood-b", last, TOWNSHIP_B),
         &[],

@@ -204,12 +204,14 @@ impl HouseholdRules {
         slot.closed.push(closed);
     }
 
-    /// Closes a household's open alert (its task was resolved). The alert's risks
-    /// start their cool-down; its evidence counts as handled.
+    /// Closes a household's open alert (its task was resolved) at `now`, which is
+    /// `event_time` in event time. The alert's risks start their cool-down there;
+    /// its evidence counts as handled.
     pub fn close_alert(
         &mut self,
         household: HouseholdIdx,
         now: DateTime<Utc>,
+        event_time: DateTime<Utc>,
     ) -> Option<HouseholdAlert> {
         let slot = self.alerts.get_mut(household as usize)?.as_mut()?;
         let mut open = slot.open.take()?;
@@ -220,7 +222,7 @@ impl HouseholdRules {
         slot.closed.push(ClosedAlert {
             risk_types: open.alert.risk_types.clone(),
             level: open.alert.level,
-            closed_at: now,
+            closed_at: event_time,
             evidence: open.alert.evidence.clone(),
         });
         Some(open.alert)
@@ -286,12 +288,15 @@ impl HouseholdRules {
         true
     }
 
-    /// Adds a household event and judges every window it falls in.
+    /// Adds a household event, reported at `reported_at`, and judges every window it
+    /// falls in. A task it opens counts its days from `reported_at`: the warning's
+    /// time, so a replay gives the same due dates.
     pub fn apply(
         &mut self,
         registry: &Registry,
         household: HouseholdIdx,
         event: RiskEvent,
+        reported_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) {
         let occurred_at = event.occurred_at;
@@ -352,7 +357,16 @@ impl HouseholdRules {
             }
             let slot = slot_mut(alerts, household);
             let merged = merge(
-                slot, record, point, line, evaluation, events, rules, budgets, now,
+                slot,
+                record,
+                point,
+                line,
+                evaluation,
+                events,
+                rules,
+                budgets,
+                reported_at,
+                now,
             );
             *suppressed += merged.suppressed;
             if merged.alert_changed {
@@ -445,6 +459,7 @@ fn merge(
     events: &[RiskEvent],
     rules: &RuleSettings,
     budgets: &Budgets,
+    reported_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Merged {
     let cooldown = Duration::days(rules.cooldown_days);
@@ -654,7 +669,7 @@ fn merge(
                         priority_households: Vec::new(),
                     },
                     budgets.for_region(alert.region_code),
-                    now,
+                    reported_at,
                     now,
                 ));
                 merged.task_changed = true;

@@ -517,6 +517,7 @@ fn one_open_alert_per_household_updated_and_raised() {
             },
         ),
         now(),
+        now(),
     );
     let first = rules.drain();
     assert_eq!(first.alerts.len(), 1);
@@ -527,7 +528,13 @@ fn one_open_alert_per_household_updated_and_raised() {
         "yellow reaches the default task level"
     );
     let alert_id = first.alerts[0].alert_id.clone();
-    rules.apply(&registry, 0, event("S1", 3, Fact::SeriousIllness), now());
+    rules.apply(
+        &registry,
+        0,
+        event("S1", 3, Fact::SeriousIllness),
+        now(),
+        now(),
+    );
     let second = rules.drain();
     assert_eq!(second.alerts.len(), 1);
     let alert = &second.alerts[0];
@@ -540,7 +547,13 @@ fn one_open_alert_per_household_updated_and_raised() {
         "the task follows the level"
     );
     // Nothing new: nothing to write.
-    rules.apply(&registry, 0, event("S1", 3, Fact::SeriousIllness), now());
+    rules.apply(
+        &registry,
+        0,
+        event("S1", 3, Fact::SeriousIllness),
+        now(),
+        now(),
+    );
     assert!(rules.drain().alerts.is_empty());
 }
 
@@ -559,6 +572,7 @@ fn blue_alerts_open_no_task() {
                 only_earner: false,
             },
         ),
+        now(),
         now(),
     );
     let out = rules.drain();
@@ -592,7 +606,7 @@ fn alert_ids_are_deterministic_and_order_independent() {
     let run = |order: &[usize]| {
         let mut rules = stage();
         for &i in order {
-            rules.apply(&registry, 0, events[i].clone(), now());
+            rules.apply(&registry, 0, events[i].clone(), now(), now());
         }
         let alert = rules.open_alert(0).unwrap().clone();
         (
@@ -624,7 +638,13 @@ fn alert_ids_are_deterministic_and_order_independent() {
 fn events_outside_the_window_do_not_combine() {
     let registry = registry_with(household(HouseholdStatus::Ordinary, 4, 200_000.0));
     let mut rules = stage();
-    rules.apply(&registry, 0, event("S1", 0, Fact::SeriousIllness), now());
+    rules.apply(
+        &registry,
+        0,
+        event("S1", 0, Fact::SeriousIllness),
+        now(),
+        now(),
+    );
     rules.apply(
         &registry,
         0,
@@ -636,6 +656,7 @@ fn events_outside_the_window_do_not_combine() {
                 only_earner: false,
             },
         ),
+        now(),
         now(),
     );
     let alert = rules.open_alert(0).unwrap();
@@ -665,9 +686,10 @@ fn cooldown_suppresses_the_same_risk_and_lets_worse_through() {
             },
         ),
         closed_at,
+        closed_at,
     );
     rules.drain();
-    let closed = rules.close_alert(0, closed_at).unwrap();
+    let closed = rules.close_alert(0, closed_at, closed_at).unwrap();
     assert_eq!(closed.status, AlertStatus::Closed);
     // The same risk again within the cool-down (events dated before the close):
     // suppressed.
@@ -683,6 +705,7 @@ fn cooldown_suppresses_the_same_risk_and_lets_worse_through() {
             },
         ),
         closed_at,
+        closed_at,
     );
     let out = rules.drain();
     assert!(out.alerts.is_empty());
@@ -692,6 +715,7 @@ fn cooldown_suppresses_the_same_risk_and_lets_worse_through() {
         &registry,
         0,
         event("S1", 6, Fact::SeriousIllness),
+        closed_at,
         closed_at,
     );
     let out = rules.drain();
@@ -715,12 +739,13 @@ fn handled_evidence_does_not_reopen_after_the_cooldown() {
             },
         ),
         now(),
+        now(),
     );
     rules.drain();
-    rules.close_alert(0, day(1)).unwrap();
+    rules.close_alert(0, day(1), day(1)).unwrap();
     // Long after the cool-down, an unrelated small event: the old D rating was
     // handled by the visit and must not raise a new alert by itself.
-    rules.apply(&registry, 0, medical("M1", 200, 10.0), now());
+    rules.apply(&registry, 0, medical("M1", 200, 10.0), now(), now());
     assert!(rules.drain().alerts.is_empty());
 }
 
@@ -729,10 +754,10 @@ fn late_events_rejudge_later_windows() {
     let registry = registry_with(household(HouseholdStatus::Ordinary, 3, 27_000.0));
     let mut rules = stage();
     // A settlement on day 50 alone leaves income above the line...
-    rules.apply(&registry, 0, medical("M2", 50, 1_000.0), now());
+    rules.apply(&registry, 0, medical("M2", 50, 1_000.0), now(), now());
     assert!(rules.open_alert(0).is_none());
     // ...an earlier one arriving late pushes the day-50 window below it.
-    rules.apply(&registry, 0, medical("M1", 10, 1_200.0), now());
+    rules.apply(&registry, 0, medical("M1", 10, 1_200.0), now(), now());
     let alert = rules.open_alert(0).unwrap();
     assert_eq!(alert.level, Level::Red);
     assert_eq!(alert.evidence.len(), 2);
@@ -777,13 +802,13 @@ fn events_later_than_the_lateness_bound_are_dropped() {
     let registry = registry_with(household(HouseholdStatus::Ordinary, 3, 27_000.0));
     // 5 000 yuan out of pocket alone takes 9 000 per capita below the line.
     let mut rules = stage();
-    rules.apply(&registry, 0, medical("M2", 600, 10.0), now());
-    rules.apply(&registry, 0, medical("M1", 144, 5_000.0), now());
+    rules.apply(&registry, 0, medical("M2", 600, 10.0), now(), now());
+    rules.apply(&registry, 0, medical("M1", 144, 5_000.0), now(), now());
     assert!(rules.open_alert(0).is_none(), "too late: dropped");
     assert_eq!(rules.windows[0].len(), 1);
     let mut rules = stage();
-    rules.apply(&registry, 0, medical("M2", 600, 10.0), now());
-    rules.apply(&registry, 0, medical("M1", 145, 5_000.0), now());
+    rules.apply(&registry, 0, medical("M2", 600, 10.0), now(), now());
+    rules.apply(&registry, 0, medical("M1", 145, 5_000.0), now(), now());
     assert_eq!(
         rules.open_alert(0).map(|a| a.level),
         Some(Level::Red),
@@ -798,13 +823,19 @@ fn a_window_in_time_order_stays_within_twice_what_it_keeps() {
     let kept = (365 + 90 + 1) as usize;
     let mut longest = 0;
     for d in 0..3_000 {
-        rules.apply(&registry, 0, medical(&format!("M{d}"), d, 1.0), now());
+        rules.apply(
+            &registry,
+            0,
+            medical(&format!("M{d}"), d, 1.0),
+            now(),
+            now(),
+        );
         longest = longest.max(rules.windows[0].len());
     }
     assert!(longest >= kept, "it keeps what a late event can reach");
     assert!(longest <= 2 * kept, "longest window {longest}");
     // A late event within the bound still finds everything it needs.
-    rules.apply(&registry, 0, medical("late", 2_990, 1.0), now());
+    rules.apply(&registry, 0, medical("late", 2_990, 1.0), now(), now());
     assert!(rules.windows[0].len() <= kept + 1);
 }
 
@@ -820,13 +851,14 @@ fn the_monitoring_line_changes_at_midnight_china_standard_time() {
     };
     // 23:59:59 on 31 December 2023 in Beijing: the 2023 line.
     let before = Utc.with_ymd_and_hms(2023, 12, 31, 15, 59, 59).unwrap();
-    rules.apply(&registry, 0, illness("S1", before), now());
+    rules.apply(&registry, 0, illness("S1", before), now(), now());
     assert_eq!(rules.open_alert(0).unwrap().monitoring_line_yuan, 7_100.0);
     // One second later it is 2024 there.
     rules.apply(
         &registry,
         0,
         illness("S2", before + Duration::seconds(1)),
+        now(),
         now(),
     );
     assert_eq!(rules.open_alert(0).unwrap().monitoring_line_yuan, 9_000.0);
@@ -836,6 +868,7 @@ fn the_monitoring_line_changes_at_midnight_china_standard_time() {
         &registry,
         0,
         illness("S0", before - Duration::days(3)),
+        now(),
         now(),
     );
     assert_eq!(rules.open_alert(0).unwrap().monitoring_line_yuan, 9_000.0);
