@@ -115,6 +115,10 @@ pub struct InputSettings {
     /// line itself is read once the file has not changed for this long (a department
     /// may still be writing it).
     pub settle_seconds: u64,
+    /// Files read to their end are the whole input: every day up to the latest
+    /// event's is judged then. Otherwise days within the allowed lateness stay open
+    /// for the next run.
+    pub complete: bool,
 }
 
 /// `[privacy]`

@@ -46,6 +46,11 @@ enum Command {
         /// and kafka.brokers is set).
         #[arg(long, conflicts_with = "inputs")]
         kafka: bool,
+        /// The files are the whole input (input.complete): at their end, judge every
+        /// day up to the latest event's instead of leaving the days within
+        /// detect.allowed_lateness_days open for the next run's files.
+        #[arg(long, conflicts_with = "kafka")]
+        complete: bool,
     },
     /// Publish NDJSON feed files to Kafka, each line to its department's topic,
     /// keyed by household.
@@ -365,11 +370,18 @@ fn shutdown_token() -> CancellationToken {
 }
 
 async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
-    let settings = load_settings(&cli)?;
+    let mut settings = load_settings(&cli)?;
     yujing::telemetry::init(&settings.telemetry);
     let progress = std::io::stderr().is_terminal();
     match cli.command {
-        Command::Run { inputs, kafka } => {
+        Command::Run {
+            inputs,
+            kafka,
+            complete,
+        } => {
+            if complete {
+                settings.input.complete = true;
+            }
             let inputs: Vec<Input> = if inputs.is_empty() {
                 settings
                     .input

@@ -140,6 +140,8 @@ pub async fn demo(
 ) -> Result<DemoOutcome, CommandError> {
     remove_database(&options.db);
     settings.store.url = Secret::new(format!("sqlite://{}", options.db.display()));
+    // The demo's season is all there is: its last days are judged at its end.
+    settings.input.complete = true;
     if settings.privacy.pseudonymisation_key.is_empty() {
         settings.privacy.pseudonymisation_key = Secret::new(DEMO_KEY);
     }

@@ -673,8 +673,10 @@ async fn drive<S: Source>(
             }
         }
     }
-    // A finite input read to its end: judge every day up to its latest event.
-    if ended && !claims && !cancel.is_cancelled() {
+    // A complete finite input read to its end: judge every day up to its latest
+    // event. An input that may continue (tomorrow's files) leaves the days within the
+    // allowed lateness open, for the next run to fill and judge.
+    if ended && !claims && settings.input.complete && !cancel.is_cancelled() {
         seq += 1;
         let current = generation.load(Ordering::SeqCst);
         let _ = core_tx.send(CoreInput::EndOfInput(seq, current)).await;

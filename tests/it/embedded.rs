@@ -707,6 +707,93 @@ async fn department_files_read_one_after_another_are_judged_as_one_stream_in_eve
     );
 }
 
+/// The county's feeds as two exports, cut at a report day as departments export daily:
+/// every line reported up to `cut` in the first, the rest in the second, each in report
+/// order (lines without a report time in the second).
+fn exports_cut_at(
+    county: &std::path::Path,
+    key: &yujing::generate::AnswerKey,
+    cut: chrono::DateTime<chrono::Utc>,
+) -> [std::path::PathBuf; 2] {
+    let mut lines: Vec<(Option<chrono::DateTime<chrono::Utc>>, Vec<u8>)> = Vec::new();
+    for feed in feeds(county, key) {
+        for line in std::fs::read(&feed).unwrap().split(|&b| b == b'\n') {
+            if line.is_empty() {
+                continue;
+            }
+            let at = serde_json::from_slice::<serde_json::Value>(line)
+                .ok()
+                .and_then(|value| value["reported_at"].as_str().map(str::to_string))
+                .and_then(|text| chrono::DateTime::parse_from_rfc3339(&text).ok())
+                .map(|at| at.with_timezone(&chrono::Utc));
+            lines.push((at, line.to_vec()));
+        }
+    }
+    lines.sort_by_key(|(at, _)| (at.is_none(), *at));
+    let paths = [county.join("export-1.ndjson"), county.join("export-2.ndjson")];
+    let mut files = paths.clone().map(|p| std::fs::File::create(p).unwrap());
+    for (at, line) in lines {
+        let file = &mut files[usize::from(at.is_none_or(|at| at > cut))];
+        file.write_all(&line).unwrap();
+        file.write_all(b"\n").unwrap();
+    }
+    paths
+}
+
+/// Yesterday's export, then today's in a later run: the end of the first run leaves
+/// the days within `detect.allowed_lateness_days` open (the input may continue), so
+/// today's export still fills them — nothing is late that one run over both exports
+/// finds on time, and the signals are the same. `--complete` (`input.complete`)
+/// judges every day at the end instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_days_export_still_fills_the_days_the_last_run_left_open() {
+    let env = Env::new();
+    let (county, key) = env.county(1000, 120, 11);
+    let cut = chrono::DateTime::parse_from_rfc3339("2024-05-15T00:00:00+08:00")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let [first, second] = exports_cut_at(&county, &key, cut);
+    let daily = env.app("daily.db").await;
+    import_county(&daily, &county).await;
+    run_files(&daily, std::slice::from_ref(&first)).await;
+    let judged = daily.store.report().await.unwrap();
+    run_files(&daily, std::slice::from_ref(&second)).await;
+    let once = env.app("once.db").await;
+    import_county(&once, &county).await;
+    run_files(&once, &[first.clone(), second.clone()]).await;
+    let (daily_report, once_report) = (
+        daily.store.report().await.unwrap(),
+        once.store.report().await.unwrap(),
+    );
+    assert_eq!(daily_report.events_accepted, once_report.events_accepted);
+    assert!(
+        judged.events_accepted > 0 && judged.events_accepted < once_report.events_accepted
+    );
+    assert_eq!(
+        daily_report.late_events, once_report.late_events,
+        "the second export is not late for the days the first left open"
+    );
+    assert_eq!(
+        crate::support::signal_views(&daily.store, None).await,
+        crate::support::signal_views(&once.store, None).await
+    );
+    // A complete input judges its last days at its end: the second export is then
+    // late for them.
+    let mut settings = env.settings("complete.db");
+    settings.input.complete = true;
+    let complete = App::build(settings).await.expect("app");
+    import_county(&complete, &county).await;
+    run_files(&complete, std::slice::from_ref(&first)).await;
+    run_files(&complete, std::slice::from_ref(&second)).await;
+    let complete_report = complete.store.report().await.unwrap();
+    assert!(
+        complete_report.late_events > once_report.late_events,
+        "{} late after a complete first export, {} in one run",
+        complete_report.late_events,
+        once_report.late_events
+    );
+}
+
 /// A department still writing its file: the last line, without its line end yet, is
 /// not read (no dead letter of half a record); once the line is complete the next run
 /// reads it whole. A file that has not changed for `input.settle_seconds` is complete,
