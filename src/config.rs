@@ -92,6 +92,8 @@ pub struct StoreSettings {
     pub sqlite_wal_autocheckpoint_pages: u32,
     /// Pool size (PostgreSQL).
     pub max_connections: u32,
+    /// The first PostgreSQL connection's time limit.
+    pub connect_timeout_seconds: u64,
     /// Give up after this long of failures (0 = never).
     pub retry_for_seconds: u64,
     /// Backoff cap.
@@ -511,6 +513,10 @@ impl Check for StoreSettings {
             self.max_backoff_seconds >= 1,
             "store.max_backoff_seconds: must be at least 1",
         );
+        require(
+            (1..=600).contains(&self.connect_timeout_seconds),
+            "store.connect_timeout_seconds: must be from 1 to 600",
+        );
     }
 }
 
@@ -754,7 +760,7 @@ fn from_table(mut table: toml::Table, problems: &mut Vec<String>) -> Option<Sett
                 Some(parsed)
             }
             Err(error) => {
-                problems.push(format!("[{name}]: {}", error.to_string().trim()));
+                problems.push(type_problem(name, &error.to_string()));
                 None
             }
         }
@@ -786,6 +792,16 @@ fn from_table(mut table: toml::Table, problems: &mut Vec<String>) -> Option<Sett
         detect: detect?,
         kafka: kafka?,
     })
+}
+
+/// A section's type error as `section.key: what is wrong`: the TOML deserialiser
+/// ends its message with "in `key`" on a line of its own.
+fn type_problem(section: &str, message: &str) -> String {
+    let message = message.trim();
+    match message.rsplit_once("\nin `") {
+        Some((what, key)) => format!("{section}.{}: {}", key.trim_end_matches('`'), what.trim()),
+        None => format!("[{section}]: {message}"),
+    }
 }
 
 /// Deep-merges `overlay` into `base`: tables merge key by key, anything else
@@ -913,7 +929,10 @@ mod tests {
         let error = Settings::load(&sources).unwrap_err();
         let text = error.to_string();
         assert!(text.contains("store.urll: unknown key"), "{text}");
-        assert!(text.contains("[rules]"), "{text}");
+        assert!(
+            text.contains("rules.lookback_days: invalid type: string \"soon\", expected i64"),
+            "{text}"
+        );
         assert!(text.contains("nope: unknown section"), "{text}");
         assert!(
             text.contains("input.batch_size: must be at least 1"),

@@ -1,6 +1,6 @@
 //! The `yujing` binary: parses the command line, loads the layered settings, starts
 //! telemetry, and hands over to `yujing::commands`. Errors are printed once, here,
-//! with their cause chain.
+//! with their causes, each said once ([`yujing::telemetry::Chain`]).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -306,7 +306,7 @@ fn main() -> ExitCode {
         // has what it wanted; end quietly, as other command-line tools do.
         Err(error) if closed_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", yujing::telemetry::Chain(&*error));
             ExitCode::FAILURE
         }
     };
@@ -463,7 +463,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let app = App::build(settings).await?;
             let summary = commands::import_registry(&app, &households, &members, progress).await?;
             app.store.close().await;
-            print_import(&summary);
+            return Ok(print_import(&summary));
         }
         Command::Regions {
             command: RegionsCommand::Import { file },
@@ -471,7 +471,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let app = App::build(settings).await?;
             let summary = commands::import_regions(&app, &file, progress).await?;
             app.store.close().await;
-            print_import(&summary);
+            return Ok(print_import(&summary));
         }
         Command::History {
             command: HistoryCommand::Import { file },
@@ -549,6 +549,11 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             });
             let app = App::build(settings).await?;
+            if !app.settings.privacy.pseudonymisation_key.is_empty() {
+                // The API decides on the registry's households: a key of another store
+                // means the operator is pointed at the wrong store or the wrong key.
+                app.pseudonymiser().await?;
+            }
             let shutdown = shutdown_token();
             let api = commands::serve::start(&app, &listen).await?;
             eprintln!(
@@ -746,16 +751,26 @@ async fn accounts_command(app: &App, command: AccountsCommand) -> anyhow::Result
     Ok(())
 }
 
-fn print_import(summary: &commands::ImportSummary) {
+/// Prints what an import did; exit 1 when rows were skipped (the others stay
+/// imported), so that a script notices.
+fn print_import(summary: &commands::ImportSummary) -> ExitCode {
     for (file, rows) in &summary.imported {
         println!("{file}: {rows} rows imported");
     }
+    for note in &summary.notes {
+        eprintln!("note: {note}");
+    }
     for (file, error) in &summary.errors {
-        println!("{file}:{}: {}", error.line, error.message);
+        eprintln!("{file}:{}: {}", error.line, error.message);
     }
-    if !summary.errors.is_empty() {
-        println!("{} bad rows skipped", summary.errors.len());
+    if summary.errors.is_empty() {
+        return ExitCode::SUCCESS;
     }
+    eprintln!(
+        "error: {} bad rows skipped (the other rows are imported): fix them and import the file again",
+        summary.errors.len()
+    );
+    ExitCode::from(1)
 }
 
 fn print_report(report: &yujing::store::Report) {

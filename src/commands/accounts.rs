@@ -74,7 +74,7 @@ pub async fn export_audit(
     format: AuditFormat,
     out: &mut (dyn Write + Send),
 ) -> Result<u64, CommandError> {
-    let io = |source| CommandError::Io {
+    let io = |source| CommandError::Write {
         path: "stdout".into(),
         source,
     };

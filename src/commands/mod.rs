@@ -41,7 +41,7 @@ pub enum CommandError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// An input file could not be read at all.
-    #[error("{path}: {source}")]
+    #[error("cannot import {path}")]
     Import {
         /// File.
         path: String,
@@ -49,14 +49,31 @@ pub enum CommandError {
         #[source]
         source: ImportError,
     },
-    /// A file could not be opened.
-    #[error("{path}: {source}")]
-    Io {
+    /// A file could not be opened or read.
+    #[error("cannot read {path}")]
+    Read {
         /// File.
         path: String,
         /// Cause.
         #[source]
         source: std::io::Error,
+    },
+    /// An output (stdout) could not be written.
+    #[error("cannot write {path}")]
+    Write {
+        /// The output.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store named does not exist (a mistyped path must not create an empty one).
+    #[error(
+        "no store at {path}: give --store sqlite://PATH of an existing file (or run `yujing demo` first)"
+    )]
+    NoStore {
+        /// The path of the SQLite file.
+        path: String,
     },
     /// Generating failed.
     #[error(transparent)]
@@ -73,7 +90,7 @@ pub enum CommandError {
 }
 
 fn open(path: &Path) -> Result<std::fs::File, CommandError> {
-    std::fs::File::open(path).map_err(|source| CommandError::Io {
+    crate::pipeline::sources::open_for_reading(path).map_err(|source| CommandError::Read {
         path: path.display().to_string(),
         source,
     })
@@ -142,6 +159,8 @@ pub struct ImportSummary {
     pub imported: Vec<(String, usize)>,
     /// Bad rows, per file.
     pub errors: Vec<(String, RowError)>,
+    /// What was not checked, and why.
+    pub notes: Vec<String>,
 }
 
 /// `yujing registry import`: households, then members (whose household must exist
@@ -152,13 +171,25 @@ pub async fn import_registry(
     members: &Path,
     progress: bool,
 ) -> Result<ImportSummary, CommandError> {
-    let pseudonymiser = app.pseudonymiser()?;
+    let pseudonymiser = app.pseudonymiser().await?;
     let mut summary = ImportSummary::default();
     let (importing, reader) = Importing::open(households, progress)?;
-    let parsed = parse_households(reader).map_err(|source| CommandError::Import {
-        path: households.display().to_string(),
-        source,
-    })?;
+    let villages: std::collections::HashSet<crate::domain::ids::RegionCode> =
+        app.store.village_codes().await?.into_iter().collect();
+    if villages.is_empty() {
+        summary.notes.push(
+            "villages not checked: the regions table holds none (run `yujing regions import` first to check them)"
+                .to_string(),
+        );
+    }
+    let known_village = |code: &crate::domain::ids::RegionCode| villages.contains(code);
+    let known_village: Option<&dyn Fn(&crate::domain::ids::RegionCode) -> bool> =
+        (!villages.is_empty()).then_some(&known_village);
+    let parsed =
+        parse_households(reader, known_village).map_err(|source| CommandError::Import {
+            path: households.display().to_string(),
+            source,
+        })?;
     let name = households.display().to_string();
     importing.storing(parsed.rows.len());
     app.store
@@ -180,7 +211,8 @@ pub async fn import_registry(
         .collect();
     let is_known = |id: &crate::domain::ids::HouseholdId| known.contains(id.as_str());
     let (importing, reader) = Importing::open(members, progress)?;
-    let parsed = parse_members(reader, &pseudonymiser, &is_known).map_err(|source| {
+    let today = Utc::now().date_naive();
+    let parsed = parse_members(reader, &pseudonymiser, &is_known, today).map_err(|source| {
         CommandError::Import {
             path: members.display().to_string(),
             source,
@@ -220,6 +252,7 @@ pub async fn import_regions(
             .into_iter()
             .map(|e| (name.clone(), e))
             .collect(),
+        notes: Vec::new(),
     })
 }
 
@@ -316,7 +349,7 @@ pub fn validate(settings: &Settings, paths: &[PathBuf]) -> Result<ValidateReport
             head: None,
         };
         read_input(reader, &origin, start, limits, ending, &mut check, &|_| {}).map_err(
-            |source| CommandError::Io {
+            |source| CommandError::Read {
                 path: name.clone(),
                 source,
             },
@@ -384,7 +417,7 @@ pub async fn export(
                 .await?
         }
     }
-    out.flush().map_err(|source| CommandError::Io {
+    out.flush().map_err(|source| CommandError::Write {
         path: "stdout".into(),
         source,
     })?;

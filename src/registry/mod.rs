@@ -155,8 +155,12 @@ fn rows<T>(
     Ok(parsed)
 }
 
-/// Parses the households file.
-pub fn parse_households(input: impl Read) -> Result<Parsed<Household>, ImportError> {
+/// Parses the households file. With `known_village` (the regions table holds
+/// villages), a household whose village it denies is a bad row.
+pub fn parse_households(
+    input: impl Read,
+    known_village: Option<&dyn Fn(&RegionCode) -> bool>,
+) -> Result<Parsed<Household>, ImportError> {
     const REQUIRED: &[&str] = &[
         "household_id",
         "region_code",
@@ -188,6 +192,14 @@ pub fn parse_households(input: impl Read) -> Result<Parsed<Household>, ImportErr
             return Err(format!(
                 "region_code: {region_code} is a {} code; households belong to a village",
                 region_code.level().as_str()
+            ));
+        }
+        if let Some(known) = known_village
+            && !known(&region_code)
+        {
+            return Err(format!(
+                "region_code: village {region_code} is not in the regions table \
+                 (add it to the regions file and run `yujing regions import` first)"
             ));
         }
         let members: u32 = number(c.get(r, 2), "members")?;
@@ -254,9 +266,16 @@ pub fn registry_from_csv(
     regions: Vec<Region>,
     pseudonymiser: &Pseudonymiser,
 ) -> Result<Registry, ImportError> {
-    let households = parse_households(households)?.rows;
+    let households = parse_households(households, None)?.rows;
     let known: HashSet<&str> = households.iter().map(|h| h.household_id.as_str()).collect();
-    let members = parse_members(members, pseudonymiser, &|id| known.contains(id.as_str()))?.rows;
+    let today = chrono::Utc::now().date_naive();
+    let members = parse_members(
+        members,
+        pseudonymiser,
+        &|id| known.contains(id.as_str()),
+        today,
+    )?
+    .rows;
     let (registry, _) = Registry::build(
         households,
         members
@@ -268,17 +287,34 @@ pub fn registry_from_csv(
 }
 
 /// Parses the members file, pseudonymising each resident ID. A member whose
-/// household `household_known` denies is a bad row.
+/// household `household_known` denies is a bad row, and so is a resident ID whose birth date lies after `today` or before 1900 is a bad row
+/// (a mistyped ID that happens to pass the check digit).
 pub fn parse_members(
     input: impl Read,
     pseudonymiser: &Pseudonymiser,
     household_known: &dyn Fn(&HouseholdId) -> bool,
+    today: NaiveDate,
 ) -> Result<Parsed<Member>, ImportError> {
+    let earliest = NaiveDate::from_ymd_opt(1900, 1, 1).unwrap_or_default();
     const REQUIRED: &[&str] = &["person_id", "household_id", "relation", "labour_capable"];
     let mut seen = HashSet::new();
     rows(input, REQUIRED, &[], |c, r| {
         // The message must not repeat the clear ID: say what is wrong, not what it was.
         let id = ResidentId::parse(c.get(r, 0)).map_err(|e| format!("person_id: {e}"))?;
+        // Neither the date nor the clear ID is repeated: the masked ID hides the date.
+        let birth = id.birth_date();
+        if birth > today {
+            return Err(format!(
+                "person_id {}: the birth date (digits 7-14) lies in the future",
+                id.masked()
+            ));
+        }
+        if birth < earliest {
+            return Err(format!(
+                "person_id {}: the birth date (digits 7-14) lies before 1900",
+                id.masked()
+            ));
+        }
         let person_key = pseudonymiser.key(&id);
         if !seen.insert(person_key) {
             return Err(format!(
@@ -380,7 +416,7 @@ H3,522425101201,3,4,30000,ordinary,,,,false,false,false\n\
 H4,522425101201,3,1,9000,monitored,marginal,2023-04-01,,false,true,false\n\
 H5,522425101201,2,1,9000,monitored,,,,false,false,false\n\
 H1,522425101201,3,2,30000,ordinary,,,,false,false,false\n";
-        let parsed = parse_households(csv.as_bytes()).unwrap();
+        let parsed = parse_households(csv.as_bytes(), None).unwrap();
         assert_eq!(parsed.rows.len(), 2);
         let lines: Vec<u64> = parsed.errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![3, 4, 6, 7]);
@@ -395,7 +431,9 @@ H1,522425101201,3,2,30000,ordinary,,,,false,false,false\n";
 11010519491231002X,H1,child,false\n";
         let csv = format!("{csv}110105194912310038,H9,head,true\n");
         let known = |id: &HouseholdId| id.as_str() == "H1";
-        let parsed = parse_members(csv.as_bytes(), &Pseudonymiser::new(b"k"), &known).unwrap();
+        let today = NaiveDate::from_ymd_opt(2024, 5, 1).unwrap();
+        let parsed =
+            parse_members(csv.as_bytes(), &Pseudonymiser::new(b"k"), &known, today).unwrap();
         assert_eq!(parsed.rows.len(), 1);
         assert_eq!(parsed.errors.len(), 3);
         assert!(parsed.errors[2].message.contains("not in the registry"));
@@ -410,6 +448,66 @@ H1,522425101201,3,2,30000,ordinary,,,,false,false,false\n";
         assert_eq!(parsed.errors[0].line, 3);
         assert!(parsed.errors[0].message.contains("check digit"));
         assert!(parsed.errors[1].message.contains("twice"));
+    }
+
+    /// An ID with a valid check digit for `first17`.
+    fn id_with(first17: &str) -> String {
+        let check = crate::domain::ids::check_character(first17.as_bytes()) as char;
+        format!("{first17}{check}")
+    }
+
+    #[test]
+    fn members_born_in_the_future_or_before_1900_are_refused_with_their_line() {
+        let today = NaiveDate::from_ymd_opt(2024, 5, 1).unwrap();
+        let csv = format!(
+            "person_id,household_id,relation,labour_capable\n{},H1,head,true\n{},H1,spouse,true\n{},H1,child,false\n{},H1,parent,false\n{},H1,other,false\n",
+            id_with("11010520240501001"), // born today: accepted
+            id_with("11010520240502002"), // tomorrow
+            id_with("11010519000101003"), // 1 January 1900: accepted
+            id_with("11010518991231004"), // the day before
+            id_with("11010520990101005"), // far ahead
+        );
+        let known = |id: &HouseholdId| id.as_str() == "H1";
+        let parsed =
+            parse_members(csv.as_bytes(), &Pseudonymiser::new(b"k"), &known, today).unwrap();
+        assert_eq!(parsed.rows.len(), 2);
+        let lines: Vec<u64> = parsed.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![3, 5, 6]);
+        assert!(
+            parsed.errors[0].message.contains("future"),
+            "{:?}",
+            parsed.errors
+        );
+        assert!(parsed.errors[1].message.contains("before 1900"));
+        assert!(parsed.errors[2].message.contains("future"));
+        for error in &parsed.errors {
+            assert!(!error.message.contains("2024"), "{}", error.message);
+            assert!(!error.message.contains("1899"), "{}", error.message);
+        }
+    }
+
+    #[test]
+    fn households_of_an_unknown_village_are_refused_when_villages_are_known() {
+        let csv = "household_id,region_code,members,labour_capable,annual_net_income_yuan,status\n\
+H1,522425101201,3,2,30000,ordinary\n\
+H2,522425101299,3,2,30000,ordinary\n";
+        let known = |code: &RegionCode| code.to_string() == "522425101201";
+        let parsed = parse_households(csv.as_bytes(), Some(&known)).unwrap();
+        assert_eq!(parsed.rows.len(), 1);
+        assert_eq!(parsed.errors.len(), 1);
+        assert_eq!(parsed.errors[0].line, 3);
+        assert!(
+            parsed.errors[0]
+                .message
+                .contains("522425101299 is not in the regions table"),
+            "{}",
+            parsed.errors[0].message
+        );
+        // Without a regions table, villages are not checked.
+        assert_eq!(
+            parse_households(csv.as_bytes(), None).unwrap().rows.len(),
+            2
+        );
     }
 
     #[test]

@@ -946,7 +946,7 @@ async fn an_export_read_in_part_ends_quietly_and_a_mistyped_store_is_refused() {
         let output = env.yujing("exprot.db").args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{args:?}");
-        assert!(stderr.contains("no such store"), "{args:?}: {stderr}");
+        assert!(stderr.contains("no store at"), "{args:?}: {stderr}");
         assert!(
             !env.path("exprot.db").exists(),
             "{args:?} created the store"
