@@ -133,6 +133,8 @@ pub struct ValidationSettings {
     pub clock_skew_minutes: i64,
     /// Tolerance of the settlement sum check.
     pub settlement_tolerance_yuan: f64,
+    /// The zone (`+08:00`, `Z`) of event times sent without one; empty: refused.
+    pub default_utc_offset: String,
 }
 
 /// One monitoring line entry.
@@ -553,6 +555,25 @@ impl Check for ValidationSettings {
         require(
             self.settlement_tolerance_yuan >= 0.0,
             "validation.settlement_tolerance_yuan: must not be negative",
+        );
+        let offset = self.default_utc_offset.trim().as_bytes();
+        let hours_minutes = |h: &[u8], m: &[u8]| {
+            let number = |d: &[u8]| {
+                d.iter()
+                    .all(u8::is_ascii_digit)
+                    .then(|| (d[0] - b'0') * 10 + (d[1] - b'0'))
+            };
+            matches!((number(h), number(m)), (Some(h), Some(m)) if h <= 14 && m <= 59)
+        };
+        require(
+            match offset {
+                [] | [b'Z'] => true,
+                [sign, h1, h2, b':', m1, m2] => {
+                    matches!(sign, b'+' | b'-') && hours_minutes(&[*h1, *h2], &[*m1, *m2])
+                }
+                _ => false,
+            },
+            "validation.default_utc_offset: must be empty, Z, or an offset such as +08:00",
         );
     }
 }
