@@ -161,7 +161,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum RegistryCommand {
-    /// Import (or update) households and members from CSV.
+    /// Import (or update) households and members from CSV (English or Chinese
+    /// column headers).
     Import {
         /// households.csv
         #[arg(long)]
@@ -169,6 +170,10 @@ enum RegistryCommand {
         /// members.csv
         #[arg(long)]
         members: PathBuf,
+        /// The files' encoding: auto (UTF-8 if the file starts as UTF-8, else GB18030),
+        /// utf-8, or gb18030 (also GBK and GB2312).
+        #[arg(long, value_enum, default_value = "auto")]
+        encoding: EncodingArg,
     },
 }
 
@@ -225,6 +230,10 @@ enum RegionsCommand {
     Import {
         /// regions.csv
         file: PathBuf,
+        /// The file's encoding: auto (UTF-8 if the file starts as UTF-8, else GB18030),
+        /// utf-8, or gb18030 (also GBK and GB2312).
+        #[arg(long, value_enum, default_value = "auto")]
+        encoding: EncodingArg,
     },
 }
 
@@ -270,6 +279,29 @@ struct GenerateArgs {
     /// (for `yujing history import`).
     #[arg(long, default_value_t = 0)]
     history_years: u32,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EncodingArg {
+    Auto,
+    #[value(name = "utf-8", alias = "utf8")]
+    Utf8,
+    #[value(alias = "gbk")]
+    Gb18030,
+}
+
+impl EncodingArg {
+    fn options(self, progress: bool) -> commands::ImportOptions {
+        use yujing::registry::Encoding;
+        commands::ImportOptions {
+            progress,
+            encoding: match self {
+                EncodingArg::Auto => Encoding::Auto,
+                EncodingArg::Utf8 => Encoding::Utf8,
+                EncodingArg::Gb18030 => Encoding::Gb18030,
+            },
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -458,18 +490,21 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 RegistryCommand::Import {
                     households,
                     members,
+                    encoding,
                 },
         } => {
             let app = App::build(settings).await?;
-            let summary = commands::import_registry(&app, &households, &members, progress).await?;
+            let options = encoding.options(progress);
+            let summary = commands::import_registry(&app, &households, &members, &options).await?;
             app.store.close().await;
             return Ok(print_import(&summary));
         }
         Command::Regions {
-            command: RegionsCommand::Import { file },
+            command: RegionsCommand::Import { file, encoding },
         } => {
             let app = App::build(settings).await?;
-            let summary = commands::import_regions(&app, &file, progress).await?;
+            let summary =
+                commands::import_regions(&app, &file, &encoding.options(progress)).await?;
             app.store.close().await;
             return Ok(print_import(&summary));
         }

@@ -25,7 +25,9 @@ use crate::domain::record::Origin;
 use crate::pipeline::decode::Decoder;
 use crate::pipeline::sources::ndjson::{Ending, Input, ReadLimits, read_input};
 use crate::pipeline::{PipelineError, RunSummary, run_ndjson};
-use crate::registry::{ImportError, RowError, parse_households, parse_members, parse_regions};
+use crate::registry::{
+    Encoding, ImportError, RowError, decoded, parse_households, parse_members, parse_regions,
+};
 use crate::store::{Report, StoreError};
 
 /// A command failed.
@@ -102,16 +104,34 @@ struct Importing {
     bar: Option<indicatif::ProgressBar>,
 }
 
+/// How an import reads its files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ImportOptions {
+    /// A progress bar on stderr.
+    pub progress: bool,
+    /// The files' encoding.
+    pub encoding: Encoding,
+}
+
 impl Importing {
-    fn open(path: &Path, progress: bool) -> Result<(Self, Box<dyn std::io::Read>), CommandError> {
+    fn open(
+        path: &Path,
+        options: &ImportOptions,
+    ) -> Result<(Self, Box<dyn std::io::Read + Send>), CommandError> {
         let file = open(path)?;
-        if !progress {
-            return Ok((Importing { bar: None }, Box::new(file)));
+        let read_error = |source| CommandError::Read {
+            path: path.display().to_string(),
+            source,
+        };
+        if !options.progress {
+            let text = decoded(Box::new(file), options.encoding).map_err(read_error)?;
+            return Ok((Importing { bar: None }, text));
         }
         let total = file.metadata().map(|m| m.len()).unwrap_or(0);
         let bar = crate::pipeline::progress_bar(total);
         let reader = bar.wrap_read(file);
-        Ok((Importing { bar: Some(bar) }, Box::new(reader)))
+        let text = decoded(Box::new(reader), options.encoding).map_err(read_error)?;
+        Ok((Importing { bar: Some(bar) }, text))
     }
 
     /// The file is read: show that `rows` rows are being stored.
@@ -164,16 +184,16 @@ pub struct ImportSummary {
 }
 
 /// `yujing registry import`: households, then members (whose household must exist
-/// in the file or the store). With `progress`, a progress bar on stderr.
+/// in the file or the store).
 pub async fn import_registry(
     app: &App,
     households: &Path,
     members: &Path,
-    progress: bool,
+    options: &ImportOptions,
 ) -> Result<ImportSummary, CommandError> {
     let pseudonymiser = app.pseudonymiser().await?;
     let mut summary = ImportSummary::default();
-    let (importing, reader) = Importing::open(households, progress)?;
+    let (importing, reader) = Importing::open(households, options)?;
     let villages: std::collections::HashSet<crate::domain::ids::RegionCode> =
         app.store.village_codes().await?.into_iter().collect();
     if villages.is_empty() {
@@ -210,7 +230,7 @@ pub async fn import_registry(
         .map(|h| h.household_id.as_str().to_string())
         .collect();
     let is_known = |id: &crate::domain::ids::HouseholdId| known.contains(id.as_str());
-    let (importing, reader) = Importing::open(members, progress)?;
+    let (importing, reader) = Importing::open(members, options)?;
     let today = Utc::now().date_naive();
     let parsed = parse_members(reader, &pseudonymiser, &is_known, today).map_err(|source| {
         CommandError::Import {
@@ -230,13 +250,13 @@ pub async fn import_registry(
     Ok(summary)
 }
 
-/// `yujing regions import`. With `progress`, a progress bar on stderr.
+/// `yujing regions import`.
 pub async fn import_regions(
     app: &App,
     path: &Path,
-    progress: bool,
+    options: &ImportOptions,
 ) -> Result<ImportSummary, CommandError> {
-    let (importing, reader) = Importing::open(path, progress)?;
+    let (importing, reader) = Importing::open(path, options)?;
     let parsed = parse_regions(reader).map_err(|source| CommandError::Import {
         path: path.display().to_string(),
         source,

@@ -336,3 +336,66 @@ fn imports_that_skip_rows_exit_non_zero_and_say_how_many() {
     assert!(stderr.contains("villages not checked"), "{stderr}");
     assert!(!stderr.contains("households.csv:4"), "{stderr}");
 }
+
+#[test]
+fn gb18030_files_with_chinese_headers_import() {
+    let env = Env::new();
+    let gb = |name: &str, text: &str| {
+        let (bytes, _, unmappable) = encoding_rs::GB18030.encode(text);
+        assert!(!unmappable);
+        std::fs::write(env.path(name), bytes.as_ref()).unwrap();
+    };
+    gb(
+        "regions.csv",
+        "区划代码,名称,级别,上级区划代码\n522425000000,织金县,county,\n522425101000,城关镇,township,522425000000\n522425101201,一村,village,522425101000\n",
+    );
+    gb(
+        "households.csv",
+        "户编号,村代码,家庭人口数,劳动力人数,家庭年纯收入（元）,户类型\nH1,522425101201,2,1,30000,ordinary\n",
+    );
+    gb(
+        "members.csv",
+        &format!(
+            "身份证号,户编号,与户主关系,是否劳动力\n{},H1,head,是\n{},H1,spouse,否\n",
+            id_with("52242519800101001"),
+            id_with("52242519820202002"),
+        ),
+    );
+    // Detected (no flag), then named.
+    let regions = output(
+        env.yujing("gb.db")
+            .args(["regions", "import", "regions.csv"]),
+    );
+    assert!(regions.contains("3 rows imported"), "{regions}");
+    output(env.yujing("gb.db").args([
+        "registry",
+        "import",
+        "--encoding",
+        "gb18030",
+        "--households",
+        "households.csv",
+        "--members",
+        "members.csv",
+    ]));
+    let report: serde_json::Value =
+        serde_json::from_str(&output(env.yujing("gb.db").args(["report", "--json"]))).unwrap();
+    assert_eq!(report["households"], 1);
+    assert_eq!(report["members"], 2);
+    let names: Vec<String> = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let app = env.app("gb.db").await;
+        let stored = app.store.load_households_and_regions().await.unwrap();
+        app.store.close().await;
+        stored.regions.into_iter().map(|r| r.name).collect()
+    });
+    assert!(names.contains(&"织金县".to_string()), "{names:?}");
+
+    // Read as UTF-8 against its encoding: the message says what to give.
+    let stderr = failure(env.yujing("gb.db").args([
+        "regions",
+        "import",
+        "--encoding",
+        "utf-8",
+        "regions.csv",
+    ]));
+    once(&stderr, &["--encoding gb18030"]);
+}

@@ -525,7 +525,7 @@ async fn registry_import_is_idempotent_and_reports_bad_rows() {
             &app,
             &env.path("households.csv"),
             &county.join("members.csv"),
-            false,
+            &Default::default(),
         )
         .await
         .unwrap();
