@@ -119,7 +119,7 @@ async fn demo_accounts(app: &App) -> Result<Vec<(Account, String)>, CommandError
         created.push(
             crate::accounts::create(&app.store, &request, Creator::Operator("demo"))
                 .await
-                .map_err(|e| CommandError::Accounts(e.to_string()))?,
+                .map_err(|e| CommandError::Accounts(crate::telemetry::Chain(&e).to_string()))?,
         );
     }
     Ok(created)
