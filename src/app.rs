@@ -21,6 +21,38 @@ pub enum AppError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The store was made with another pseudonymisation key: its pseudonyms would
+    /// match no event's person.
+    #[error(
+        "the store was made with another pseudonymisation key (fingerprint {stored}…; the key \
+         set now has {configured}…), so no event would match its registry: set \
+         YUJING__PRIVACY__PSEUDONYMISATION_KEY (privacy.pseudonymisation_key) to the key the \
+         store was made with, or give another store (--store) for this key"
+    )]
+    OtherKey {
+        /// The start of the stored key's fingerprint.
+        stored: String,
+        /// The start of the configured key's fingerprint.
+        configured: String,
+    },
+}
+
+/// The setting under which a store keeps its key's fingerprint.
+const KEY_FINGERPRINT: &str = "key_fingerprint";
+
+/// Refuses a key other than the one `store` was made with; a store without one
+/// takes this key's fingerprint (its first use).
+pub async fn check_key(store: &Store, pseudonymiser: &Pseudonymiser) -> Result<(), AppError> {
+    let configured = pseudonymiser.fingerprint();
+    let stored = store.claim_setting(KEY_FINGERPRINT, &configured).await?;
+    if stored != configured {
+        // Twelve hex digits tell keys apart in a message; the rest adds nothing.
+        return Err(AppError::OtherKey {
+            stored: stored.chars().take(12).collect(),
+            configured: configured.chars().take(12).collect(),
+        });
+    }
+    Ok(())
 }
 
 /// The running application's shared parts.
@@ -56,11 +88,12 @@ impl App {
         })
     }
 
-    /// The pseudonymiser for the configured key (an error when none is set).
-    pub fn pseudonymiser(&self) -> Result<Pseudonymiser, AppError> {
-        Ok(Pseudonymiser::new(
-            self.settings.require_pseudonymisation_key()?,
-        ))
+    /// The pseudonymiser for the configured key: an error when none is set, or when
+    /// the store was made with another key ([`check_key`]).
+    pub async fn pseudonymiser(&self) -> Result<Pseudonymiser, AppError> {
+        let pseudonymiser = Pseudonymiser::new(self.settings.require_pseudonymisation_key()?);
+        check_key(&self.store, &pseudonymiser).await?;
+        Ok(pseudonymiser)
     }
 
     /// Loads the registry and the pipeline state and builds the core.
@@ -93,7 +126,7 @@ impl App {
     /// `regional_inline`, the core has no regional stage (the regional leader counts
     /// the committed events instead).
     pub async fn load_core_with(&self, regional_inline: bool) -> Result<Core, AppError> {
-        let pseudonymiser = self.pseudonymiser()?;
+        let pseudonymiser = self.pseudonymiser().await?;
         let registry = self.load_registry().await?;
         let mut core = Core::new(&self.settings, pseudonymiser, registry);
         if !regional_inline {

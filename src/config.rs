@@ -92,6 +92,8 @@ pub struct StoreSettings {
     pub sqlite_wal_autocheckpoint_pages: u32,
     /// Pool size (PostgreSQL).
     pub max_connections: u32,
+    /// The first PostgreSQL connection's time limit.
+    pub connect_timeout_seconds: u64,
     /// Give up after this long of failures (0 = never).
     pub retry_for_seconds: u64,
     /// Backoff cap.
@@ -135,6 +137,8 @@ pub struct ValidationSettings {
     pub clock_skew_minutes: i64,
     /// Tolerance of the settlement sum check.
     pub settlement_tolerance_yuan: f64,
+    /// The zone (`+08:00`, `Z`) of event times sent without one; empty: refused.
+    pub default_utc_offset: String,
 }
 
 /// One monitoring line entry.
@@ -515,6 +519,10 @@ impl Check for StoreSettings {
             self.max_backoff_seconds >= 1,
             "store.max_backoff_seconds: must be at least 1",
         );
+        require(
+            (1..=600).contains(&self.connect_timeout_seconds),
+            "store.connect_timeout_seconds: must be from 1 to 600",
+        );
     }
 }
 
@@ -551,6 +559,25 @@ impl Check for ValidationSettings {
         require(
             self.settlement_tolerance_yuan >= 0.0,
             "validation.settlement_tolerance_yuan: must not be negative",
+        );
+        let offset = self.default_utc_offset.trim().as_bytes();
+        let hours_minutes = |h: &[u8], m: &[u8]| {
+            let number = |d: &[u8]| {
+                d.iter()
+                    .all(u8::is_ascii_digit)
+                    .then(|| (d[0] - b'0') * 10 + (d[1] - b'0'))
+            };
+            matches!((number(h), number(m)), (Some(h), Some(m)) if h <= 14 && m <= 59)
+        };
+        require(
+            match offset {
+                [] | [b'Z'] => true,
+                [sign, h1, h2, b':', m1, m2] => {
+                    matches!(sign, b'+' | b'-') && hours_minutes(&[*h1, *h2], &[*m1, *m2])
+                }
+                _ => false,
+            },
+            "validation.default_utc_offset: must be empty, Z, or an offset such as +08:00",
         );
     }
 }
@@ -758,7 +785,7 @@ fn from_table(mut table: toml::Table, problems: &mut Vec<String>) -> Option<Sett
                 Some(parsed)
             }
             Err(error) => {
-                problems.push(format!("[{name}]: {}", error.to_string().trim()));
+                problems.push(type_problem(name, &error.to_string()));
                 None
             }
         }
@@ -790,6 +817,16 @@ fn from_table(mut table: toml::Table, problems: &mut Vec<String>) -> Option<Sett
         detect: detect?,
         kafka: kafka?,
     })
+}
+
+/// A section's type error as `section.key: what is wrong`: the TOML deserialiser
+/// ends its message with "in `key`" on a line of its own.
+fn type_problem(section: &str, message: &str) -> String {
+    let message = message.trim();
+    match message.rsplit_once("\nin `") {
+        Some((what, key)) => format!("{section}.{}: {}", key.trim_end_matches('`'), what.trim()),
+        None => format!("[{section}]: {message}"),
+    }
 }
 
 /// Deep-merges `overlay` into `base`: tables merge key by key, anything else
@@ -917,7 +954,10 @@ mod tests {
         let error = Settings::load(&sources).unwrap_err();
         let text = error.to_string();
         assert!(text.contains("store.urll: unknown key"), "{text}");
-        assert!(text.contains("[rules]"), "{text}");
+        assert!(
+            text.contains("rules.lookback_days: invalid type: string \"soon\", expected i64"),
+            "{text}"
+        );
         assert!(text.contains("nope: unknown section"), "{text}");
         assert!(
             text.contains("input.batch_size: must be at least 1"),

@@ -1,6 +1,6 @@
 //! The `yujing` binary: parses the command line, loads the layered settings, starts
 //! telemetry, and hands over to `yujing::commands`. Errors are printed once, here,
-//! with their cause chain.
+//! with their causes, each said once ([`yujing::telemetry::Chain`]).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -166,7 +166,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum RegistryCommand {
-    /// Import (or update) households and members from CSV.
+    /// Import (or update) households and members from CSV (English or Chinese
+    /// column headers).
     Import {
         /// households.csv
         #[arg(long)]
@@ -174,6 +175,10 @@ enum RegistryCommand {
         /// members.csv
         #[arg(long)]
         members: PathBuf,
+        /// The files' encoding: auto (UTF-8 if the file starts as UTF-8, else GB18030),
+        /// utf-8, or gb18030 (also GBK and GB2312).
+        #[arg(long, value_enum, default_value = "auto")]
+        encoding: EncodingArg,
     },
 }
 
@@ -230,6 +235,10 @@ enum RegionsCommand {
     Import {
         /// regions.csv
         file: PathBuf,
+        /// The file's encoding: auto (UTF-8 if the file starts as UTF-8, else GB18030),
+        /// utf-8, or gb18030 (also GBK and GB2312).
+        #[arg(long, value_enum, default_value = "auto")]
+        encoding: EncodingArg,
     },
 }
 
@@ -288,6 +297,29 @@ struct GenerateArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum EncodingArg {
+    Auto,
+    #[value(name = "utf-8", alias = "utf8")]
+    Utf8,
+    #[value(alias = "gbk")]
+    Gb18030,
+}
+
+impl EncodingArg {
+    fn options(self, progress: bool) -> commands::ImportOptions {
+        use yujing::registry::Encoding;
+        commands::ImportOptions {
+            progress,
+            encoding: match self {
+                EncodingArg::Auto => Encoding::Auto,
+                EncodingArg::Utf8 => Encoding::Utf8,
+                EncodingArg::Gb18030 => Encoding::Gb18030,
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum ExportWhat {
     Alerts,
     Tasks,
@@ -321,7 +353,7 @@ fn main() -> ExitCode {
         // has what it wanted; end quietly, as other command-line tools do.
         Err(error) if closed_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", yujing::telemetry::Chain(&*error));
             ExitCode::FAILURE
         }
     };
@@ -480,20 +512,23 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 RegistryCommand::Import {
                     households,
                     members,
+                    encoding,
                 },
         } => {
             let app = App::build(settings).await?;
-            let summary = commands::import_registry(&app, &households, &members, progress).await?;
+            let options = encoding.options(progress);
+            let summary = commands::import_registry(&app, &households, &members, &options).await?;
             app.store.close().await;
-            print_import(&summary);
+            return Ok(print_import(&summary));
         }
         Command::Regions {
-            command: RegionsCommand::Import { file },
+            command: RegionsCommand::Import { file, encoding },
         } => {
             let app = App::build(settings).await?;
-            let summary = commands::import_regions(&app, &file, progress).await?;
+            let summary =
+                commands::import_regions(&app, &file, &encoding.options(progress)).await?;
             app.store.close().await;
-            print_import(&summary);
+            return Ok(print_import(&summary));
         }
         Command::History {
             command: HistoryCommand::Import { file },
@@ -571,6 +606,11 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             });
             let app = App::build(settings).await?;
+            if !app.settings.privacy.pseudonymisation_key.is_empty() {
+                // The API decides on the registry's households: a key of another store
+                // means the operator is pointed at the wrong store or the wrong key.
+                app.pseudonymiser().await?;
+            }
             let shutdown = shutdown_token();
             let api = commands::serve::start(&app, &listen).await?;
             eprintln!(
@@ -768,16 +808,26 @@ async fn accounts_command(app: &App, command: AccountsCommand) -> anyhow::Result
     Ok(())
 }
 
-fn print_import(summary: &commands::ImportSummary) {
+/// Prints what an import did; exit 1 when rows were skipped (the others stay
+/// imported), so that a script notices.
+fn print_import(summary: &commands::ImportSummary) -> ExitCode {
     for (file, rows) in &summary.imported {
         println!("{file}: {rows} rows imported");
     }
+    for note in &summary.notes {
+        eprintln!("note: {note}");
+    }
     for (file, error) in &summary.errors {
-        println!("{file}:{}: {}", error.line, error.message);
+        eprintln!("{file}:{}: {}", error.line, error.message);
     }
-    if !summary.errors.is_empty() {
-        println!("{} bad rows skipped", summary.errors.len());
+    if summary.errors.is_empty() {
+        return ExitCode::SUCCESS;
     }
+    eprintln!(
+        "error: {} bad rows skipped (the other rows are imported): fix them and import the file again",
+        summary.errors.len()
+    );
+    ExitCode::from(1)
 }
 
 fn print_report(report: &yujing::store::Report) {

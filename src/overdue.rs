@@ -174,7 +174,7 @@ impl OverdueTimer {
     pub async fn run(self, cancel: CancellationToken) {
         loop {
             if let Err(error) = self.sweep().await {
-                tracing::warn!(error = %error, "overdue sweep failed; retrying");
+                tracing::warn!(error = %crate::telemetry::Chain(&error), "overdue sweep failed; retrying");
             }
             let wait = self.wait().await;
             tokio::select! {

@@ -702,7 +702,7 @@ fn accounts_problem(error: AccountsError) -> Problem {
             }
         }
         AccountsError::Store(error) => Problem::from(error),
-        AccountsError::Random(message) => Problem::internal(&message),
+        error @ AccountsError::Random(_) => Problem::internal(&error),
         AccountsError::Unknown(_) => Problem::not_found("account"),
     }
 }

@@ -38,7 +38,7 @@ use crate::telemetry::Metrics;
 
 /// Why the HTTP listener could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {address}: {source}")]
+#[error("cannot listen on {address}")]
 pub struct ListenError {
     /// The address.
     pub address: String,
@@ -240,7 +240,7 @@ pub async fn serve(
         let server = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await });
         if let Err(error) = server.await {
-            tracing::error!(error = %error, "HTTP server failed");
+            tracing::error!(error = %crate::telemetry::Chain(&error), "HTTP server failed");
         }
     });
     tracing::info!(address = %bound, "HTTP listening (dashboard /, /api, /metrics, /healthz, /readyz)");

@@ -110,8 +110,8 @@ impl Problem {
     }
 
     /// 500: logged here with its cause; the caller learns nothing of it.
-    pub fn internal(error: &dyn std::fmt::Display) -> Self {
-        tracing::error!(error = %error, "API request failed");
+    pub fn internal(error: &dyn std::error::Error) -> Self {
+        tracing::error!(error = %crate::telemetry::Chain(error), "API request failed");
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -160,7 +160,7 @@ impl IntoResponse for Problem {
 impl From<StoreError> for Problem {
     fn from(error: StoreError) -> Self {
         if error.is_transient() {
-            tracing::warn!(error = %error, "store unavailable for an API request");
+            tracing::warn!(error = %crate::telemetry::Chain(&error), "store unavailable for an API request");
             return Problem::unavailable("the store is unavailable; retry shortly");
         }
         match error {

@@ -135,7 +135,7 @@ pub async fn boundaries(State(state): State<AppState>) -> Response {
         match tokio::fs::read(path).await {
             Ok(bytes) => bytes,
             Err(error) => {
-                tracing::warn!(path, error = %error, "cannot read the boundary GeoJSON");
+                tracing::warn!(path, error = %crate::telemetry::Chain(&error), "cannot read the boundary GeoJSON");
                 EMPTY.as_bytes().to_vec()
             }
         }

@@ -44,7 +44,7 @@ pub async fn revoke(app: &App, id_or_name: &str) -> Result<bool, CommandError> {
 fn accounts_error(error: AccountsError) -> CommandError {
     match error {
         AccountsError::Store(error) => CommandError::Store(error),
-        other => CommandError::Accounts(other.to_string()),
+        other => CommandError::Accounts(crate::telemetry::Chain(&other).to_string()),
     }
 }
 
@@ -74,7 +74,7 @@ pub async fn export_audit(
     format: AuditFormat,
     out: &mut (dyn Write + Send),
 ) -> Result<u64, CommandError> {
-    let io = |source| CommandError::Io {
+    let io = |source| CommandError::Write {
         path: "stdout".into(),
         source,
     };

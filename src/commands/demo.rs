@@ -119,7 +119,7 @@ async fn demo_accounts(app: &App) -> Result<Vec<(Account, String)>, CommandError
         created.push(
             crate::accounts::create(&app.store, &request, Creator::Operator("demo"))
                 .await
-                .map_err(|e| CommandError::Accounts(e.to_string()))?,
+                .map_err(|e| CommandError::Accounts(crate::telemetry::Chain(&e).to_string()))?,
         );
     }
     Ok(created)
@@ -147,13 +147,17 @@ pub async fn demo(
     }
     let key = generate(&options.dir, &options.generate)?;
     let app = App::build(settings).await?;
+    let import_options = super::ImportOptions {
+        progress: options.progress,
+        ..Default::default()
+    };
     let mut imports =
-        import_regions(&app, &options.dir.join("regions.csv"), options.progress).await?;
+        import_regions(&app, &options.dir.join("regions.csv"), &import_options).await?;
     let registry = import_registry(
         &app,
         &options.dir.join("households.csv"),
         &options.dir.join("members.csv"),
-        options.progress,
+        &import_options,
     )
     .await?;
     imports.imported.extend(registry.imported);

@@ -21,15 +21,18 @@ use crate::pipeline::detect::{DetectError, DetectSettings};
 /// Why `yujing detect` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DetectCommandError {
-    /// The input could not be read or the output written.
-    #[error("{path}: {source}")]
+    /// The input could not be read.
+    #[error("cannot read {path}")]
     Io {
-        /// File (or `output`).
+        /// File.
         path: String,
         /// Cause.
         #[source]
         source: std::io::Error,
     },
+    /// The output could not be written.
+    #[error("cannot write the output")]
+    Write(#[source] std::io::Error),
     /// A row is malformed.
     #[error("{path} line {line}: {reason}")]
     Row {
@@ -73,9 +76,11 @@ pub fn detect(
     out: &mut dyn Write,
 ) -> Result<DetectSummary, DetectCommandError> {
     let path = input.display().to_string();
-    let file = std::fs::File::open(input).map_err(|source| DetectCommandError::Io {
-        path: path.clone(),
-        source,
+    let file = crate::pipeline::sources::open_for_reading(input).map_err(|source| {
+        DetectCommandError::Io {
+            path: path.clone(),
+            source,
+        }
     })?;
     let series = read_counts(file, &path)?;
     let mut summary = DetectSummary {
@@ -232,10 +237,7 @@ fn scan_villages(
 }
 
 fn output_error(source: std::io::Error) -> DetectCommandError {
-    DetectCommandError::Io {
-        path: "output".into(),
-        source,
-    }
+    DetectCommandError::Write(source)
 }
 
 fn write_header(out: &mut dyn Write) -> std::io::Result<()> {

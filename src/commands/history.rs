@@ -20,7 +20,7 @@ use crate::store::{Store, StoreError};
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
     /// The file could not be read.
-    #[error("{path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         /// File.
         path: String,
@@ -59,10 +59,11 @@ pub struct HistorySummary {
 /// Reads the file whole (every row checked first), then stores it in one transaction.
 pub async fn import_history(store: &Store, path: &Path) -> Result<HistorySummary, HistoryError> {
     let text = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|source| HistoryError::Io {
-        path: text.clone(),
-        source,
-    })?;
+    let file =
+        crate::pipeline::sources::open_for_reading(path).map_err(|source| HistoryError::Io {
+            path: text.clone(),
+            source,
+        })?;
     let rows = parse_history(file, &text)?;
     store.import_counts(&rows).await?;
     let mut series: Vec<(RegionCode, RiskKind)> =

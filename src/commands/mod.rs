@@ -25,7 +25,9 @@ use crate::domain::record::Origin;
 use crate::pipeline::decode::Decoder;
 use crate::pipeline::sources::ndjson::{Ending, Input, ReadLimits, read_input};
 use crate::pipeline::{PipelineError, RunSummary, run_ndjson};
-use crate::registry::{ImportError, RowError, parse_households, parse_members, parse_regions};
+use crate::registry::{
+    Encoding, ImportError, RowError, decoded, parse_households, parse_members, parse_regions,
+};
 use crate::store::{Report, StoreError};
 
 /// A command failed.
@@ -41,7 +43,7 @@ pub enum CommandError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// An input file could not be read at all.
-    #[error("{path}: {source}")]
+    #[error("cannot import {path}")]
     Import {
         /// File.
         path: String,
@@ -49,14 +51,31 @@ pub enum CommandError {
         #[source]
         source: ImportError,
     },
-    /// A file could not be opened.
-    #[error("{path}: {source}")]
-    Io {
+    /// A file could not be opened or read.
+    #[error("cannot read {path}")]
+    Read {
         /// File.
         path: String,
         /// Cause.
         #[source]
         source: std::io::Error,
+    },
+    /// An output (stdout) could not be written.
+    #[error("cannot write {path}")]
+    Write {
+        /// The output.
+        path: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store named does not exist (a mistyped path must not create an empty one).
+    #[error(
+        "no store at {path}: give --store sqlite://PATH of an existing file (or run `yujing demo` first)"
+    )]
+    NoStore {
+        /// The path of the SQLite file.
+        path: String,
     },
     /// Generating failed.
     #[error(transparent)]
@@ -73,7 +92,7 @@ pub enum CommandError {
 }
 
 fn open(path: &Path) -> Result<std::fs::File, CommandError> {
-    std::fs::File::open(path).map_err(|source| CommandError::Io {
+    crate::pipeline::sources::open_for_reading(path).map_err(|source| CommandError::Read {
         path: path.display().to_string(),
         source,
     })
@@ -85,16 +104,34 @@ struct Importing {
     bar: Option<indicatif::ProgressBar>,
 }
 
+/// How an import reads its files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ImportOptions {
+    /// A progress bar on stderr.
+    pub progress: bool,
+    /// The files' encoding.
+    pub encoding: Encoding,
+}
+
 impl Importing {
-    fn open(path: &Path, progress: bool) -> Result<(Self, Box<dyn std::io::Read>), CommandError> {
+    fn open(
+        path: &Path,
+        options: &ImportOptions,
+    ) -> Result<(Self, Box<dyn std::io::Read + Send>), CommandError> {
         let file = open(path)?;
-        if !progress {
-            return Ok((Importing { bar: None }, Box::new(file)));
+        let read_error = |source| CommandError::Read {
+            path: path.display().to_string(),
+            source,
+        };
+        if !options.progress {
+            let text = decoded(Box::new(file), options.encoding).map_err(read_error)?;
+            return Ok((Importing { bar: None }, text));
         }
         let total = file.metadata().map(|m| m.len()).unwrap_or(0);
         let bar = crate::pipeline::progress_bar(total);
         let reader = bar.wrap_read(file);
-        Ok((Importing { bar: Some(bar) }, Box::new(reader)))
+        let text = decoded(Box::new(reader), options.encoding).map_err(read_error)?;
+        Ok((Importing { bar: Some(bar) }, text))
     }
 
     /// The file is read: show that `rows` rows are being stored.
@@ -142,23 +179,37 @@ pub struct ImportSummary {
     pub imported: Vec<(String, usize)>,
     /// Bad rows, per file.
     pub errors: Vec<(String, RowError)>,
+    /// What was not checked, and why.
+    pub notes: Vec<String>,
 }
 
 /// `yujing registry import`: households, then members (whose household must exist
-/// in the file or the store). With `progress`, a progress bar on stderr.
+/// in the file or the store).
 pub async fn import_registry(
     app: &App,
     households: &Path,
     members: &Path,
-    progress: bool,
+    options: &ImportOptions,
 ) -> Result<ImportSummary, CommandError> {
-    let pseudonymiser = app.pseudonymiser()?;
+    let pseudonymiser = app.pseudonymiser().await?;
     let mut summary = ImportSummary::default();
-    let (importing, reader) = Importing::open(households, progress)?;
-    let parsed = parse_households(reader).map_err(|source| CommandError::Import {
-        path: households.display().to_string(),
-        source,
-    })?;
+    let (importing, reader) = Importing::open(households, options)?;
+    let villages: std::collections::HashSet<crate::domain::ids::RegionCode> =
+        app.store.village_codes().await?.into_iter().collect();
+    if villages.is_empty() {
+        summary.notes.push(
+            "villages not checked: the regions table holds none (run `yujing regions import` first to check them)"
+                .to_string(),
+        );
+    }
+    let known_village = |code: &crate::domain::ids::RegionCode| villages.contains(code);
+    let known_village: Option<&dyn Fn(&crate::domain::ids::RegionCode) -> bool> =
+        (!villages.is_empty()).then_some(&known_village);
+    let parsed =
+        parse_households(reader, known_village).map_err(|source| CommandError::Import {
+            path: households.display().to_string(),
+            source,
+        })?;
     let name = households.display().to_string();
     importing.storing(parsed.rows.len());
     app.store
@@ -179,8 +230,9 @@ pub async fn import_registry(
         .map(|h| h.household_id.as_str().to_string())
         .collect();
     let is_known = |id: &crate::domain::ids::HouseholdId| known.contains(id.as_str());
-    let (importing, reader) = Importing::open(members, progress)?;
-    let parsed = parse_members(reader, &pseudonymiser, &is_known).map_err(|source| {
+    let (importing, reader) = Importing::open(members, options)?;
+    let today = Utc::now().date_naive();
+    let parsed = parse_members(reader, &pseudonymiser, &is_known, today).map_err(|source| {
         CommandError::Import {
             path: members.display().to_string(),
             source,
@@ -198,13 +250,13 @@ pub async fn import_registry(
     Ok(summary)
 }
 
-/// `yujing regions import`. With `progress`, a progress bar on stderr.
+/// `yujing regions import`.
 pub async fn import_regions(
     app: &App,
     path: &Path,
-    progress: bool,
+    options: &ImportOptions,
 ) -> Result<ImportSummary, CommandError> {
-    let (importing, reader) = Importing::open(path, progress)?;
+    let (importing, reader) = Importing::open(path, options)?;
     let parsed = parse_regions(reader).map_err(|source| CommandError::Import {
         path: path.display().to_string(),
         source,
@@ -220,6 +272,7 @@ pub async fn import_regions(
             .into_iter()
             .map(|e| (name.clone(), e))
             .collect(),
+        notes: Vec::new(),
     })
 }
 
@@ -316,7 +369,7 @@ pub fn validate(settings: &Settings, paths: &[PathBuf]) -> Result<ValidateReport
             head: None,
         };
         read_input(reader, &origin, start, limits, ending, &mut check, &|_| {}).map_err(
-            |source| CommandError::Io {
+            |source| CommandError::Read {
                 path: name.clone(),
                 source,
             },
@@ -384,7 +437,7 @@ pub async fn export(
                 .await?
         }
     }
-    out.flush().map_err(|source| CommandError::Io {
+    out.flush().map_err(|source| CommandError::Write {
         path: "stdout".into(),
         source,
     })?;

@@ -67,6 +67,11 @@ async fn household_keys(
     let Ok(key) = settings.require_pseudonymisation_key() else {
         return Ok(None);
     };
+    let pseudonymiser = Pseudonymiser::new(key);
+    if let Some(store) = store {
+        // Keys by household come from the registry's pseudonyms: another key finds none.
+        crate::app::check_key(store, &pseudonymiser).await?;
+    }
     let map = match store {
         Some(store) => store
             .load_registry()
@@ -77,7 +82,7 @@ async fn household_keys(
             .collect(),
         None => HashMap::new(),
     };
-    Ok(Some((Pseudonymiser::new(key), map)))
+    Ok(Some((pseudonymiser, map)))
 }
 
 /// Publishes the files; waits for every delivery.
@@ -115,20 +120,23 @@ pub async fn produce(
         .then(|| crate::pipeline::progress_bar(total));
     let mut deliveries = FuturesUnordered::new();
     for path in &options.files {
-        let file = std::fs::File::open(path).map_err(|source| CommandError::Io {
-            path: path.display().to_string(),
-            source,
+        let file = crate::pipeline::sources::open_for_reading(path).map_err(|source| {
+            CommandError::Read {
+                path: path.display().to_string(),
+                source,
+            }
         })?;
         let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
         let mut line = Vec::new();
         loop {
             line.clear();
-            let read = reader
-                .read_until(b'\n', &mut line)
-                .map_err(|source| CommandError::Io {
-                    path: path.display().to_string(),
-                    source,
-                })?;
+            let read =
+                reader
+                    .read_until(b'\n', &mut line)
+                    .map_err(|source| CommandError::Read {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
             if read == 0 {
                 break;
             }
@@ -186,7 +194,7 @@ pub async fn produce(
                     }
                     Err((error, _)) => {
                         summary.failed += 1;
-                        tracing::warn!(error = %error, topic = %topic, "cannot enqueue");
+                        tracing::warn!(error = %crate::telemetry::Chain(&error), topic = %topic, "cannot enqueue");
                         break;
                     }
                 }
@@ -214,7 +222,7 @@ where
             Ok(_) => *summary.delivered.entry(topic).or_default() += 1,
             Err(error) => {
                 summary.failed += 1;
-                tracing::warn!(error = %error, topic = %topic, "delivery failed");
+                tracing::warn!(error = %crate::telemetry::Chain(&error), topic = %topic, "delivery failed");
             }
         }
     }

@@ -71,12 +71,8 @@ pub fn require_existing_store(url: &str) -> Result<(), CommandError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         let path = path.split('?').next().unwrap_or(path);
         if !std::path::Path::new(path).exists() {
-            return Err(CommandError::Io {
+            return Err(CommandError::NoStore {
                 path: path.to_string(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "no such store (give --store sqlite://PATH of an existing file, or run `yujing demo` first)",
-                ),
             });
         }
     }

@@ -95,6 +95,17 @@ impl ResidentId {
         MaskedId(masked)
     }
 
+    /// The date of birth in digits 7-14 (a real date: [`ResidentId::parse`] checked it).
+    pub fn birth_date(&self) -> chrono::NaiveDate {
+        let number = |range: std::ops::Range<usize>| {
+            self.0[range]
+                .iter()
+                .fold(0u32, |acc, &b| acc * 10 + u32::from(b - b'0'))
+        };
+        chrono::NaiveDate::from_ymd_opt(number(6..10) as i32, number(10..12), number(12..14))
+            .unwrap_or_default()
+    }
+
     /// The clear digits, for the pseudonymiser only.
     fn as_bytes(&self) -> &[u8; 18] {
         &self.0
@@ -203,6 +214,9 @@ pub struct Pseudonymiser {
     keyed: Hmac<Sha256>,
 }
 
+/// What a key's fingerprint is the digest of: text that no resident ID can be.
+const KEY_FINGERPRINT_INPUT: &[u8] = b"yujing key fingerprint v1";
+
 impl Pseudonymiser {
     /// A pseudonymiser for `key` (any length; HMAC hashes long keys).
     pub fn new(key: &[u8]) -> Self {
@@ -210,6 +224,15 @@ impl Pseudonymiser {
         let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
             .expect("HMAC-SHA256 accepts keys of any length");
         Pseudonymiser { keyed }
+    }
+
+    /// The key's fingerprint (hex): the keyed digest of a constant that is no
+    /// resident ID, so it tells keys apart without revealing the key or any pseudonym.
+    /// A store remembers the fingerprint of the key it was made with.
+    pub fn fingerprint(&self) -> String {
+        let mut mac = self.keyed.clone();
+        mac.update(KEY_FINGERPRINT_INPUT);
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// The pseudonym of `id`.
@@ -582,6 +605,11 @@ mod tests {
     #[test]
     fn pseudonyms_depend_on_the_key() {
         let id = ResidentId::parse("11010519491231002X").unwrap();
+        let fingerprint = Pseudonymiser::new(b"key-a").fingerprint();
+        assert_eq!(fingerprint.len(), 64);
+        assert_eq!(fingerprint, Pseudonymiser::new(b"key-a").fingerprint());
+        assert_ne!(fingerprint, Pseudonymiser::new(b"key-b").fingerprint());
+        assert!(!fingerprint.contains(&hex::encode(b"key-a")));
         let a = Pseudonymiser::new(b"key-a").key(&id);
         let b = Pseudonymiser::new(b"key-b").key(&id);
         assert_ne!(a, b);

@@ -147,7 +147,7 @@ pub struct RegionalCase {
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
     /// Writing failed.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Io {
         /// File.
         path: String,

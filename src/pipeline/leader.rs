@@ -57,7 +57,7 @@ pub async fn run(app: App, cancel: CancellationToken) {
                     Ok(()) => {
                         // Stopping: let another instance take over at once.
                         if let Err(error) = app.store.release_regional_lead(&lease).await {
-                            tracing::warn!(error = %error, "cannot release the regional lead");
+                            tracing::warn!(error = %crate::telemetry::Chain(&error), "cannot release the regional lead");
                         }
                         return;
                     }
@@ -68,12 +68,14 @@ pub async fn run(app: App, cancel: CancellationToken) {
                         );
                     }
                     Err(error) => {
-                        tracing::warn!(error = %error, "regional lead interrupted; restarting from the store");
+                        tracing::warn!(error = %crate::telemetry::Chain(&error), "regional lead interrupted; restarting from the store");
                     }
                 }
             }
             Ok(None) => {}
-            Err(error) => tracing::warn!(error = %error, "cannot reach the regional lease"),
+            Err(error) => {
+                tracing::warn!(error = %crate::telemetry::Chain(&error), "cannot reach the regional lease")
+            }
         }
         tokio::select! {
             _ = cancel.cancelled() => return,

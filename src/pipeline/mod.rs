@@ -49,7 +49,7 @@ pub enum PipelineError {
     #[error(transparent)]
     Source(#[from] SourceError),
     /// The outbox producer could not be created.
-    #[error("kafka producer: {0}")]
+    #[error("cannot create the Kafka producer")]
     Producer(#[from] rdkafka::error::KafkaError),
     /// The store failed permanently (or for longer than the retry budget).
     #[error(transparent)]
@@ -168,7 +168,7 @@ impl ChangeFeed {
                     }
                     Ok(_) => break,
                     Err(error) => {
-                        tracing::warn!(error = %error, "reading the registry change log failed; retrying at the next batch");
+                        tracing::warn!(error = %crate::telemetry::Chain(&error), "reading the registry change log failed; retrying at the next batch");
                         break;
                     }
                 }
@@ -330,7 +330,7 @@ async fn write_all(
                         .begin_ahead(&batch.output, Utc::now())
                         .await
                         .unwrap_or_else(|error| {
-                            tracing::debug!(error = %error, "beginning a batch ahead failed; it commits in turn");
+                            tracing::debug!(error = %crate::telemetry::Chain(&error), "beginning a batch ahead failed; it commits in turn");
                             None
                         })
                 })
@@ -364,7 +364,7 @@ async fn write_all(
                 continue;
             }
             Err(error) => {
-                tracing::error!(error = %error, "store commit failed; stopping");
+                tracing::error!(error = %crate::telemetry::Chain(&error), "store commit failed; stopping");
                 // What was begun ahead is rolled back: stop the tasks, dropping their
                 // transactions.
                 for (_, begun) in queue {
@@ -410,7 +410,7 @@ async fn commit_one(
             Err(error @ StoreError::Fenced { .. }) => return Err(error),
             Err(error) => {
                 metrics.commit_retried();
-                tracing::warn!(error = %error, "finishing a batch begun ahead failed; committing it anew");
+                tracing::warn!(error = %crate::telemetry::Chain(&error), "finishing a batch begun ahead failed; committing it anew");
             }
         }
     }
@@ -435,7 +435,7 @@ pub async fn run_ndjson(
     progress: bool,
 ) -> Result<RunSummary, PipelineError> {
     // A missing key is what a newcomer must fix first.
-    app.pseudonymiser().map_err(Box::new)?;
+    app.pseudonymiser().await.map_err(Box::new)?;
     let source = NdjsonSource::open(inputs, &app.settings.input, progress)?;
     drive(app, source, cancel).await
 }
@@ -479,7 +479,7 @@ async fn claim_with_retry(
         match app.store.claim_inputs(keys, holder, Utc::now()).await {
             Ok(claimed) => return Ok(claimed),
             Err(error) if error.is_transient() && !cancel.is_cancelled() => {
-                tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "cannot claim the assigned partitions; retrying");
+                tracing::warn!(error = %crate::telemetry::Chain(&error), retry_in_ms = backoff.as_millis() as u64, "cannot claim the assigned partitions; retrying");
                 tokio::select! {
                     _ = cancel.cancelled() => return Err(error),
                     _ = tokio::time::sleep(backoff) => {}
@@ -523,7 +523,7 @@ async fn drive<S: Source>(
     let core = if claims {
         Core::new(
             settings,
-            app.pseudonymiser().map_err(Box::new)?,
+            app.pseudonymiser().await.map_err(Box::new)?,
             Default::default(),
         )
     } else {

@@ -1,7 +1,9 @@
 //! Registry import: the roster CSVs (households, members) and the regions file ->
 //! validated typed rows for the store. Every bad row is reported with its line
 //! number and the rest are imported; resident IDs are checked, pseudonymised and
-//! masked on the spot, so the clear ID never reaches the store or a message.
+//! masked on the spot, so the clear ID never reaches the store or a message. Files
+//! saved by Chinese office software (GB18030 / GBK, Chinese column headers) are read
+//! as they are ([`decoded`], [`HEADER_ALIASES`]).
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -41,6 +43,149 @@ pub enum ImportError {
     File(String),
 }
 
+/// How an import file's bytes are text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Encoding {
+    /// UTF-8 when the file's start is UTF-8 (with or without a byte-order mark),
+    /// GB18030 otherwise.
+    #[default]
+    Auto,
+    /// UTF-8 (a byte-order mark is skipped).
+    Utf8,
+    /// GB18030, of which GBK and GB2312 are subsets: what Chinese office software
+    /// saves "CSV" as.
+    Gb18030,
+}
+
+/// How much of a file [`Encoding::Auto`] looks at.
+const SNIFF_BYTES: usize = 64 * 1024;
+
+/// `input` as UTF-8 text in `encoding`. With [`Encoding::Auto`], the first 64 KiB
+/// decide: valid UTF-8 there (or a UTF-8 byte-order mark) reads the file as UTF-8,
+/// anything else as GB18030.
+pub fn decoded(
+    mut input: Box<dyn Read + Send>,
+    encoding: Encoding,
+) -> std::io::Result<Box<dyn Read + Send>> {
+    let mut head = Vec::with_capacity(SNIFF_BYTES);
+    (&mut input)
+        .take(SNIFF_BYTES as u64)
+        .read_to_end(&mut head)?;
+    let bom = head.starts_with(b"\xEF\xBB\xBF");
+    let utf8 = match encoding {
+        Encoding::Utf8 => true,
+        Encoding::Gb18030 => false,
+        Encoding::Auto => {
+            bom || match std::str::from_utf8(&head) {
+                Ok(_) => true,
+                // A character cut at the end of the sample is still UTF-8.
+                Err(error) => error.error_len().is_none() && head.len() == SNIFF_BYTES,
+            }
+        }
+    };
+    if utf8 {
+        let mut head = std::io::Cursor::new(head);
+        head.set_position(if bom { 3 } else { 0 });
+        return Ok(Box::new(head.chain(input)));
+    }
+    Ok(Box::new(Gb18030Reader {
+        input: Box::new(std::io::Cursor::new(head).chain(input)),
+        decoder: encoding_rs::GB18030.new_decoder(),
+        read: vec![0; 16 * 1024],
+        text: Vec::new(),
+        at: 0,
+        done: false,
+    }))
+}
+
+/// GB18030 bytes in, UTF-8 out (malformed bytes become U+FFFD, which the row's
+/// checks then refuse).
+struct Gb18030Reader {
+    input: Box<dyn Read + Send>,
+    decoder: encoding_rs::Decoder,
+    read: Vec<u8>,
+    text: Vec<u8>,
+    at: usize,
+    done: bool,
+}
+
+impl Read for Gb18030Reader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.text.len() {
+            if self.done {
+                return Ok(0);
+            }
+            let n = self.input.read(&mut self.read)?;
+            let last = n == 0;
+            let room = self.decoder.max_utf8_buffer_length(n).unwrap_or(4 * n + 16);
+            self.text.resize(room, 0);
+            let (_, _, written, _) =
+                self.decoder
+                    .decode_to_utf8(&self.read[..n], &mut self.text, last);
+            self.text.truncate(written);
+            self.at = 0;
+            self.done = last;
+        }
+        let n = out.len().min(self.text.len() - self.at);
+        out[..n].copy_from_slice(&self.text[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// The Chinese column headers accepted beside the English ones, as office software
+/// exports them (the README's registry section lists them).
+pub const HEADER_ALIASES: &[(&str, &[&str])] = &[
+    ("household_id", &["户编号"]),
+    ("region_code", &["村代码", "行政区划代码"]),
+    ("members", &["家庭人口数"]),
+    ("labour_capable", &["劳动力人数", "是否劳动力"]),
+    ("annual_net_income_yuan", &["家庭年纯收入"]),
+    ("status", &["户类型"]),
+    ("monitoring_type", &["监测对象类别"]),
+    ("identified_on", &["识别日期"]),
+    ("risk_eliminated_on", &["风险消除日期"]),
+    ("safety_net", &["是否兜底保障"]),
+    ("dibao", &["是否低保"]),
+    ("tekun", &["是否特困"]),
+    ("person_id", &["身份证号"]),
+    ("relation", &["与户主关系"]),
+    ("code", &["区划代码"]),
+    ("name", &["名称"]),
+    ("level", &["级别"]),
+    ("parent", &["上级区划代码"]),
+    ("longitude", &["经度"]),
+    ("latitude", &["纬度"]),
+];
+
+fn chinese_names(name: &str) -> Option<&'static [&'static str]> {
+    HEADER_ALIASES
+        .iter()
+        .find(|(english, _)| *english == name)
+        .map(|(_, chinese)| *chinese)
+}
+
+/// Whether header cell `cell` names column `name` (in English or in Chinese, a unit
+/// in brackets after it such as `（元）` allowed).
+fn header_is(cell: &str, name: &str) -> bool {
+    let cell = cell.trim().trim_start_matches('\u{feff}').trim();
+    if cell == name {
+        return true;
+    }
+    let bare = cell.split(['（', '(']).next().unwrap_or(cell).trim();
+    chinese_names(name).is_some_and(|chinese| chinese.contains(&bare))
+}
+
+/// A CSV error's text, with what to do when the bytes are not UTF-8.
+fn csv_problem(error: &csv::Error) -> String {
+    match error.kind() {
+        csv::ErrorKind::Utf8 { .. } => format!(
+            "{error}: the file is not UTF-8 here; if it was saved as GBK or GB18030, give --encoding gb18030"
+        ),
+        _ => error.to_string(),
+    }
+}
+
 /// The columns a CSV must have, found by name in its header.
 struct Columns {
     indexes: Vec<usize>,
@@ -53,18 +198,21 @@ impl Columns {
         optional: &[&str],
     ) -> Result<Columns, ImportError> {
         let mut indexes = Vec::new();
-        let mut missing = Vec::new();
+        let mut missing: Vec<String> = Vec::new();
         for name in required {
-            match headers.iter().position(|h| h.trim() == *name) {
+            match headers.iter().position(|h| header_is(h, name)) {
                 Some(i) => indexes.push(i),
-                None => missing.push(*name),
+                None => missing.push(match chinese_names(name) {
+                    Some(chinese) => format!("{name} ({})", chinese.join(" or ")),
+                    None => name.to_string(),
+                }),
             }
         }
         for name in optional {
             indexes.push(
                 headers
                     .iter()
-                    .position(|h| h.trim() == *name)
+                    .position(|h| header_is(h, name))
                     .unwrap_or(usize::MAX),
             );
         }
@@ -122,7 +270,7 @@ fn rows<T>(
     let mut reader = reader(input);
     let headers = reader
         .headers()
-        .map_err(|e| ImportError::File(format!("cannot read the header: {e}")))?
+        .map_err(|e| ImportError::File(format!("cannot read the header: {}", csv_problem(&e))))?
         .clone();
     let columns = Columns::find(&headers, required, optional)?;
     let mut parsed = Parsed {
@@ -148,15 +296,19 @@ fn rows<T>(
             }
             Err(error) => parsed.errors.push(RowError {
                 line: error.position().map_or(line, |p| p.line()),
-                message: mask_text(&format!("unreadable row: {error}")),
+                message: mask_text(&format!("unreadable row: {}", csv_problem(&error))),
             }),
         }
     }
     Ok(parsed)
 }
 
-/// Parses the households file.
-pub fn parse_households(input: impl Read) -> Result<Parsed<Household>, ImportError> {
+/// Parses the households file. With `known_village` (the regions table holds
+/// villages), a household whose village it denies is a bad row.
+pub fn parse_households(
+    input: impl Read,
+    known_village: Option<&dyn Fn(&RegionCode) -> bool>,
+) -> Result<Parsed<Household>, ImportError> {
     const REQUIRED: &[&str] = &[
         "household_id",
         "region_code",
@@ -188,6 +340,14 @@ pub fn parse_households(input: impl Read) -> Result<Parsed<Household>, ImportErr
             return Err(format!(
                 "region_code: {region_code} is a {} code; households belong to a village",
                 region_code.level().as_str()
+            ));
+        }
+        if let Some(known) = known_village
+            && !known(&region_code)
+        {
+            return Err(format!(
+                "region_code: village {region_code} is not in the regions table \
+                 (add it to the regions file and run `yujing regions import` first)"
             ));
         }
         let members: u32 = number(c.get(r, 2), "members")?;
@@ -254,9 +414,16 @@ pub fn registry_from_csv(
     regions: Vec<Region>,
     pseudonymiser: &Pseudonymiser,
 ) -> Result<Registry, ImportError> {
-    let households = parse_households(households)?.rows;
+    let households = parse_households(households, None)?.rows;
     let known: HashSet<&str> = households.iter().map(|h| h.household_id.as_str()).collect();
-    let members = parse_members(members, pseudonymiser, &|id| known.contains(id.as_str()))?.rows;
+    let today = chrono::Utc::now().date_naive();
+    let members = parse_members(
+        members,
+        pseudonymiser,
+        &|id| known.contains(id.as_str()),
+        today,
+    )?
+    .rows;
     let (registry, _) = Registry::build(
         households,
         members
@@ -268,17 +435,34 @@ pub fn registry_from_csv(
 }
 
 /// Parses the members file, pseudonymising each resident ID. A member whose
-/// household `household_known` denies is a bad row.
+/// household `household_known` denies is a bad row, and so is a resident ID whose birth date lies after `today` or before 1900 is a bad row
+/// (a mistyped ID that happens to pass the check digit).
 pub fn parse_members(
     input: impl Read,
     pseudonymiser: &Pseudonymiser,
     household_known: &dyn Fn(&HouseholdId) -> bool,
+    today: NaiveDate,
 ) -> Result<Parsed<Member>, ImportError> {
+    let earliest = NaiveDate::from_ymd_opt(1900, 1, 1).unwrap_or_default();
     const REQUIRED: &[&str] = &["person_id", "household_id", "relation", "labour_capable"];
     let mut seen = HashSet::new();
     rows(input, REQUIRED, &[], |c, r| {
         // The message must not repeat the clear ID: say what is wrong, not what it was.
         let id = ResidentId::parse(c.get(r, 0)).map_err(|e| format!("person_id: {e}"))?;
+        // Neither the date nor the clear ID is repeated: the masked ID hides the date.
+        let birth = id.birth_date();
+        if birth > today {
+            return Err(format!(
+                "person_id {}: the birth date (digits 7-14) lies in the future",
+                id.masked()
+            ));
+        }
+        if birth < earliest {
+            return Err(format!(
+                "person_id {}: the birth date (digits 7-14) lies before 1900",
+                id.masked()
+            ));
+        }
         let person_key = pseudonymiser.key(&id);
         if !seen.insert(person_key) {
             return Err(format!(
@@ -380,7 +564,7 @@ H3,522425101201,3,4,30000,ordinary,,,,false,false,false\n\
 H4,522425101201,3,1,9000,monitored,marginal,2023-04-01,,false,true,false\n\
 H5,522425101201,2,1,9000,monitored,,,,false,false,false\n\
 H1,522425101201,3,2,30000,ordinary,,,,false,false,false\n";
-        let parsed = parse_households(csv.as_bytes()).unwrap();
+        let parsed = parse_households(csv.as_bytes(), None).unwrap();
         assert_eq!(parsed.rows.len(), 2);
         let lines: Vec<u64> = parsed.errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![3, 4, 6, 7]);
@@ -395,7 +579,9 @@ H1,522425101201,3,2,30000,ordinary,,,,false,false,false\n";
 11010519491231002X,H1,child,false\n";
         let csv = format!("{csv}110105194912310038,H9,head,true\n");
         let known = |id: &HouseholdId| id.as_str() == "H1";
-        let parsed = parse_members(csv.as_bytes(), &Pseudonymiser::new(b"k"), &known).unwrap();
+        let today = NaiveDate::from_ymd_opt(2024, 5, 1).unwrap();
+        let parsed =
+            parse_members(csv.as_bytes(), &Pseudonymiser::new(b"k"), &known, today).unwrap();
         assert_eq!(parsed.rows.len(), 1);
         assert_eq!(parsed.errors.len(), 3);
         assert!(parsed.errors[2].message.contains("not in the registry"));
@@ -410,6 +596,115 @@ H1,522425101201,3,2,30000,ordinary,,,,false,false,false\n";
         assert_eq!(parsed.errors[0].line, 3);
         assert!(parsed.errors[0].message.contains("check digit"));
         assert!(parsed.errors[1].message.contains("twice"));
+    }
+
+    /// An ID with a valid check digit for `first17`.
+    fn id_with(first17: &str) -> String {
+        let check = crate::domain::ids::check_character(first17.as_bytes()) as char;
+        format!("{first17}{check}")
+    }
+
+    #[test]
+    fn members_born_in_the_future_or_before_1900_are_refused_with_their_line() {
+        let today = NaiveDate::from_ymd_opt(2024, 5, 1).unwrap();
+        let csv = format!(
+            "person_id,household_id,relation,labour_capable\n{},H1,head,true\n{},H1,spouse,true\n{},H1,child,false\n{},H1,parent,false\n{},H1,other,false\n",
+            id_with("11010520240501001"), // born today: accepted
+            id_with("11010520240502002"), // tomorrow
+            id_with("11010519000101003"), // 1 January 1900: accepted
+            id_with("11010518991231004"), // the day before
+            id_with("11010520990101005"), // far ahead
+        );
+        let known = |id: &HouseholdId| id.as_str() == "H1";
+        let parsed =
+            parse_members(csv.as_bytes(), &Pseudonymiser::new(b"k"), &known, today).unwrap();
+        assert_eq!(parsed.rows.len(), 2);
+        let lines: Vec<u64> = parsed.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![3, 5, 6]);
+        assert!(
+            parsed.errors[0].message.contains("future"),
+            "{:?}",
+            parsed.errors
+        );
+        assert!(parsed.errors[1].message.contains("before 1900"));
+        assert!(parsed.errors[2].message.contains("future"));
+        for error in &parsed.errors {
+            assert!(!error.message.contains("2024"), "{}", error.message);
+            assert!(!error.message.contains("1899"), "{}", error.message);
+        }
+    }
+
+    #[test]
+    fn households_of_an_unknown_village_are_refused_when_villages_are_known() {
+        let csv = "household_id,region_code,members,labour_capable,annual_net_income_yuan,status\n\
+H1,522425101201,3,2,30000,ordinary\n\
+H2,522425101299,3,2,30000,ordinary\n";
+        let known = |code: &RegionCode| code.to_string() == "522425101201";
+        let parsed = parse_households(csv.as_bytes(), Some(&known)).unwrap();
+        assert_eq!(parsed.rows.len(), 1);
+        assert_eq!(parsed.errors.len(), 1);
+        assert_eq!(parsed.errors[0].line, 3);
+        assert!(
+            parsed.errors[0]
+                .message
+                .contains("522425101299 is not in the regions table"),
+            "{}",
+            parsed.errors[0].message
+        );
+        // Without a regions table, villages are not checked.
+        assert_eq!(
+            parse_households(csv.as_bytes(), None).unwrap().rows.len(),
+            2
+        );
+    }
+
+    fn read_all(bytes: Vec<u8>, encoding: Encoding) -> String {
+        let mut text = String::new();
+        decoded(Box::new(std::io::Cursor::new(bytes)), encoding)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    }
+
+    #[test]
+    fn files_are_read_as_utf_8_or_gb18030() {
+        let text = "code,name,level,parent\n522425000000,织金县,county,\n";
+        let (gb, _, _) = encoding_rs::GB18030.encode(text);
+        assert_ne!(gb.as_ref(), text.as_bytes());
+        assert_eq!(read_all(gb.to_vec(), Encoding::Auto), text);
+        assert_eq!(read_all(gb.to_vec(), Encoding::Gb18030), text);
+        assert_eq!(read_all(text.as_bytes().to_vec(), Encoding::Auto), text);
+        let mut bom = b"\xEF\xBB\xBF".to_vec();
+        bom.extend_from_slice(text.as_bytes());
+        assert_eq!(read_all(bom.clone(), Encoding::Auto), text);
+        assert_eq!(read_all(bom, Encoding::Utf8), text);
+        // Larger than the sample, and cut inside a character at every size.
+        let long: String = (0..20_000).map(|i| format!("{i},织金县\n")).collect();
+        let (gb, _, _) = encoding_rs::GB18030.encode(&long);
+        assert_eq!(read_all(gb.to_vec(), Encoding::Auto), long);
+        assert_eq!(read_all(long.clone().into_bytes(), Encoding::Auto), long);
+    }
+
+    #[test]
+    fn chinese_headers_are_accepted_beside_the_english_ones() {
+        let csv = "户编号,村代码,家庭人口数,劳动力人数,家庭年纯收入（元）,户类型\n\
+H1,522425101201,3,2,30000,ordinary\n";
+        let parsed = parse_households(csv.as_bytes(), None).unwrap();
+        assert_eq!(parsed.rows.len(), 1, "{:?}", parsed.errors);
+        assert_eq!(parsed.rows[0].members, 3);
+        let csv = "身份证号,户编号,与户主关系,是否劳动力\n11010519491231002X,H1,head,是\n";
+        let known = |id: &HouseholdId| id.as_str() == "H1";
+        let today = NaiveDate::from_ymd_opt(2024, 5, 1).unwrap();
+        let parsed =
+            parse_members(csv.as_bytes(), &Pseudonymiser::new(b"k"), &known, today).unwrap();
+        assert_eq!(parsed.rows.len(), 1, "{:?}", parsed.errors);
+        let csv =
+            "区划代码,名称,级别,上级区划代码,经度,纬度\n522425000000,织金县,county,,105.77,26.66\n";
+        assert_eq!(parse_regions(csv.as_bytes()).unwrap().rows.len(), 1);
+        // A header neither language knows still names what is missing, in English.
+        let error = parse_regions("代码,名称\n".as_bytes()).unwrap_err();
+        assert!(error.to_string().contains("code"), "{error}");
     }
 
     #[test]

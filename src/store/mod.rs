@@ -29,13 +29,28 @@ pub enum StoreError {
     #[error("unsupported store URL (use sqlite://PATH or postgres://...): {0}")]
     UnsupportedUrl(String),
     /// Could not reach or open the database.
-    #[error("cannot open the store: {0}")]
+    #[error("cannot open the store")]
     Connect(#[source] sqlx::Error),
+    /// The PostgreSQL server did not answer or refused the connection (the password
+    /// is never part of this).
+    #[error(
+        "cannot connect to PostgreSQL at {host}:{port} (database {database}): {cause}; is the server running?"
+    )]
+    Unreachable {
+        /// Host (or socket folder).
+        host: String,
+        /// Port.
+        port: u16,
+        /// Database name.
+        database: String,
+        /// What the attempt ended with.
+        cause: String,
+    },
     /// Migrations failed.
-    #[error("cannot migrate the store: {0}")]
+    #[error("cannot migrate the store")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A statement failed.
-    #[error("store query failed: {0}")]
+    #[error("store query failed")]
     Query(#[from] sqlx::Error),
     /// Stored data does not parse (a bug or a hand-edited database).
     #[error("stored data is corrupt: {0}")]
@@ -63,7 +78,7 @@ impl StoreError {
     /// are not transient.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Connect(_) => true,
+            StoreError::Connect(_) | StoreError::Unreachable { .. } => true,
             StoreError::Query(error) => match error {
                 sqlx::Error::Io(_)
                 | sqlx::Error::PoolTimedOut
@@ -464,6 +479,17 @@ impl Store {
         prefix: &str,
     ) -> Result<Vec<SourcePosition>, StoreError> {
         dispatch!(self, store => store.positions_with_prefix(prefix).await)
+    }
+
+    /// The stored value of setting `name`, storing `value` first when there is none
+    /// (the first writer wins, also between processes).
+    pub async fn claim_setting(&self, name: &str, value: &str) -> Result<String, StoreError> {
+        dispatch!(self, store => store.claim_setting(name, value).await)
+    }
+
+    /// The codes of the villages in the regions table.
+    pub async fn village_codes(&self) -> Result<Vec<crate::domain::ids::RegionCode>, StoreError> {
+        dispatch!(self, store => store.village_codes().await)
     }
 
     /// Inserts or updates regions.

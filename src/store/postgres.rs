@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use sqlx::ConnectOptions;
+use sqlx::{ConnectOptions, Connection};
 
 use super::StoreError;
 use crate::config::StoreSettings;
@@ -20,19 +20,43 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects to `url`, applies migrations.
+    /// Connects to `url`, applies migrations. The first connection is tried once,
+    /// within `store.connect_timeout_seconds`, so that a server that is down or
+    /// mistyped is named at once ([`StoreError::Unreachable`]) instead of after the
+    /// pool's retries.
     pub async fn connect(url: &str, settings: &StoreSettings) -> Result<Self, StoreError> {
         let options: PgConnectOptions = url.parse().map_err(StoreError::Connect)?;
         // Loading a registry or a year of state takes seconds by design.
-        let options = options.log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(60));
+        let options = options
+            .log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(60))
+            .application_name("yujing");
+        let unreachable = |cause: String| StoreError::Unreachable {
+            host: options.get_host().to_string(),
+            port: options.get_port(),
+            database: options.get_database().unwrap_or("(default)").to_string(),
+            cause,
+        };
+        let timeout = Duration::from_secs(settings.connect_timeout_seconds.max(1));
+        match tokio::time::timeout(timeout, options.connect()).await {
+            Ok(Ok(probe)) => {
+                let _ = probe.close().await;
+            }
+            Ok(Err(error)) => return Err(unreachable(error.to_string())),
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "no answer within {} s",
+                    timeout.as_secs()
+                )));
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(10))
             // A connection killed under us is noticed before it is handed out.
             .test_before_acquire(true)
-            .connect_with(options.application_name("yujing"))
+            .connect_with(options.clone())
             .await
-            .map_err(StoreError::Connect)?;
+            .map_err(|error| unreachable(error.to_string()))?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(PgStore { pool })
     }

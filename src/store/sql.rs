@@ -660,6 +660,33 @@ macro_rules! sql_store {
                     .collect())
             }
 
+            /// See [`crate::store::Store::village_codes`].
+            pub async fn village_codes(&self) -> Result<Vec<RegionCode>, StoreError> {
+                let rows = sqlx::query("SELECT code FROM regions WHERE level = 'village'")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| RegionCode::parse(row.get(0)).map_err(corrupt))
+                    .collect()
+            }
+
+            /// See [`crate::store::Store::claim_setting`].
+            pub async fn claim_setting(&self, name: &str, value: &str) -> Result<String, StoreError> {
+                sqlx::query(
+                    "INSERT INTO store_settings (name, value) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(name)
+                .bind(value)
+                .execute(&self.pool)
+                .await?;
+                let row = sqlx::query("SELECT value FROM store_settings WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(row.get(0))
+            }
+
             /// See [`crate::store::Store::upsert_regions`].
             pub async fn upsert_regions(&self, regions: &[Region]) -> Result<(), StoreError> {
                 let mut tx = self.pool.begin().await?;

@@ -208,7 +208,9 @@ async fn checkpoint_loop(
             Ok((_busy, log_frames, _checkpointed)) => {
                 wal_frames.store(log_frames, Ordering::Relaxed);
             }
-            Err(error) => tracing::warn!(error = %error, "WAL checkpoint failed"),
+            Err(error) => {
+                tracing::warn!(error = %crate::telemetry::Chain(&error), "WAL checkpoint failed")
+            }
         }
         done.send_replace(commit);
     }

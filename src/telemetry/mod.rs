@@ -1,7 +1,7 @@
 //! Telemetry: the tracing subscriber (text or JSON, filter from config or RUST_LOG)
 //! and the [`Metrics`] struct through which every stage reports, one method per
 //! event, exposed in Prometheus format. Spans carry ids and origins, never resident
-//! IDs.
+//! IDs. Errors are printed and logged through [`Chain`]: each cause once.
 
 mod metrics;
 
@@ -24,6 +24,28 @@ pub fn init(settings: &TelemetrySettings) {
     };
 }
 
+/// An error with its causes, `what failed: why: why`, each said once. yujing's own
+/// errors never repeat their source in their message; a cause whose text the message
+/// before it already holds (as some libraries' errors do) is left out.
+pub struct Chain<'a, E: ?Sized>(pub &'a E);
+
+impl<E: std::error::Error + ?Sized> std::fmt::Display for Chain<'_, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut said = self.0.to_string();
+        f.write_str(&said)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            let text = error.to_string();
+            if !text.is_empty() && !said.contains(&text) {
+                write!(f, ": {text}")?;
+                said = text;
+            }
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
 /// Peak resident memory of this process (Linux `VmHWM`), in bytes; `None`
 /// elsewhere.
 pub fn peak_memory_bytes() -> Option<u64> {
@@ -31,4 +53,36 @@ pub fn peak_memory_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read x.csv")]
+    struct Outer(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("wrapped: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let missing = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        assert_eq!(
+            Chain(&Outer(missing())).to_string(),
+            "cannot read x.csv: no such file"
+        );
+        // A library error that repeats its source in its message.
+        assert_eq!(
+            Chain(&Repeats(missing())).to_string(),
+            "wrapped: no such file"
+        );
+        let nested = anyhow::Error::new(Repeats(missing())).context("importing");
+        assert_eq!(
+            Chain(&*nested).to_string(),
+            "importing: wrapped: no such file"
+        );
+    }
 }

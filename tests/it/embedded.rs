@@ -525,7 +525,7 @@ async fn registry_import_is_idempotent_and_reports_bad_rows() {
             &app,
             &env.path("households.csv"),
             &county.join("members.csv"),
-            false,
+            &Default::default(),
         )
         .await
         .unwrap();
@@ -1033,7 +1033,7 @@ async fn an_export_read_in_part_ends_quietly_and_a_mistyped_store_is_refused() {
         let output = env.yujing("exprot.db").args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{args:?}");
-        assert!(stderr.contains("no such store"), "{args:?}: {stderr}");
+        assert!(stderr.contains("no store at"), "{args:?}: {stderr}");
         assert!(
             !env.path("exprot.db").exists(),
             "{args:?} created the store"

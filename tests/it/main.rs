@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod cli;
 mod dashboard;
 mod detect_reference;
 mod embedded;

@@ -80,15 +80,16 @@ impl Env {
 
 /// Imports a generated county's regions and registry into `app`.
 pub async fn import_county(app: &App, county: &Path) {
-    let regions = yujing::commands::import_regions(app, &county.join("regions.csv"), false)
-        .await
-        .expect("regions import");
+    let regions =
+        yujing::commands::import_regions(app, &county.join("regions.csv"), &Default::default())
+            .await
+            .expect("regions import");
     assert!(regions.errors.is_empty(), "{:?}", regions.errors);
     let registry = yujing::commands::import_registry(
         app,
         &county.join("households.csv"),
         &county.join("members.csv"),
-        false,
+        &Default::default(),
     )
     .await
     .expect("registry import");

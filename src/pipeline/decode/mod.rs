@@ -39,6 +39,9 @@ pub struct Refusal {
 pub struct Decoder {
     skew: Duration,
     settlement_tolerance: f64,
+    /// `validation.default_utc_offset` (`+08:00`), the zone of times sent without
+    /// one; `None`: such times are refused.
+    default_offset: Option<String>,
 }
 
 /// The envelope as it arrives; strings borrowed where JSON has no escapes.
@@ -122,9 +125,12 @@ fn schema<T>(ok: bool, what: &'static str, value: T) -> Fast<T> {
 impl Decoder {
     /// A decoder with the configured tolerances.
     pub fn new(settings: &ValidationSettings) -> Self {
+        let offset = settings.default_utc_offset.trim();
         Decoder {
             skew: Duration::minutes(settings.clock_skew_minutes),
             settlement_tolerance: settings.settlement_tolerance_yuan,
+            // Checked with the settings: empty, `Z` or `±HH:MM`.
+            default_offset: (!offset.is_empty()).then(|| offset.to_string()),
         }
     }
 
@@ -195,12 +201,12 @@ impl Decoder {
             (),
         )?;
         let occurred_text = schema(
-            is_rfc3339(&wire.occurred_at),
+            is_event_time_shaped(&wire.occurred_at),
             "occurred_at",
             &wire.occurred_at,
         )?;
         let reported_text = schema(
-            is_rfc3339(&wire.reported_at),
+            is_event_time_shaped(&wire.reported_at),
             "reported_at",
             &wire.reported_at,
         )?;
@@ -212,8 +218,8 @@ impl Decoder {
             None => payload(kind, &mut WholeText(wire.payload.0))?,
         };
 
-        let occurred_at = parse_time(occurred_text, "/occurred_at")?;
-        let reported_at = parse_time(reported_text, "/reported_at")?;
+        let occurred_at = self.event_time(occurred_text, "/occurred_at")?;
+        let reported_at = self.event_time(reported_text, "/reported_at")?;
         if occurred_at > reported_at + self.skew {
             return Err(Rejection::new(
                 Stage::Semantic,
@@ -383,6 +389,53 @@ fn shaped_time(text: &str) -> Option<DateTime<Utc>> {
     };
     let local = date.and_time(time);
     Some(Utc.from_utc_datetime(&(local - Duration::seconds(offset_seconds))))
+}
+
+impl Decoder {
+    /// An [`is_event_time_shaped`] time: as sent when it has its offset, in the
+    /// configured default zone when it has none, else refused in words.
+    fn event_time(&self, text: &str, field: &str) -> Fast<DateTime<Utc>> {
+        if has_offset(text) {
+            return parse_time(text, field);
+        }
+        match &self.default_offset {
+            Some(offset) => parse_time(&format!("{text}{offset}"), field),
+            None => Err(Rejection::new(
+                Stage::Semantic,
+                "time.no_zone",
+                format!(
+                    "{text:?} has no zone; add the UTC offset it was written in (such as +08:00, \
+                     or Z for UTC), or set validation.default_utc_offset to read such times in one zone"
+                ),
+            )
+            .at(field)
+            .into()),
+        }
+    }
+}
+
+/// Whether a time of [`is_event_time_shaped`] shape ends with a UTC offset.
+fn has_offset(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.last() == Some(&b'Z') || (b.len() >= 6 && matches!(b[b.len() - 6], b'+' | b'-'))
+}
+
+/// The `event_time` of `schemas/common.json`: a [`is_rfc3339`] time, or the same
+/// with a space for the `T` and without its offset:
+/// `^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})?$`
+fn is_event_time_shaped(text: &str) -> bool {
+    let b = text.as_bytes();
+    if b.len() < 19 || !(b[10] == b'T' || b[10] == b' ') {
+        return false;
+    }
+    // The same text with `T` and an offset must be RFC 3339.
+    let mut strict = Vec::with_capacity(b.len() + 6);
+    strict.extend_from_slice(b);
+    strict[10] = b'T';
+    if !has_offset(text) {
+        strict.extend_from_slice(b"+00:00");
+    }
+    std::str::from_utf8(&strict).is_ok_and(is_rfc3339)
 }
 
 fn parse_time(text: &str, field: &str) -> Fast<DateTime<Utc>> {
@@ -948,10 +1001,67 @@ mod tests {
         let r = rejected(&no_offset);
         assert_eq!(
             (r.rule.as_str(), r.field.as_deref()),
-            ("schema.pattern", Some("/occurred_at"))
+            ("time.no_zone", Some("/occurred_at"))
         );
+        assert!(r.reason.contains("has no zone; add"), "{}", r.reason);
+        assert!(
+            r.reason.contains("validation.default_utc_offset"),
+            "{}",
+            r.reason
+        );
+        assert!(!r.reason.contains("[0-9]"), "{}", r.reason);
         let month13 = base.replace("2024-05-01T10:00:00+08:00", "2024-13-01T10:00:00+08:00");
         assert_eq!(rejected(&month13).rule, "time.invalid");
+    }
+
+    #[test]
+    fn times_without_a_zone_are_read_in_the_default_zone_or_refused_in_words() {
+        let base = person_event(
+            "school_dropout",
+            "education",
+            r#"{"school_stage":"primary"}"#,
+        );
+        let mut settings = crate::config::Settings::defaults().validation;
+        settings.default_utc_offset = "+08:00".into();
+        let with_zone = Decoder::new(&settings);
+        let zoned = with_zone.decode(base.as_bytes(), now()).unwrap();
+        for (occurred, reported) in [
+            ("2024-05-01 10:00:00", "2024-05-02 09:00:00"),
+            ("2024-05-01T10:00:00", "2024-05-02T09:00:00"),
+            ("2024-05-01 10:00:00", "2024-05-02T01:00:00Z"),
+            ("2024-05-01 02:00:00Z", "2024-05-02 09:00:00+08:00"),
+        ] {
+            let line = base
+                .replace("2024-05-01T10:00:00+08:00", occurred)
+                .replace("2024-05-02T09:00:00+08:00", reported);
+            let event = with_zone.decode(line.as_bytes(), now()).unwrap();
+            assert_eq!(event.occurred_at, zoned.occurred_at, "{occurred}");
+            assert_eq!(event.reported_at, zoned.reported_at, "{reported}");
+            // Without a default zone: the first zone-less field is named, in words.
+            if !has_offset(occurred) || !has_offset(reported) {
+                let refusal = decoder().decode(line.as_bytes(), now()).unwrap_err();
+                assert_eq!(refusal.rejection.rule, "time.no_zone", "{line}");
+            }
+        }
+        // A fraction, and the shapes that stay wrong however the zone is set.
+        assert!(is_event_time_shaped("2024-05-01 10:00:00.123"));
+        for bad in [
+            "2024-05-01  10:00:00",
+            "2024-05-01 10:00",
+            "2024-05-01T10:00:00+8",
+            "2024-05-01T10:00:00.",
+            "2024-05-01",
+            "2024-05-01 10:00:00+08:00:00",
+        ] {
+            assert!(!is_event_time_shaped(bad), "{bad}");
+            let line = base.replace("2024-05-01T10:00:00+08:00", bad);
+            let refusal = with_zone.decode(line.as_bytes(), now()).unwrap_err();
+            assert_eq!(refusal.rejection.stage, Stage::Schema, "{bad}");
+        }
+        // Calendar checks apply to zone-less times too.
+        let month13 = base.replace("2024-05-01T10:00:00+08:00", "2024-13-01 10:00:00");
+        let refusal = with_zone.decode(month13.as_bytes(), now()).unwrap_err();
+        assert_eq!(refusal.rejection.rule, "time.invalid");
     }
 
     #[test]

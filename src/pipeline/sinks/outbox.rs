@@ -64,7 +64,7 @@ pub async fn relay(
         let rows = match store.outbox_pending(settings.outbox_batch).await {
             Ok(rows) => rows,
             Err(error) => {
-                tracing::warn!(error = %error, "cannot read the outbox; retrying");
+                tracing::warn!(error = %crate::telemetry::Chain(&error), "cannot read the outbox; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
                 continue;
@@ -127,7 +127,7 @@ pub async fn relay(
                 Ok(_) => sent.push(row),
                 Err((error, _)) if never_deliverable(&error) => {
                     tracing::error!(
-                        error = %error,
+                        error = %crate::telemetry::Chain(&error),
                         topic = %row.topic,
                         row = row.id,
                         bytes = row.payload.len(),
@@ -138,7 +138,7 @@ pub async fn relay(
                 Err((error, _)) => {
                     failed += 1;
                     held.insert(key);
-                    tracing::warn!(error = %error, topic = %row.topic, "outbox publication failed; retrying");
+                    tracing::warn!(error = %crate::telemetry::Chain(&error), topic = %row.topic, "outbox publication failed; retrying");
                 }
             }
         }
@@ -149,7 +149,7 @@ pub async fn relay(
             {
                 Ok(()) => metrics.outbox_undeliverable(1),
                 Err(error) => {
-                    tracing::warn!(error = %error, "cannot record an undeliverable outbox row")
+                    tracing::warn!(error = %crate::telemetry::Chain(&error), "cannot record an undeliverable outbox row")
                 }
             }
         }
@@ -166,7 +166,9 @@ pub async fn relay(
                     }
                 }
                 // Published but not marked: republished later (at least once).
-                Err(error) => tracing::warn!(error = %error, "cannot mark outbox rows sent"),
+                Err(error) => {
+                    tracing::warn!(error = %crate::telemetry::Chain(&error), "cannot mark outbox rows sent")
+                }
             }
         }
         if last_purge.elapsed() >= PURGE_EVERY {
@@ -195,7 +197,9 @@ async fn purge(store: &Store, settings: &KafkaSettings, metrics: &Metrics) {
     let before = Utc::now() - chrono::Duration::hours(hours);
     match store.outbox_purge(before).await {
         Ok(rows) => metrics.outbox_purged(rows),
-        Err(error) => tracing::warn!(error = %error, "cannot purge published outbox rows"),
+        Err(error) => {
+            tracing::warn!(error = %crate::telemetry::Chain(&error), "cannot purge published outbox rows")
+        }
     }
 }
 

@@ -42,7 +42,7 @@ pub async fn commit_with_retry(
                 if give_up.is_some_and(|limit| started.elapsed() >= limit) {
                     return Err(error);
                 }
-                tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "store commit failed; retrying");
+                tracing::warn!(error = %crate::telemetry::Chain(&error), retry_in_ms = backoff.as_millis() as u64, "store commit failed; retrying");
                 tokio::select! {
                     _ = cancel.cancelled() => return Err(error),
                     _ = tokio::time::sleep(backoff) => {}

@@ -168,7 +168,7 @@ impl ConsumerContext for SourceContext {
         // Nothing is read from the new partitions until they are positioned at the
         // offsets stored with the results ([`KafkaSource::establish`]).
         if let Err(error) = consumer.pause(partitions) {
-            tracing::warn!(error = %error, "cannot pause the assigned partitions; their first records are dropped until they are positioned");
+            tracing::warn!(error = %crate::telemetry::Chain(&error), "cannot pause the assigned partitions; their first records are dropped until they are positioned");
         }
         let list: Vec<(String, i32)> = partitions
             .elements()
@@ -528,7 +528,7 @@ impl Source for KafkaSource {
                 }
                 Some(Err(error)) => {
                     // Broker gone, partition errors: librdkafka retries by itself.
-                    tracing::warn!(error = %error, "kafka consumer error");
+                    tracing::warn!(error = %crate::telemetry::Chain(&error), "kafka consumer error");
                 }
                 None => {
                     self.deadline = tokio::time::Instant::now() + self.wait;
@@ -635,7 +635,7 @@ pub fn commit_group_offsets(consumer: &SourceConsumer, positions: &[SourcePositi
     if list.count() > 0
         && let Err(error) = consumer.commit(&list, rdkafka::consumer::CommitMode::Async)
     {
-        tracing::debug!(error = %error, "group offset commit failed (lag metrics only)");
+        tracing::debug!(error = %crate::telemetry::Chain(&error), "group offset commit failed (lag metrics only)");
     }
 }
 

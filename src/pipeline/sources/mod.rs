@@ -14,11 +14,24 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::{LaneMark, SourcePosition};
 use crate::domain::record::RawRecord;
 
+/// Opens `path` for reading; a folder is refused here, with words, rather than at the
+/// first read ("Is a directory (os error 21)").
+pub fn open_for_reading(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "it is a folder; give a file",
+        ));
+    }
+    Ok(file)
+}
+
 /// Why a source failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// Could not open or read a file.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         /// The file.
         path: String,
@@ -27,7 +40,7 @@ pub enum SourceError {
         source: std::io::Error,
     },
     /// The Kafka client could not be created, subscribed or positioned.
-    #[error("kafka: {0}")]
+    #[error("the Kafka consumer failed")]
     Kafka(#[from] rdkafka::error::KafkaError),
     /// No input topics are configured.
     #[error("kafka: no input topics configured (kafka.input_topics)")]

@@ -60,7 +60,7 @@ pub fn file_key(path: &Path) -> String {
 /// A file's first bytes (at most [`FINGERPRINT_BYTES`]).
 pub fn head(path: &Path) -> Result<Vec<u8>, std::io::Error> {
     let mut head = Vec::with_capacity(FINGERPRINT_BYTES);
-    File::open(path)?
+    super::open_for_reading(path)?
         .take(FINGERPRINT_BYTES as u64)
         .read_to_end(&mut head)?;
     Ok(head)
