@@ -153,7 +153,10 @@ impl App {
         };
         let closed_since = (Utc::now() - Duration::days(rules.cooldown_days))
             .min(latest.unwrap_or_else(Utc::now) - reach);
-        let state = self.store.load_state(events_since, closed_since).await?;
+        let state = self
+            .store
+            .load_state(events_since, closed_since, core.dedupe_horizon())
+            .await?;
         core.restore_seen(state.seen);
         for event in &state.events {
             core.restore_event(event);

@@ -240,8 +240,9 @@ pub struct LaneProgress {
 /// The state the pipeline rebuilds at start-up.
 #[derive(Debug, Default)]
 pub struct StoredState {
-    /// Digests of every accepted event id.
-    pub seen: Vec<u128>,
+    /// Dedupe digests of the accepted events since the dedupe horizon, with their
+    /// event times.
+    pub seen: Vec<(u128, DateTime<Utc>)>,
     /// Household events within reach of the rules' windows.
     pub events: Vec<RestoredEvent>,
     /// Open alerts with their tasks and episode numbers.

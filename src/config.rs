@@ -121,6 +121,9 @@ pub struct InputSettings {
     /// event's is judged then. Otherwise days within the allowed lateness stay open
     /// for the next run.
     pub complete: bool,
+    /// Duplicates are found among the events within this many days of event time
+    /// before the latest accepted; older events are refused as too late.
+    pub dedupe_horizon_days: i64,
 }
 
 /// `[privacy]`
@@ -536,6 +539,10 @@ impl Check for InputSettings {
         require(
             self.channel_capacity >= 1,
             "input.channel_capacity: must be at least 1",
+        );
+        require(
+            (1..=36_500).contains(&self.dedupe_horizon_days),
+            "input.dedupe_horizon_days: must be from 1 to 36500",
         );
     }
 }

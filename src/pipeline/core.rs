@@ -14,7 +14,7 @@
 //! household, in registry order. The results are those of taking the records one
 //! by one (`core_tests`).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use chrono::{DateTime, Utc};
@@ -57,8 +57,57 @@ impl Hasher for DigestHasher {
     }
 }
 
-/// The set of event-id digests seen.
-pub type SeenSet = HashSet<u128, BuildHasherDefault<DigestHasher>>;
+/// The event-id digests seen, each with the day of its event's time: duplicates are
+/// found among the events within the dedupe horizon (`input.dedupe_horizon_days`), and
+/// the digests of older events are dropped as event time moves on, so the set holds
+/// the horizon's events, not every event ever seen.
+#[derive(Default)]
+pub struct SeenSet {
+    digests: HashMap<[u64; 2], i32, BuildHasherDefault<DigestHasher>>,
+    /// Digests of events before this day (days since 1970-01-01, UTC) are dropped.
+    floor: Option<i32>,
+}
+
+/// The day of an event time, for the seen set.
+fn epoch_day(at: DateTime<Utc>) -> i32 {
+    at.timestamp().div_euclid(86_400) as i32
+}
+
+impl SeenSet {
+    /// Records `digest` of an event on `day`; false when it was seen before.
+    pub fn insert(&mut self, digest: u128, day: i32) -> bool {
+        let key = [digest as u64, (digest >> 64) as u64];
+        match self.digests.entry(key) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(day);
+                true
+            }
+        }
+    }
+
+    /// Digests held.
+    pub fn len(&self) -> usize {
+        self.digests.len()
+    }
+
+    /// True when no digest is held.
+    pub fn is_empty(&self) -> bool {
+        self.digests.is_empty()
+    }
+
+    /// Drops the digests of events before `day`, once the floor has moved `step` days
+    /// since the last time (a pass over the whole set each time).
+    fn drop_before(&mut self, day: i32, step: i32) {
+        if self.floor.is_some_and(|floor| day < floor + step) {
+            return;
+        }
+        if self.floor.is_some() {
+            self.digests.retain(|_, seen| *seen >= day);
+        }
+        self.floor = Some(day);
+    }
+}
 
 /// Records taken through decoding and the look-ups at a time: few enough that the
 /// decoded events are still in cache when they are accepted, enough that the
@@ -103,6 +152,8 @@ pub struct Core {
     event_clock: Option<DateTime<Utc>>,
     /// Alerts the change log closed since the last batch, with their event time.
     closures: Vec<(String, DateTime<Utc>)>,
+    /// `input.dedupe_horizon_days`.
+    dedupe_horizon_days: i64,
 }
 
 /// Household work of an accepted event, done household by household at the end
@@ -148,6 +199,7 @@ impl Core {
             registry_cursor: 0,
             event_clock: None,
             closures: Vec::new(),
+            dedupe_horizon_days: settings.input.dedupe_horizon_days,
         }
     }
 
@@ -254,9 +306,19 @@ impl Core {
         self.regional.end_of_input();
     }
 
-    /// Marks event ids as seen (state rebuilt from the store).
-    pub fn restore_seen(&mut self, digests: impl IntoIterator<Item = u128>) {
-        self.seen.extend(digests);
+    /// Marks event ids as seen (state rebuilt from the store): each digest with its
+    /// event's time.
+    pub fn restore_seen(&mut self, digests: impl IntoIterator<Item = (u128, DateTime<Utc>)>) {
+        for (digest, at) in digests {
+            self.seen.insert(digest, epoch_day(at));
+        }
+    }
+
+    /// The earliest event time still deduplicated (and accepted): the latest event
+    /// time accepted minus `input.dedupe_horizon_days`.
+    pub fn dedupe_horizon(&self) -> Option<DateTime<Utc>> {
+        self.event_clock
+            .map(|clock| clock - chrono::Duration::days(self.dedupe_horizon_days))
     }
 
     /// Number of event ids seen.
@@ -431,6 +493,10 @@ impl Core {
             }
         }
         self.risks.clear();
+        if let Some(horizon) = self.dedupe_horizon() {
+            let step = (self.dedupe_horizon_days / 16).max(1) as i32;
+            self.seen.drop_before(epoch_day(horizon), step);
+        }
         let changes = self.rules.drain();
         output.closures = std::mem::take(&mut self.closures);
         output.alerts = changes.alerts;
@@ -481,13 +547,41 @@ impl Core {
         // back to back for the whole chunk, so the processor overlaps their misses
         // instead of waiting for each between two decodes.
         let mut lookups = std::mem::take(&mut self.lookups);
-        lookups.extend(decoded.iter().map(|(event, _)| {
-            Lookup {
-                fresh: self
-                    .seen
-                    .insert(event.event_id.digest(event.source.as_str())),
-                person: None,
-            }
+        // An event older than the dedupe horizon could be a duplicate of one whose
+        // digest is gone: it is refused as too late, as event time allows.
+        let horizon = self.dedupe_horizon();
+        decoded.retain(|(event, index)| {
+            let Some(horizon) = horizon.filter(|&h| event.occurred_at < h) else {
+                return true;
+            };
+            let rejection = Rejection::new(
+                Stage::Semantic,
+                "time.beyond_dedupe_horizon",
+                format!(
+                    "occurred_at is more than input.dedupe_horizon_days ({}) before the latest event time accepted; events before {} can no longer be told from duplicates (raise input.dedupe_horizon_days to accept them)",
+                    self.dedupe_horizon_days,
+                    horizon.to_rfc3339()
+                ),
+            );
+            let salvage = Salvage {
+                event_id: Some(event.event_id.as_str().to_string()),
+                source: Some(event.source.as_str().to_string()),
+                kind: Some(event.kind().as_str().to_string()),
+            };
+            output.dead_letters.push(DeadLetter::new(
+                &records[*index as usize],
+                rejection,
+                salvage,
+                now,
+            ));
+            false
+        });
+        lookups.extend(decoded.iter().map(|(event, _)| Lookup {
+            fresh: self.seen.insert(
+                event.event_id.digest(event.source.as_str()),
+                epoch_day(event.occurred_at),
+            ),
+            person: None,
         }));
         for ((event, _), lookup) in decoded.iter().zip(lookups.iter_mut()) {
             if let Subject::Person(id) = &event.subject

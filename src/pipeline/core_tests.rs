@@ -245,3 +245,64 @@ fn the_cool_down_counts_in_event_time_from_the_decision() {
     assert_eq!(reopened.len(), 1, "a new alert after the cool-down");
     assert_ne!(reopened[0].alert_id, alert.alert_id);
 }
+
+/// Duplicates are found within `input.dedupe_horizon_days` of event time: the seen set
+/// forgets older events as event time moves on, and an event older than the horizon
+/// — a repeat of a forgotten one or not — is refused to dead letters as too late
+/// instead of being accepted twice.
+#[test]
+fn the_seen_set_holds_the_dedupe_horizon_and_older_events_are_refused() {
+    let (mut core, records) = county();
+    let first = run(&mut core, &records, records.len());
+    let held = core.seen_count();
+    assert_eq!(held, first.events.len());
+    let clock = first.events.iter().map(|e| e.occurred_at).max().unwrap();
+    let horizon = Settings::defaults().input.dedupe_horizon_days;
+    let record = records
+        .iter()
+        .find(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.bytes)
+                .is_ok_and(|v| v["kind"] == "medical_settlement")
+        })
+        .unwrap()
+        .clone();
+    let at = |days: i64, id: &str| -> RawRecord {
+        let mut copy: serde_json::Value = serde_json::from_slice(&record.bytes).unwrap();
+        let time = (clock + chrono::Duration::days(days)).to_rfc3339();
+        copy["event_id"] = id.into();
+        copy["occurred_at"] = time.clone().into();
+        copy["reported_at"] = time.into();
+        RawRecord {
+            bytes: serde_json::to_vec(&copy).unwrap(),
+            ..record.clone()
+        }
+    };
+    let far = clock + chrono::Duration::days(horizon + 400);
+    // Event time moves on past the horizon of every event so far.
+    let moved = core.process(&[at(horizon + 400, "YB-HORIZON-000001")], far);
+    assert_eq!(moved.counts.accepted, 1, "{:?}", moved.dead_letters);
+    assert!(
+        core.seen_count() < held / 10,
+        "{} digests held of {held}",
+        core.seen_count()
+    );
+    // A repeat of a forgotten event, and a new one just as old: both too late.
+    let repeat = core.process(&[record.clone(), at(0, "YB-HORIZON-000002")], far);
+    assert_eq!(repeat.counts.accepted, 0);
+    assert_eq!(repeat.counts.duplicates, 0);
+    let rules: Vec<&str> = repeat
+        .dead_letters
+        .iter()
+        .map(|d| d.rejection.rule.as_str())
+        .collect();
+    assert_eq!(
+        rules,
+        ["time.beyond_dedupe_horizon", "time.beyond_dedupe_horizon"]
+    );
+    // Within the horizon: accepted once, then a duplicate.
+    let inside = at(401, "YB-HORIZON-000003");
+    let once = core.process(std::slice::from_ref(&inside), far);
+    assert_eq!(once.counts.accepted, 1, "{:?}", once.dead_letters);
+    let twice = core.process(&[inside], far);
+    assert_eq!((twice.counts.accepted, twice.counts.duplicates), (0, 1));
+}

@@ -534,14 +534,16 @@ impl Store {
         dispatch!(self, store => store.for_each_member(each).await)
     }
 
-    /// Reads the pipeline state: seen ids, household events since `events_since`,
-    /// open alerts, and alerts closed since `closed_since`.
+    /// Reads the pipeline state: the dedupe digests of events since `seen_since`,
+    /// household events since `events_since`, open alerts, and alerts closed since
+    /// `closed_since`.
     pub async fn load_state(
         &self,
         events_since: Option<DateTime<Utc>>,
         closed_since: DateTime<Utc>,
+        seen_since: Option<DateTime<Utc>>,
     ) -> Result<StoredState, StoreError> {
-        dispatch!(self, store => store.load_state(events_since, closed_since).await)
+        dispatch!(self, store => store.load_state(events_since, closed_since, seen_since).await)
     }
 
     /// The latest event time stored, if any.

@@ -906,13 +906,20 @@ macro_rules! sql_store {
                 &self,
                 events_since: Option<DateTime<Utc>>,
                 closed_since: DateTime<Utc>,
+                seen_since: Option<DateTime<Utc>>,
             ) -> Result<StoredState, StoreError> {
                 let mut state = StoredState::default();
-                let mut ids = sqlx::query("SELECT source, event_id FROM events").fetch(&self.pool);
+                let seen_from = seen_since.map_or(i64::MIN, |t| t.timestamp_millis());
+                let mut ids = sqlx::query(
+                    "SELECT source, event_id, occurred_at FROM events WHERE occurred_at >= $1",
+                )
+                .bind(seen_from)
+                .fetch(&self.pool);
                 while let Some(row) = ids.try_next().await? {
-                    state
-                        .seen
-                        .push($crate::domain::ids::dedupe_digest(row.get(0), row.get(1)));
+                    state.seen.push((
+                        $crate::domain::ids::dedupe_digest(row.get(0), row.get(1)),
+                        millis_to_time(row.get(2))?,
+                    ));
                 }
                 drop(ids);
                 let since = events_since.map_or(i64::MIN, |t| t.timestamp_millis());

@@ -730,7 +730,10 @@ fn exports_cut_at(
         }
     }
     lines.sort_by_key(|(at, _)| (at.is_none(), *at));
-    let paths = [county.join("export-1.ndjson"), county.join("export-2.ndjson")];
+    let paths = [
+        county.join("export-1.ndjson"),
+        county.join("export-2.ndjson"),
+    ];
     let mut files = paths.clone().map(|p| std::fs::File::create(p).unwrap());
     for (at, line) in lines {
         let file = &mut files[usize::from(at.is_none_or(|at| at > cut))];
@@ -766,9 +769,7 @@ async fn the_next_days_export_still_fills_the_days_the_last_run_left_open() {
         once.store.report().await.unwrap(),
     );
     assert_eq!(daily_report.events_accepted, once_report.events_accepted);
-    assert!(
-        judged.events_accepted > 0 && judged.events_accepted < once_report.events_accepted
-    );
+    assert!(judged.events_accepted > 0 && judged.events_accepted < once_report.events_accepted);
     assert_eq!(
         daily_report.late_events, once_report.late_events,
         "the second export is not late for the days the first left open"

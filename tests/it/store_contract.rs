@@ -584,7 +584,10 @@ async fn contract_migrations(subject: Subject) {
 
     let store = subject.store();
     assert_eq!(store.report().await.unwrap(), Report::default());
-    let state = store.load_state(None, DateTime::UNIX_EPOCH).await.unwrap();
+    let state = store
+        .load_state(None, DateTime::UNIX_EPOCH, None)
+        .await
+        .unwrap();
     assert!(state.seen.is_empty() && state.events.is_empty());
     assert!(state.open_alerts.is_empty() && state.closed_alerts.is_empty());
     assert_eq!(store.latest_event_time().await.unwrap(), None);
@@ -1246,7 +1249,7 @@ async fn contract_alert_upserts(subject: Subject) {
         ("open", update.level.as_str())
     );
     assert_eq!(doc, serde_json::to_string(&update).unwrap());
-    let state = store.load_state(None, now()).await.unwrap();
+    let state = store.load_state(None, now(), None).await.unwrap();
     let (restored, _, _) = state
         .open_alerts
         .iter()
@@ -1401,16 +1404,30 @@ async fn contract_load_state(subject: Subject) {
     let batch = core.process(&county.records, now());
     store.commit_batch(&batch, &[], now()).await.unwrap();
 
-    let state = store.load_state(None, now()).await.unwrap();
+    let state = store.load_state(None, now(), None).await.unwrap();
     let mut seen = state.seen.clone();
     seen.sort_unstable();
-    let mut want_seen: Vec<u128> = batch
+    let mut want_seen: Vec<(u128, DateTime<Utc>)> = batch
         .events
         .iter()
-        .map(|e| e.event_id.digest(e.source.as_str()))
+        .map(|e| (e.event_id.digest(e.source.as_str()), e.occurred_at))
         .collect();
     want_seen.sort_unstable();
     assert_eq!(seen, want_seen);
+    // From the dedupe horizon on: the digests of the events since then only.
+    let mut times: Vec<DateTime<Utc>> = batch.events.iter().map(|e| e.occurred_at).collect();
+    times.sort_unstable();
+    let horizon = times[times.len() / 2];
+    let recent = store.load_state(None, now(), Some(horizon)).await.unwrap();
+    let mut recent_seen = recent.seen.clone();
+    recent_seen.sort_unstable();
+    let want_recent: Vec<(u128, DateTime<Utc>)> = want_seen
+        .iter()
+        .filter(|(_, at)| *at >= horizon)
+        .copied()
+        .collect();
+    assert!(!want_recent.is_empty() && want_recent.len() < want_seen.len());
+    assert_eq!(recent_seen, want_recent);
 
     // Household events: every event with a household, and industry-project
     // failures with the households in their payload.
@@ -1460,7 +1477,7 @@ async fn contract_load_state(subject: Subject) {
     let mut times: Vec<DateTime<Utc>> = batch.events.iter().map(|e| e.occurred_at).collect();
     times.sort();
     let since = times[times.len() / 2];
-    let recent = store.load_state(Some(since), now()).await.unwrap();
+    let recent = store.load_state(Some(since), now(), None).await.unwrap();
     let want_recent: BTreeSet<String> = want_events
         .iter()
         .filter(|(_, v)| v.0 >= since)
@@ -1502,7 +1519,7 @@ async fn contract_load_state(subject: Subject) {
     let closed_at = now() + Duration::days(3);
     subject.raw.close_alert(&alert.alert_id, closed_at).await;
     let within = store
-        .load_state(None, closed_at - Duration::days(1))
+        .load_state(None, closed_at - Duration::days(1), None)
         .await
         .unwrap();
     assert!(
@@ -1526,7 +1543,7 @@ async fn contract_load_state(subject: Subject) {
     );
     assert_eq!(within.open_alerts.len(), batch.alerts.len() - 1);
     let past = store
-        .load_state(None, closed_at + Duration::seconds(1))
+        .load_state(None, closed_at + Duration::seconds(1), None)
         .await
         .unwrap();
     assert!(past.closed_alerts.is_empty());
@@ -1818,7 +1835,10 @@ async fn backends_agree() {
         let mut registry = store.load_registry().await.unwrap();
         registry.members.sort_by_key(|m| m.0);
         registry.regions.sort_by_key(|r| r.code);
-        let mut state = store.load_state(None, DateTime::UNIX_EPOCH).await.unwrap();
+        let mut state = store
+            .load_state(None, DateTime::UNIX_EPOCH, None)
+            .await
+            .unwrap();
         state.seen.sort_unstable();
         state.events.sort_by(|a, b| a.event_id.cmp(&b.event_id));
         state
