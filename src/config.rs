@@ -225,6 +225,9 @@ pub struct RuleSettings {
     pub cooldown_days: i64,
     /// Lowest level that opens a task.
     pub task_min_level: Level,
+    /// Evidence listed per alert: beyond this many, the oldest events no judgement
+    /// can cite again leave the list (the count keeps them).
+    pub max_evidence_per_alert: usize,
     /// Above this multiple of the line, 突发严重困难户.
     pub hardship_income_ratio: f64,
     /// Distinct risk types that raise the level.

@@ -139,6 +139,10 @@ pub struct AlertJudgements {
     pub reasons: std::collections::BTreeMap<String, (Level, DateTime<Utc>)>,
     /// The window time the income figures were taken at.
     pub income_at: Option<DateTime<Utc>>,
+    /// The event time of each entry of `evidence`, in its order (which entries are
+    /// the oldest when the list is capped).
+    #[serde(default)]
+    pub evidence_at: Vec<DateTime<Utc>>,
 }
 
 /// A household alert, as stored and exported.
@@ -169,8 +173,13 @@ pub struct HouseholdAlert {
     pub hazards: Vec<Hazard>,
     /// Rules that fired (one entry per rule id, latest reason).
     pub rules: Vec<RuleFinding>,
-    /// Every event the alert rests on, sorted.
+    /// The events the alert rests on, sorted: every one, up to
+    /// `rules.max_evidence_per_alert`; beyond that the oldest no judgement can cite
+    /// again leave the list (`evidence_count` still counts them).
     pub evidence: Vec<EventId>,
+    /// How many events the alert has rested on.
+    #[serde(default)]
+    pub evidence_count: u64,
     /// Open or closed.
     pub status: AlertStatus,
     /// The household's status when last updated.

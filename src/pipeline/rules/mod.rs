@@ -516,6 +516,7 @@ fn merge(
                 hazards: Vec::new(),
                 rules: Vec::new(),
                 evidence: Vec::new(),
+                evidence_count: 0,
                 status: AlertStatus::Open,
                 household_status: household.status,
                 per_capita_income_yuan: household.per_capita_income(),
@@ -610,11 +611,22 @@ fn merge(
             let event = &events[i as usize];
             if let Err(at) = alert.evidence.binary_search(&event.event_id) {
                 alert.evidence.insert(at, event.event_id.clone());
+                let times = &mut alert.judgements.evidence_at;
+                times.insert(at.min(times.len()), event.occurred_at);
+                alert.evidence_count += 1;
                 alert.first_evidence_at = alert.first_evidence_at.min(event.occurred_at);
                 alert.last_evidence_at = alert.last_evidence_at.max(event.occurred_at);
                 visible = true;
             }
         }
+    }
+    // The list is capped: beyond the limit, the oldest evidence no later judgement can
+    // cite (before the look-back and the lateness of this point) leaves it, so the
+    // count stays exact; a rule keeps its last event.
+    if alert.evidence.len() > rules.max_evidence_per_alert {
+        let reach =
+            point - Duration::days(rules.lookback_days) - Duration::days(rules.max_lateness_days);
+        visible |= cap_evidence(alert, rules.max_evidence_per_alert, reach);
     }
     if alert.judgements.income_at.is_none_or(|at| point >= at) {
         if alert.judgements.income_at != Some(point) {
@@ -690,6 +702,42 @@ fn merge(
         merged.alert_changed = true;
     }
     merged
+}
+
+/// Drops the oldest evidence before `reach` until `alert` lists at most `cap` events
+/// (or none is left to drop); a rule's only event stays. True when any left.
+fn cap_evidence(alert: &mut HouseholdAlert, cap: usize, reach: DateTime<Utc>) -> bool {
+    if alert.judgements.evidence_at.len() != alert.evidence.len() {
+        // Restored from a store that did not keep the times: the oldest known.
+        let oldest = alert.first_evidence_at;
+        alert.judgements.evidence_at = vec![oldest; alert.evidence.len()];
+    }
+    let mut dropped = false;
+    while alert.evidence.len() > cap {
+        let sole: Vec<EventId> = alert
+            .rules
+            .iter()
+            .filter(|r| r.evidence.len() == 1)
+            .map(|r| r.evidence[0].clone())
+            .collect();
+        let victim = (0..alert.evidence.len())
+            .filter(|&i| {
+                alert.judgements.evidence_at[i] < reach && !sole.contains(&alert.evidence[i])
+            })
+            .min_by_key(|&i| (alert.judgements.evidence_at[i], &alert.evidence[i]));
+        let Some(victim) = victim else {
+            break;
+        };
+        let id = alert.evidence.remove(victim);
+        alert.judgements.evidence_at.remove(victim);
+        for rule in &mut alert.rules {
+            if let Ok(at) = rule.evidence.binary_search(&id) {
+                rule.evidence.remove(at);
+            }
+        }
+        dropped = true;
+    }
+    dropped
 }
 
 /// The action a household's status calls for, and for `identify` the category it

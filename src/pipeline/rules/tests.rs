@@ -879,3 +879,53 @@ fn the_monitoring_line_changes_at_midnight_china_standard_time() {
         7_100.0
     );
 }
+
+/// An alert that grows for years lists at most `rules.max_evidence_per_alert` events
+/// beyond those a judgement can still cite (the look-back and the lateness before
+/// the household's latest event); `evidence_count` counts every event it rested on,
+/// and the list keeps the newest.
+#[test]
+fn evidence_is_capped_to_the_newest_and_counted_whole() {
+    let mut settings = settings();
+    settings.rules.max_evidence_per_alert = 5;
+    let mut rules = HouseholdRules::new(settings.rules.clone(), settings.policy);
+    let registry = registry_with(household(HouseholdStatus::Ordinary, 3, 27_000.0));
+    let spacing = 30;
+    let count = 60;
+    let mut longest = 0;
+    for k in 0..count {
+        rules.apply(
+            &registry,
+            0,
+            event(&format!("S{k:03}"), k * spacing, Fact::SeriousIllness),
+            now(),
+            now(),
+        );
+        let alert = rules.open_alert(0).expect("an open alert");
+        longest = longest.max(alert.evidence.len());
+    }
+    let alert = rules.open_alert(0).unwrap();
+    assert_eq!(alert.evidence_count, count as u64);
+    // Citable: events within 365 + 90 days before the latest (day 1770).
+    let reach = settings.rules.lookback_days + settings.rules.max_lateness_days;
+    let citable = (0..count)
+        .filter(|k| (count - 1 - k) * spacing <= reach)
+        .count();
+    assert!(citable > 5);
+    assert_eq!(
+        alert.evidence.len(),
+        citable,
+        "only citable events beyond the cap"
+    );
+    assert!(longest <= citable + 1, "the list never grew past {longest}");
+    let newest: Vec<String> = (count - citable as i64..count)
+        .map(|k| format!("S{k:03}"))
+        .collect();
+    let listed: Vec<&str> = alert.evidence.iter().map(|e| e.as_str()).collect();
+    assert_eq!(listed, newest);
+    assert_eq!(alert.first_evidence_at, day(0), "the earliest stays known");
+    for rule in &alert.rules {
+        assert!(!rule.evidence.is_empty());
+        assert!(rule.evidence.iter().all(|e| alert.evidence.contains(e)));
+    }
+}
