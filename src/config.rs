@@ -98,6 +98,8 @@ pub struct StoreSettings {
     pub retry_for_seconds: u64,
     /// Backoff cap.
     pub max_backoff_seconds: u64,
+    /// Events older than this many days of event time are deleted (0: kept).
+    pub event_retention_days: i64,
 }
 
 /// `[input]`: reading records.
@@ -528,6 +530,10 @@ impl Check for StoreSettings {
         require(
             (1..=600).contains(&self.connect_timeout_seconds),
             "store.connect_timeout_seconds: must be from 1 to 600",
+        );
+        require(
+            (0..=36_500).contains(&self.event_retention_days),
+            "store.event_retention_days: must be from 0 (keep every event) to 36500",
         );
     }
 }

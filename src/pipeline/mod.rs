@@ -425,6 +425,56 @@ async fn commit_one(
     .await
 }
 
+/// The days of events kept with `store.event_retention_days`: never fewer than the
+/// state read back at start-up needs (the dedupe horizon, and twice the rules'
+/// look-back and lateness).
+pub fn event_retention_days(settings: &Settings) -> i64 {
+    let needed = settings
+        .input
+        .dedupe_horizon_days
+        .max(2 * (settings.rules.lookback_days + settings.rules.max_lateness_days));
+    settings.store.event_retention_days.max(needed)
+}
+
+/// Deletes the events older than the retention (in event time, before the latest
+/// event stored) at once and then hourly, until `cancel`.
+async fn event_retention(app: App, cancel: CancellationToken) {
+    let days = event_retention_days(&app.settings);
+    if days > app.settings.store.event_retention_days {
+        tracing::warn!(
+            configured = app.settings.store.event_retention_days,
+            kept = days,
+            "store.event_retention_days is shorter than the state needs; events are kept for longer"
+        );
+    }
+    loop {
+        match app.store.latest_event_time().await {
+            Ok(Some(latest)) => {
+                let before = latest - chrono::Duration::days(days);
+                match app.store.events_purge(before).await {
+                    Ok(rows) => {
+                        app.metrics.events_purged(rows);
+                        if rows > 0 {
+                            tracing::info!(rows, before = %before, "old events deleted (store.event_retention_days)");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %crate::telemetry::Chain(&error), "cannot delete old events")
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(error = %crate::telemetry::Chain(&error), "cannot read the latest event time")
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
 /// Runs NDJSON inputs (files resume from their stored positions; `-` is stdin) to
 /// their end, or until `cancel`. With Kafka outputs configured, the outbox is
 /// published as the run goes and flushed at its end.
@@ -540,6 +590,10 @@ async fn drive<S: Source>(
         core
     };
 
+    // Old events leave the store, at the start and hourly (when a retention is set).
+    let retention_cancel = CancellationToken::new();
+    let retention = (settings.store.event_retention_days > 0)
+        .then(|| tokio::spawn(event_retention(app.clone(), retention_cancel.clone())));
     // With several instances, one elected among them counts every instance's events.
     let leader_cancel = cancel.child_token();
     let leader =
@@ -696,6 +750,10 @@ async fn drive<S: Source>(
     relay_cancel.cancel();
     if let Some(relay) = relay {
         let _ = relay.await;
+    }
+    retention_cancel.cancel();
+    if let Some(retention) = retention {
+        let _ = retention.await;
     }
     // A last group commit of what is stored, for lag monitoring.
     if claims && let Ok(positions) = app.store.positions_with_prefix("kafka:").await {

@@ -650,6 +650,11 @@ impl Store {
         dispatch!(self, store => store.outbox_backlog().await)
     }
 
+    /// Deletes the events that occurred before `before`; returns how many.
+    pub async fn events_purge(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        dispatch!(self, store => store.events_purge(before).await)
+    }
+
     /// Deletes rows published before `sent_before` (not the undeliverable ones);
     /// returns how many.
     pub async fn outbox_purge(&self, sent_before: DateTime<Utc>) -> Result<u64, StoreError> {

@@ -1334,6 +1334,26 @@ macro_rules! sql_store {
                 )
             }
 
+            /// See [`crate::store::Store::events_purge`].
+            pub async fn events_purge(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+                let before = before.timestamp_millis();
+                let mut purged = 0;
+                // In slices, so no one transaction holds the store for long.
+                loop {
+                    let result = sqlx::query(
+                        "DELETE FROM events WHERE id IN \
+                         (SELECT id FROM events WHERE occurred_at < $1 LIMIT 10000)",
+                    )
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?;
+                    purged += result.rows_affected();
+                    if result.rows_affected() == 0 {
+                        return Ok(purged);
+                    }
+                }
+            }
+
             /// See [`crate::store::Store::outbox_purge`].
             pub async fn outbox_purge(&self, sent_before: DateTime<Utc>) -> Result<u64, StoreError> {
                 let result = sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1 AND failure IS NULL")

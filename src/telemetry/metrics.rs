@@ -37,6 +37,7 @@ pub struct Metrics {
     outbox_errors: IntCounter,
     outbox_undeliverable: IntCounter,
     outbox_purged: IntCounter,
+    events_purged: IntCounter,
     regional_leader: IntGauge,
     regional_fed: IntCounter,
     http_requests: IntCounterVec,
@@ -236,6 +237,11 @@ impl Metrics {
                 "yujing_outbox_purged_total",
                 "Published outbox rows deleted after the retention period",
             ),
+            events_purged: counter(
+                &registry,
+                "yujing_events_purged_total",
+                "Events deleted after store.event_retention_days",
+            ),
             http_requests: counter_vec(
                 &registry,
                 "yujing_http_requests_total",
@@ -414,6 +420,11 @@ impl Metrics {
     /// Published outbox rows were purged.
     pub fn outbox_purged(&self, rows: u64) {
         self.outbox_purged.inc_by(rows);
+    }
+
+    /// Events older than the retention were deleted.
+    pub fn events_purged(&self, rows: u64) {
+        self.events_purged.inc_by(rows);
     }
 
     /// The registry (for adding subsystem metrics).

@@ -1041,3 +1041,55 @@ async fn an_export_read_in_part_ends_quietly_and_a_mistyped_store_is_refused() {
         );
     }
 }
+
+/// With `store.event_retention_days` set, a run deletes the events older than that
+/// (in event time, before the latest stored) — never fewer days than the state read
+/// back at start-up needs — at its start, and nothing newer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_older_than_the_retention_leave_the_store() {
+    let env = Env::new();
+    let (county, key) = env.county(300, 120, 5);
+    let mut settings = env.settings("retention.db");
+    settings.rules.lookback_days = 10;
+    settings.rules.max_lateness_days = 5;
+    settings.input.dedupe_horizon_days = 20;
+    settings.store.event_retention_days = 40;
+    assert_eq!(yujing::pipeline::event_retention_days(&settings), 40);
+    settings.store.event_retention_days = 25;
+    assert_eq!(
+        yujing::pipeline::event_retention_days(&settings),
+        30,
+        "raised to twice the look-back and lateness"
+    );
+    let app = App::build(settings).await.expect("app");
+    import_county(&app, &county).await;
+    run_files(&app, &feeds(&county, &key)).await;
+    let all = app
+        .store
+        .load_state(None, chrono::DateTime::UNIX_EPOCH, None)
+        .await
+        .unwrap()
+        .seen;
+    let latest = all.iter().map(|(_, at)| *at).max().unwrap();
+    let bound = latest - chrono::Duration::days(30);
+    assert!(
+        all.iter().any(|(_, at)| *at < bound),
+        "old events were stored"
+    );
+    // The next run (nothing new to read) deletes them at its start.
+    let empty = env.path("empty.ndjson");
+    std::fs::write(&empty, b"").unwrap();
+    run_files(&app, &[empty]).await;
+    let kept = app
+        .store
+        .load_state(None, chrono::DateTime::UNIX_EPOCH, None)
+        .await
+        .unwrap()
+        .seen;
+    assert!(!kept.is_empty());
+    assert!(kept.iter().all(|(_, at)| *at >= bound));
+    assert_eq!(
+        kept.len(),
+        all.iter().filter(|(_, at)| *at >= bound).count()
+    );
+}

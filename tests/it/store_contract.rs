@@ -237,6 +237,7 @@ both_backends! {
     contract_regional_lead => regional_lead_sqlite, regional_lead_postgres;
     contract_claims => claims_sqlite, claims_postgres;
     contract_lanes => lanes_sqlite, lanes_postgres;
+    contract_event_retention => event_retention_sqlite, event_retention_postgres;
 }
 
 // ---------------------------------------------------------------------------
@@ -2189,4 +2190,24 @@ async fn contract_lanes(subject: Subject) {
         .unwrap();
     assert_eq!(step.events.len(), 1);
     assert!(step.lanes.is_none());
+}
+
+/// `events_purge` deletes the events that occurred before its bound, in slices, and
+/// nothing else; a second pass finds nothing.
+async fn contract_event_retention(subject: Subject) {
+    let county = county(&subject).await;
+    let store = subject.store();
+    let mut core = subject.core().await;
+    let batch = core.process(&county.records, now());
+    store.commit_batch(&batch, &[], now()).await.unwrap();
+    let mut times: Vec<DateTime<Utc>> = batch.events.iter().map(|e| e.occurred_at).collect();
+    times.sort_unstable();
+    let bound = times[times.len() / 2];
+    let older = times.iter().filter(|&&t| t < bound).count() as u64;
+    assert!(older > 0);
+    assert_eq!(store.events_purge(bound).await.unwrap(), older);
+    let kept = store.load_state(None, now(), None).await.unwrap().seen;
+    assert_eq!(kept.len(), times.len() - older as usize);
+    assert!(kept.iter().all(|(_, at)| *at >= bound));
+    assert_eq!(store.events_purge(bound).await.unwrap(), 0);
 }
