@@ -285,7 +285,7 @@ pub struct AlertView {
     pub hazards: Vec<Hazard>,
     /// Rules that fired.
     pub rules: Vec<RuleView>,
-    /// Events in evidence.
+    /// Events the alert has rested on (more than its rules list once the list is capped).
     pub evidence_count: u64,
     /// Open or closed.
     pub status: AlertStatus,
@@ -368,7 +368,8 @@ impl AlertView {
                     evidence: rule.evidence.iter().map(|e| e.to_string()).collect(),
                 })
                 .collect(),
-            evidence_count: alert.evidence.len() as u64,
+            // Stores written before the count was kept have only the list.
+            evidence_count: alert.evidence_count.max(alert.evidence.len() as u64),
             status: alert.status,
             household_status: alert.household_status,
             per_capita_income_yuan: alert.per_capita_income_yuan,
