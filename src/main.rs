@@ -414,6 +414,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             if complete {
                 settings.input.complete = true;
             }
+            let complete_input = settings.input.complete;
             let inputs: Vec<Input> = if inputs.is_empty() {
                 settings
                     .input
@@ -470,6 +471,11 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 summary.alert_changes,
                 summary.task_changes
             );
+            if !use_kafka && !complete_input && c.accepted > 0 {
+                eprintln!(
+                    "regional days within detect.allowed_lateness_days of the latest event stay open for the next run's files; give --complete if this input is all there is"
+                );
+            }
         }
         Command::Produce { topic, files } => {
             if !settings.kafka.enabled() {
