@@ -371,9 +371,40 @@ pub async fn transition(
     MoveBody(request): MoveBody,
 ) -> ApiResult<Json<TaskView>> {
     caller.require(Right::ReadHouseholds)?;
+    // A write that lost a race is tried again on the task as it now is: the timer may
+    // have marked it overdue meanwhile. The move is judged afresh each time, so a
+    // version the caller gave, or a stage another user's move changed, still refuses.
+    let mut attempts = 0;
+    let next = loop {
+        attempts += 1;
+        match try_transition(&state, &caller, &id, &request).await? {
+            Some(next) => break next,
+            None if attempts < 3 => continue,
+            None => {
+                return Err(Problem::conflict(
+                    "stale-version",
+                    "the task changed meanwhile (another transition won); reload it and try again",
+                ));
+            }
+        }
+    };
+    let now = Utc::now();
+    state.summary.invalidate().await;
+    state.metrics.task_transition(request.name());
+    Ok(Json(TaskView::of(&next, caller.0.role, now)))
+}
+
+/// One attempt of a move: `None` when the task changed between its read and the
+/// write.
+async fn try_transition(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    request: &Move,
+) -> ApiResult<Option<crate::domain::task::ScreeningTask>> {
     let task = state
         .store
-        .task(&id)
+        .task(id)
         .await?
         .ok_or_else(|| Problem::not_found("task"))?;
     caller.see(task.village_code, "task")?;
@@ -385,7 +416,7 @@ pub async fn transition(
     let now = Utc::now();
     let next = task.transition(
         &actor,
-        &request,
+        request,
         now,
         state.settings.procedure.publicity_min_days,
     )?;
@@ -416,7 +447,7 @@ pub async fn transition(
             .unwrap_or_default(),
         ..entry("task", &task.task_id, request.name())
     };
-    if let Move::Return { reason, .. } = &request {
+    if let Move::Return { reason, .. } = request {
         audit.detail = reason.clone();
     }
     let mut writes = TransitionWrites {
@@ -459,22 +490,12 @@ pub async fn transition(
             writes.close_alert = Some(alert_id.clone());
         }
     }
-    match state
+    Ok(state
         .store
         .transition_task(&next, task.version, &writes)
         .await?
-    {
-        Ok(()) => {}
-        Err(_) => {
-            return Err(Problem::conflict(
-                "stale-version",
-                "the task changed meanwhile (another transition won); reload it and try again",
-            ));
-        }
-    }
-    state.summary.invalidate().await;
-    state.metrics.task_transition(request.name());
-    Ok(Json(TaskView::of(&next, account.role, now)))
+        .ok()
+        .map(|()| next))
 }
 
 /// The task fields a transition changes, for its audit row.
