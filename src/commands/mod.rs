@@ -3,6 +3,7 @@
 //! binary's business, except for exports, which stream to the writer given.
 
 pub mod accounts;
+pub mod data_quality;
 pub mod demo;
 pub mod detect;
 pub mod evaluate;
