@@ -72,6 +72,8 @@ pub struct Settings {
     pub api: ApiSettings,
     /// `[procedure]`: the identification procedure's deadlines.
     pub procedure: ProcedureSettings,
+    /// `[sweeps]`: the standing sweeps' thresholds.
+    pub sweeps: SweepSettings,
     /// `[detect]`: regional detection.
     pub detect: crate::pipeline::detect::DetectSettings,
     /// `[kafka]`
@@ -173,6 +175,21 @@ impl PolicySettings {
             .filter(|line| region_code.starts_with(&line.region_prefix) && line.from_year <= year)
             .max_by_key(|line| (line.region_prefix.len(), line.from_year))
             .map(|line| line.yuan_per_capita)
+    }
+
+    /// The line the rules and the sweeps apply: [`PolicySettings::monitoring_line`],
+    /// and before every configured year the earliest national line (the settings
+    /// check guarantees one).
+    pub fn line_in_force(&self, region_code: &str, year: i32) -> f64 {
+        self.monitoring_line(region_code, year)
+            .or_else(|| {
+                self.monitoring_lines
+                    .iter()
+                    .filter(|l| l.region_prefix.is_empty())
+                    .min_by_key(|l| l.from_year)
+                    .map(|l| l.yuan_per_capita)
+            })
+            .unwrap_or(f64::INFINITY)
     }
 }
 
@@ -279,6 +296,19 @@ pub struct BudgetOverride {
     pub pass_on_days: i64,
     /// Days from the first warning to the decision.
     pub decision_days: i64,
+}
+
+/// `[sweeps]`: thresholds of the standing sweeps over the registry (`crate::sweeps`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SweepSettings {
+    /// A monitored household identified this many years ago or earlier, risk not
+    /// eliminated, is due an assistance review (2).
+    pub long_monitored_years: u32,
+    /// A risk-eliminated household whose income per capita is at most the line times
+    /// (1 + this share) is due a 回头看 (0.1: within 10 % of the line).
+    pub recheck_income_margin_share: f64,
+    /// Months monitored before a household can be a candidate for 风险消除 (6).
+    pub elimination_min_monitored_months: u32,
 }
 
 /// `[procedure]`
@@ -774,6 +804,24 @@ impl Check for ProcedureSettings {
     }
 }
 
+impl Check for SweepSettings {
+    fn check(&self, require: &mut dyn FnMut(bool, &str)) {
+        require(
+            (1..=50).contains(&self.long_monitored_years),
+            "sweeps.long_monitored_years: must be from 1 to 50",
+        );
+        require(
+            self.recheck_income_margin_share.is_finite()
+                && (0.0..=10.0).contains(&self.recheck_income_margin_share),
+            "sweeps.recheck_income_margin_share: must be from 0 to 10",
+        );
+        require(
+            (1..=600).contains(&self.elimination_min_monitored_months),
+            "sweeps.elimination_min_monitored_months: must be from 1 to 600",
+        );
+    }
+}
+
 /// Deserialises each section on its own, so that a type error in one does not hide
 /// the others, and collects every unknown key.
 fn from_table(mut table: toml::Table, problems: &mut Vec<String>) -> Option<Settings> {
@@ -815,6 +863,7 @@ fn from_table(mut table: toml::Table, problems: &mut Vec<String>) -> Option<Sett
     let telemetry = section(&mut table, "telemetry", problems);
     let api = section(&mut table, "api", problems);
     let procedure = section(&mut table, "procedure", problems);
+    let sweeps = section(&mut table, "sweeps", problems);
     let detect = section(&mut table, "detect", problems);
     let kafka = section(&mut table, "kafka", problems);
     for key in table.keys() {
@@ -830,6 +879,7 @@ fn from_table(mut table: toml::Table, problems: &mut Vec<String>) -> Option<Sett
         telemetry: telemetry?,
         api: api?,
         procedure: procedure?,
+        sweeps: sweeps?,
         detect: detect?,
         kafka: kafka?,
     })
@@ -911,6 +961,25 @@ mod tests {
             Some(8300.0)
         );
         assert_eq!(settings.rules.task_min_level, Level::Yellow);
+    }
+
+    #[test]
+    fn sweep_thresholds_are_checked() {
+        let settings = Settings::defaults();
+        assert_eq!(settings.sweeps.long_monitored_years, 2);
+        assert_eq!(settings.sweeps.elimination_min_monitored_months, 6);
+        let error = Settings::load(&env(&[
+            ("YUJING__SWEEPS__LONG_MONITORED_YEARS", "0"),
+            ("YUJING__SWEEPS__RECHECK_INCOME_MARGIN_SHARE", "-0.1"),
+            ("YUJING__SWEEPS__ELIMINATION_MIN_MONITORED_MONTHS", "0"),
+            ("YUJING__SWEEPS__NOPE", "1"),
+        ]))
+        .unwrap_err();
+        assert_eq!(error.problems.len(), 4, "{error}");
+        assert!(
+            error.to_string().contains("sweeps.nope: unknown key"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -21,6 +21,8 @@
 //! - [`store`]: the storage contract, SQLite (embedded) and PostgreSQL (production);
 //!   it imports `domain` and `batch`, never a pipeline stage.
 //! - [`registry`]: CSV import of the household roster and the regions.
+//! - [`sweeps`]: standing sweeps and data-quality (三一致) rules over the registry,
+//!   per household and in a full pass (pure; nothing stored yet).
 //! - [`generate`]: a synthetic county with planted cases and an answer key.
 //! - [`config`]: layered, typed settings. [`app`]: builds the application.
 //! - [`schemas`]: the published JSON Schemas, compiled. [`telemetry`]: logs, metrics.
@@ -42,4 +44,5 @@ pub mod pipeline;
 pub mod registry;
 pub mod schemas;
 pub mod store;
+pub mod sweeps;
 pub mod telemetry;

@@ -128,6 +128,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The standing sweeps and the data-quality (三一致) checks over the registry as
+    /// stored: counts by rule and by village, and every finding (nothing is stored).
+    DataQuality {
+        /// The day to judge (YYYY-MM-DD; default: today in China Standard Time).
+        #[arg(long)]
+        today: Option<chrono::NaiveDate>,
+        /// The findings as NDJSON on stdout, one per line (the counts on stderr).
+        #[arg(long)]
+        json: bool,
+    },
     /// Write alerts, tasks, dead letters or regional signals as NDJSON on stdout.
     Export {
         /// What to export.
@@ -736,6 +746,38 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print_report(&report);
+            }
+        }
+        Command::DataQuality { today, json } => {
+            commands::serve::require_existing_store(settings.store.url.expose())?;
+            let today = today.unwrap_or_else(|| yujing::domain::task::cst_day(chrono::Utc::now()));
+            let app = App::build(settings).await?;
+            let report = commands::data_quality::data_quality(&app, today).await;
+            app.store.close().await;
+            let report = report?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            if json {
+                commands::data_quality::write_ndjson(&report, &mut out)?;
+                let parts: Vec<String> = report
+                    .by_rule
+                    .iter()
+                    .filter(|line| line.households > 0)
+                    .map(|line| format!("{} {}", line.rule, line.households))
+                    .collect();
+                eprintln!(
+                    "{} findings over {} households on {}: {}",
+                    report.findings.len(),
+                    report.households,
+                    report.today,
+                    if parts.is_empty() {
+                        "none".to_string()
+                    } else {
+                        parts.join(", ")
+                    }
+                );
+            } else {
+                commands::data_quality::write_text(&report, &mut out)?;
             }
         }
         Command::Export { what } => {

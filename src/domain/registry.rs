@@ -84,6 +84,11 @@ pub struct Household {
     pub dibao: bool,
     /// Receives 特困 support.
     pub tekun: bool,
+    /// Marked 已实施开发式帮扶 (developmental assistance in place). Read from the
+    /// roster's optional `developmental_assistance` column; not yet kept by the
+    /// store, so a household loaded from it reads false.
+    #[serde(default)]
+    pub developmental_assistance: bool,
 }
 
 impl Household {
@@ -164,6 +169,8 @@ pub struct Registry {
     persons: HashMap<PersonKey, PersonEntry, BuildHasherDefault<KeyHasher>>,
     /// Labour-capable members per household, counted from the member roster.
     labour_members: Vec<u16>,
+    /// Member rows per household (the roster, not the declared count).
+    member_rows: Vec<u16>,
     regions: HashMap<RegionCode, Region>,
     by_village: HashMap<RegionCode, Vec<HouseholdIdx>>,
 }
@@ -192,6 +199,7 @@ impl Registry {
         let mut registry = Registry {
             by_id: HashMap::with_capacity(households.len()),
             labour_members: Vec::with_capacity(households.len()),
+            member_rows: Vec::with_capacity(households.len()),
             ..Registry::default()
         };
         for household in households {
@@ -218,11 +226,16 @@ impl Registry {
             household,
             labour_capable,
         };
-        if let Some(previous) = self.persons.insert(key, entry)
-            && previous.labour_capable
-        {
-            self.labour_members[previous.household as usize] -= 1;
+        // A person is in one household: a second insert moves them.
+        if let Some(previous) = self.persons.insert(key, entry) {
+            let slot = &mut self.member_rows[previous.household as usize];
+            *slot = slot.saturating_sub(1);
+            if previous.labour_capable {
+                self.labour_members[previous.household as usize] -= 1;
+            }
         }
+        let slot = &mut self.member_rows[household as usize];
+        *slot = slot.saturating_add(1);
         if labour_capable {
             self.labour_members[household as usize] += 1;
         }
@@ -252,6 +265,7 @@ impl Registry {
             .push(idx);
         self.households.push(household);
         self.labour_members.push(0);
+        self.member_rows.push(0);
         idx
     }
 
@@ -283,6 +297,11 @@ impl Registry {
     /// Labour-capable members of a household according to the member roster.
     pub fn labour_capable_members(&self, idx: HouseholdIdx) -> u32 {
         u32::from(self.labour_members[idx as usize])
+    }
+
+    /// Member rows of a household on the member roster (saturating at 65 535).
+    pub fn member_rows(&self, idx: HouseholdIdx) -> u32 {
+        u32::from(self.member_rows[idx as usize])
     }
 
     /// A region's record, when the regions file named it.
@@ -361,6 +380,7 @@ mod tests {
             safety_net: false,
             dibao: false,
             tekun: false,
+            developmental_assistance: false,
         }
     }
 
@@ -376,8 +396,30 @@ mod tests {
             Registry::build(vec![household("H1", "522425101201")], members, vec![]);
         assert_eq!(orphans, 1);
         assert_eq!(registry.labour_capable_members(0), 2);
+        assert_eq!(registry.member_rows(0), 3);
         assert_eq!(registry.person(&PersonKey([2; 32])).unwrap().household, 0);
         assert!(registry.person(&PersonKey([4; 32])).is_none());
+    }
+
+    #[test]
+    fn a_person_added_again_moves_with_the_counts() {
+        let (mut registry, _) = Registry::build(
+            vec![
+                household("H1", "522425101201"),
+                household("H2", "522425101201"),
+            ],
+            vec![(PersonKey([1; 32]), HouseholdId::parse("H1").unwrap(), true)],
+            vec![],
+        );
+        assert!(registry.add_member(PersonKey([1; 32]), "H2", true));
+        assert_eq!(
+            (registry.member_rows(0), registry.labour_capable_members(0)),
+            (0, 0)
+        );
+        assert_eq!(
+            (registry.member_rows(1), registry.labour_capable_members(1)),
+            (1, 1)
+        );
     }
 
     #[test]

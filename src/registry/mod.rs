@@ -148,6 +148,10 @@ pub const HEADER_ALIASES: &[(&str, &[&str])] = &[
     ("safety_net", &["是否兜底保障"]),
     ("dibao", &["是否低保"]),
     ("tekun", &["是否特困"]),
+    (
+        "developmental_assistance",
+        &["是否已实施开发式帮扶", "已实施开发式帮扶"],
+    ),
     ("person_id", &["身份证号"]),
     ("relation", &["与户主关系"]),
     ("code", &["区划代码"]),
@@ -324,6 +328,7 @@ pub fn parse_households(
         "safety_net",
         "dibao",
         "tekun",
+        "developmental_assistance",
     ];
     let mut seen = HashSet::new();
     rows(input, REQUIRED, OPTIONAL, |c, r| {
@@ -402,6 +407,7 @@ pub fn parse_households(
             safety_net: flag(9, "safety_net")?,
             dibao: flag(10, "dibao")?,
             tekun: flag(11, "tekun")?,
+            developmental_assistance: flag(12, "developmental_assistance")?,
         })
     })
 }
@@ -569,6 +575,31 @@ H1,522425101201,3,2,30000,ordinary,,,,false,false,false\n";
         let lines: Vec<u64> = parsed.errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![3, 4, 6, 7]);
         assert!(parsed.errors[0].message.contains("village"));
+    }
+
+    #[test]
+    fn developmental_assistance_is_read_when_its_column_is_there() {
+        let csv = "household_id,region_code,members,labour_capable,annual_net_income_yuan,status,developmental_assistance\n\
+H1,522425101201,3,2,30000,ordinary,是\n\
+H2,522425101201,3,2,30000,ordinary,\n\
+H3,522425101201,3,2,30000,ordinary,perhaps\n";
+        let parsed = parse_households(csv.as_bytes(), None).unwrap();
+        let marked: Vec<bool> = parsed
+            .rows
+            .iter()
+            .map(|h| h.developmental_assistance)
+            .collect();
+        assert_eq!(marked, vec![true, false]);
+        assert_eq!(parsed.errors.len(), 1);
+        assert!(
+            parsed.errors[0]
+                .message
+                .contains("developmental_assistance")
+        );
+        // Files without the column read as before: nothing marked.
+        let csv = "户编号,村代码,家庭人口数,劳动力人数,家庭年纯收入,户类型,是否已实施开发式帮扶\n\
+H1,522425101201,3,2,30000,ordinary,是\n";
+        assert!(parse_households(csv.as_bytes(), None).unwrap().rows[0].developmental_assistance);
     }
 
     #[test]

@@ -1025,6 +1025,7 @@ macro_rules! api_store {
                     safety_net: row.get(9),
                     dibao: row.get(10),
                     tekun: row.get(11),
+                    developmental_assistance: false,
                 };
                 let members = sqlx::query(
                     "SELECT person_masked, relation, labour_capable FROM members WHERE household_id = $1 \

@@ -868,6 +868,7 @@ macro_rules! sql_store {
                         safety_net: row.get(9),
                         dibao: row.get(10),
                         tekun: row.get(11),
+                        developmental_assistance: false,
                     });
                 }
                 drop(rows);

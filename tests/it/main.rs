@@ -5,6 +5,7 @@
 mod api;
 mod cli;
 mod dashboard;
+mod data_quality;
 mod detect_reference;
 mod embedded;
 mod history;

@@ -673,6 +673,7 @@ fn registry_rows() -> (Vec<Region>, Vec<Household>, Vec<Member>) {
             safety_net: false,
             dibao: false,
             tekun: false,
+            developmental_assistance: false,
         },
         Household {
             household_id: HouseholdId::parse("H_monitored").unwrap(),
@@ -687,6 +688,7 @@ fn registry_rows() -> (Vec<Region>, Vec<Household>, Vec<Member>) {
             safety_net: true,
             dibao: true,
             tekun: false,
+            developmental_assistance: false,
         },
         Household {
             household_id: HouseholdId::parse("H3").unwrap(),
@@ -701,6 +703,7 @@ fn registry_rows() -> (Vec<Region>, Vec<Household>, Vec<Member>) {
             safety_net: false,
             dibao: false,
             tekun: true,
+            developmental_assistance: false,
         },
     ];
     let member = |byte: u8, household: &str, relation, labour| Member {

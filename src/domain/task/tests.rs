@@ -406,6 +406,7 @@ fn household() -> Household {
         safety_net: false,
         dibao: false,
         tekun: false,
+        developmental_assistance: false,
     }
 }
 

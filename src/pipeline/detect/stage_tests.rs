@@ -46,6 +46,7 @@ fn registry() -> Registry {
                     safety_net: false,
                     dibao: false,
                     tekun: false,
+                    developmental_assistance: false,
                 });
             }
         }

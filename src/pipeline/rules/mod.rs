@@ -423,20 +423,7 @@ fn slot_mut(alerts: &mut Vec<Option<Box<AlertSlot>>>, household: HouseholdIdx) -
 /// line of that year in China Standard Time; before every configured year, the
 /// earliest national line.
 fn monitoring_line(policy: &PolicySettings, household: &Household, at: DateTime<Utc>) -> f64 {
-    let year = cst_year(at);
-    let code = household.region_code.to_string();
-    // The settings check guarantees a national default line.
-    policy
-        .monitoring_line(&code, year)
-        .or_else(|| {
-            policy
-                .monitoring_lines
-                .iter()
-                .filter(|l| l.region_prefix.is_empty())
-                .min_by_key(|l| l.from_year)
-                .map(|l| l.yuan_per_capita)
-        })
-        .unwrap_or(f64::INFINITY)
+    policy.line_in_force(&household.region_code.to_string(), cst_year(at))
 }
 
 /// What merging one evaluation changed.

@@ -30,6 +30,7 @@ fn household(status: HouseholdStatus, members: u32, income: f64) -> Household {
         safety_net: false,
         dibao: false,
         tekun: false,
+        developmental_assistance: false,
     }
 }
 
