@@ -212,16 +212,6 @@ pub async fn import_registry(
             source,
         })?;
     let name = households.display().to_string();
-    let marked = parsed
-        .rows
-        .iter()
-        .filter(|h| h.developmental_assistance)
-        .count();
-    if marked > 0 {
-        summary.notes.push(format!(
-            "developmental_assistance: {marked} households marked in the file; the store does not keep this column yet, so `yujing data-quality` sees none of them as marked"
-        ));
-    }
     importing.storing(parsed.rows.len());
     app.store
         .upsert_households(&parsed.rows, Utc::now())

@@ -999,7 +999,7 @@ macro_rules! api_store {
             pub async fn household(&self, id: &str) -> Result<Option<HouseholdRecord>, StoreError> {
                 let Some(row) = sqlx::query(
                     "SELECT household_id, region_code, members, labour_capable, annual_net_income_yuan, status, \
-                     monitoring_type, identified_on, risk_eliminated_on, safety_net, dibao, tekun \
+                     monitoring_type, identified_on, risk_eliminated_on, safety_net, dibao, tekun, developmental_assistance \
                      FROM households WHERE household_id = $1",
                 )
                 .bind(id)
@@ -1025,7 +1025,7 @@ macro_rules! api_store {
                     safety_net: row.get(9),
                     dibao: row.get(10),
                     tekun: row.get(11),
-                    developmental_assistance: false,
+                    developmental_assistance: row.get(12),
                 };
                 let members = sqlx::query(
                     "SELECT person_masked, relation, labour_capable FROM members WHERE household_id = $1 \

@@ -746,7 +746,7 @@ macro_rules! sql_store {
                     let mut insert: QueryBuilder<$db> = QueryBuilder::new(
                         "INSERT INTO households (household_id, region_code, members, labour_capable, \
                          annual_net_income_yuan, status, monitoring_type, identified_on, risk_eliminated_on, \
-                         safety_net, dibao, tekun, updated_at) ",
+                         safety_net, dibao, tekun, developmental_assistance, updated_at) ",
                     );
                     insert.push_values(chunk, |mut row, h| {
                         row.push_bind(h.household_id.as_str())
@@ -761,6 +761,7 @@ macro_rules! sql_store {
                             .push_bind(h.safety_net)
                             .push_bind(h.dibao)
                             .push_bind(h.tekun)
+                            .push_bind(h.developmental_assistance)
                             .push_bind(now);
                     });
                     insert.push(
@@ -769,7 +770,8 @@ macro_rules! sql_store {
                          annual_net_income_yuan = excluded.annual_net_income_yuan, status = excluded.status, \
                          monitoring_type = excluded.monitoring_type, identified_on = excluded.identified_on, \
                          risk_eliminated_on = excluded.risk_eliminated_on, safety_net = excluded.safety_net, \
-                         dibao = excluded.dibao, tekun = excluded.tekun, updated_at = excluded.updated_at",
+                         dibao = excluded.dibao, tekun = excluded.tekun, \
+                         developmental_assistance = excluded.developmental_assistance, updated_at = excluded.updated_at",
                     );
                     insert.build().execute(&mut *tx).await?;
                 }
@@ -844,7 +846,7 @@ macro_rules! sql_store {
                 let mut registry = StoredRegistry::default();
                 let mut rows = sqlx::query(
                     "SELECT household_id, region_code, members, labour_capable, annual_net_income_yuan, status, \
-                     monitoring_type, identified_on, risk_eliminated_on, safety_net, dibao, tekun \
+                     monitoring_type, identified_on, risk_eliminated_on, safety_net, dibao, tekun, developmental_assistance \
                      FROM households ORDER BY household_id",
                 )
                 .fetch(&self.pool);
@@ -868,7 +870,7 @@ macro_rules! sql_store {
                         safety_net: row.get(9),
                         dibao: row.get(10),
                         tekun: row.get(11),
-                        developmental_assistance: false,
+                        developmental_assistance: row.get(12),
                     });
                 }
                 drop(rows);
