@@ -505,7 +505,7 @@ struct Site {
 
 async fn site() -> Site {
     let env = Env::new();
-    let (county_dir, key) = env.county(3250, 45, 23);
+    let (county_dir, key) = env.recent_county(3250, 45, 23);
     let mut settings = env.settings("dashboard.db");
     settings.api.summary_cache_ms = 0;
     // Configured but not there yet: the map draws points only until it is written.

@@ -64,6 +64,22 @@ impl Env {
         (out, key)
     }
 
+    /// Generates a county into `county/` whose season ends four days before today (as
+    /// the demo's): due dates, counted from its reports, fall around today.
+    pub fn recent_county(&self, households: usize, days: u32, seed: u64) -> (PathBuf, AnswerKey) {
+        let out = self.path("county");
+        let today = yujing::domain::task::cst_day(chrono::Utc::now());
+        let options = GenerateOptions {
+            households,
+            days,
+            seed,
+            start: today - chrono::Duration::days(i64::from(days) + 4),
+            ..GenerateOptions::default()
+        };
+        let key = generate(&out, &options).expect("county generated");
+        (out, key)
+    }
+
     /// The binary with this world's key and store `db`.
     pub fn yujing(&self, db: &str) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_yujing"));
