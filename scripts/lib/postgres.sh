@@ -18,6 +18,8 @@
 #   YUJING_PG_START_TIMEOUT  seconds pg_ctl waits for the server (60)
 #   YUJING_PG_RUN_AS         user that runs the server when we are root
 #                            (default: nobody)
+#   YUJING_PG_EXTRA_CONF     lines appended to the cluster's postgresql.conf
+#                            (e.g. "track_commit_timestamp = on")
 
 _YJ_PG_USER=yujing
 _YJ_PG_DB=yujing_test
@@ -222,6 +224,7 @@ synchronous_commit = off
 full_page_writes = off
 max_connections = 200
 log_min_messages = warning
+${YUJING_PG_EXTRA_CONF:-}
 EOF
     [[ -z $_YJ_PG_OWNER ]] || chown "$_YJ_PG_OWNER" "$data/pg_hba.conf" "$data/postgresql.conf"
 
