@@ -153,9 +153,17 @@ impl App {
         };
         let closed_since = (Utc::now() - Duration::days(rules.cooldown_days))
             .min(latest.unwrap_or_else(Utc::now) - reach);
+        let held_after = regional_inline
+            .then(|| core.regional().events_held_after())
+            .flatten();
         let state = self
             .store
-            .load_state(events_since, closed_since, core.dedupe_horizon())
+            .load_state(
+                events_since,
+                held_after,
+                closed_since,
+                core.dedupe_horizon(),
+            )
             .await?;
         core.restore_seen(state.seen);
         for event in &state.events {
@@ -181,8 +189,8 @@ impl App {
         }
         if regional_inline {
             let (stage, registry) = core.regional_restore();
-            self.restore_regional(stage, registry, &state.events)
-                .await?;
+            let events: Vec<_> = state.events.iter().chain(&state.held).cloned().collect();
+            self.restore_regional(stage, registry, &events).await?;
         }
         tracing::debug!(
             households = core.registry().household_count(),

@@ -245,6 +245,9 @@ pub struct StoredState {
     pub seen: Vec<(u128, DateTime<Utc>)>,
     /// Household events within reach of the rules' windows.
     pub events: Vec<RestoredEvent>,
+    /// Household events before those, reported after the regional stage's hold
+    /// began (`held_after`): committed, not yet counted.
+    pub held: Vec<RestoredEvent>,
     /// Open alerts with their tasks and episode numbers.
     pub open_alerts: Vec<(HouseholdAlert, Option<ScreeningTask>, u32)>,
     /// Closed alerts still relevant to cool-downs.
@@ -273,10 +276,14 @@ pub struct RestoredEvent {
     pub event_id: EventId,
     /// Event time.
     pub occurred_at: DateTime<Utc>,
+    /// When the department reported it.
+    pub reported_at: DateTime<Utc>,
     /// Pseudonym of the person, for person events.
     pub person_key: Option<PersonKey>,
     /// Households it concerns.
     pub households: Vec<HouseholdId>,
+    /// The region, for region events.
+    pub region_code: Option<RegionCode>,
     /// Typed payload (`None` if the stored JSON no longer parses).
     pub payload: Option<crate::domain::event::Payload>,
 }

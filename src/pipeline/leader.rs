@@ -103,7 +103,11 @@ async fn lead(
     stage.restore_watermark(app.store.regional_clock().await?.unwrap_or_default());
     let history: Vec<RestoredEvent> = app
         .store
-        .feed_history(stage.events_needed_from(), cursor)
+        .feed_history(
+            stage.events_needed_from(),
+            stage.events_held_after(),
+            cursor,
+        )
         .await?
         .into_iter()
         .map(restored)
@@ -201,8 +205,10 @@ fn restored(fed: FeedEvent) -> RestoredEvent {
     RestoredEvent {
         event_id: fed.event_id,
         occurred_at: fed.occurred_at,
+        reported_at: fed.reported_at,
         person_key: None,
         households: fed.household_id.into_iter().collect(),
+        region_code: fed.region_code,
         payload: fed.payload,
     }
 }

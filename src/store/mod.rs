@@ -459,13 +459,15 @@ impl Store {
     }
 
     /// The household events (and industry-project failures) at or before `upto` that
-    /// occurred at or after `since`: what the regional stage's windows rebuild from.
+    /// occurred at or after `since` or were reported after `held_after`: what the
+    /// regional stage's windows rebuild from, and the events it still holds.
     pub async fn feed_history(
         &self,
         since: Option<DateTime<Utc>>,
+        held_after: Option<DateTime<Utc>>,
         upto: FeedCursor,
     ) -> Result<Vec<FeedEvent>, StoreError> {
-        dispatch!(self, store => store.feed_history(since, upto).await)
+        dispatch!(self, store => store.feed_history(since, held_after, upto).await)
     }
 
     /// The stored position of an input.
@@ -535,15 +537,16 @@ impl Store {
     }
 
     /// Reads the pipeline state: the dedupe digests of events since `seen_since`,
-    /// household events since `events_since`, open alerts, and alerts closed since
-    /// `closed_since`.
+    /// household events since `events_since` (and, apart, the earlier ones reported
+    /// after `held_after`), open alerts, and alerts closed since `closed_since`.
     pub async fn load_state(
         &self,
         events_since: Option<DateTime<Utc>>,
+        held_after: Option<DateTime<Utc>>,
         closed_since: DateTime<Utc>,
         seen_since: Option<DateTime<Utc>>,
     ) -> Result<StoredState, StoreError> {
-        dispatch!(self, store => store.load_state(events_since, closed_since, seen_since).await)
+        dispatch!(self, store => store.load_state(events_since, held_after, closed_since, seen_since).await)
     }
 
     /// The latest event time stored, if any.

@@ -155,8 +155,8 @@ async fn snapshot_reads(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Resul
 /// Household events and industry-project failures at or before the cursor ($1, $2)
 /// that occurred at or after $3 (Unix ms).
 const FEED_HISTORY: &str = "SELECT txid, id, event_id, source, kind, occurred_at, reported_at, household_id, region_code, match, payload FROM events \
-     WHERE (txid < $1 OR (txid = $1 AND id <= $2)) AND occurred_at >= $3 \
-     AND (household_id IS NOT NULL OR kind = 'industry_project_failure') ORDER BY txid, id";
+     WHERE (txid < $1 OR (txid = $1 AND id <= $2)) AND (occurred_at >= $3 OR reported_at > $4) \
+     AND (household_id IS NOT NULL OR kind IN ('industry_project_failure', 'disaster_declared')) ORDER BY txid, id";
 
 /// Inserts a batch's accepted events (duplicates ignored) through a binary `COPY`,
 /// several times faster than multi-row `INSERT`s with binds (and the binary format

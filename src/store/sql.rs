@@ -599,13 +599,16 @@ macro_rules! sql_store {
             pub async fn feed_history(
                 &self,
                 since: Option<DateTime<Utc>>,
+                held_after: Option<DateTime<Utc>>,
                 upto: FeedCursor,
             ) -> Result<Vec<FeedEvent>, StoreError> {
                 let since = since.map_or(i64::MIN, |t| t.timestamp_millis());
+                let held_after = held_after.map_or(i64::MAX, |t| t.timestamp_millis());
                 let mut rows = sqlx::query(super::FEED_HISTORY)
                     .bind(upto.txid)
                     .bind(upto.id)
                     .bind(since)
+                    .bind(held_after)
                     .fetch(&self.pool);
                 let mut events = Vec::new();
                 while let Some(row) = rows.try_next().await? {
@@ -908,6 +911,7 @@ macro_rules! sql_store {
             pub async fn load_state(
                 &self,
                 events_since: Option<DateTime<Utc>>,
+                held_after: Option<DateTime<Utc>>,
                 closed_since: DateTime<Utc>,
                 seen_since: Option<DateTime<Utc>>,
             ) -> Result<StoredState, StoreError> {
@@ -927,32 +931,31 @@ macro_rules! sql_store {
                 drop(ids);
                 let since = events_since.map_or(i64::MIN, |t| t.timestamp_millis());
                 let mut rows = sqlx::query(
-                    "SELECT event_id, kind, occurred_at, person_key, household_id, payload FROM events \
-                     WHERE occurred_at >= $1 AND (household_id IS NOT NULL OR kind = 'industry_project_failure')",
+                    "SELECT event_id, kind, occurred_at, person_key, household_id, payload, reported_at, region_code FROM events \
+                     WHERE occurred_at >= $1 AND (household_id IS NOT NULL OR kind IN ('industry_project_failure', 'disaster_declared')) \
+                     ORDER BY id",
                 )
                 .bind(since)
                 .fetch(&self.pool);
                 while let Some(row) = rows.try_next().await? {
-                    let kind = Kind::parse(row.get(1)).ok_or_else(|| corrupt("event kind"))?;
-                    let payload = Payload::from_json(kind, row.get(5)).ok();
-                    let household: Option<&str> = row.get(4);
-                    let households = match (household, &payload) {
-                        (Some(id), _) => vec![HouseholdId::parse(id).map_err(corrupt)?],
-                        (None, Some(Payload::IndustryProjectFailure(failure))) => {
-                            failure.household_ids.clone()
-                        }
-                        _ => Vec::new(),
-                    };
-                    let key: Option<Vec<u8>> = row.get(3);
-                    state.events.push(RestoredEvent {
-                        event_id: EventId::parse(row.get(0)).map_err(corrupt)?,
-                        occurred_at: millis_to_time(row.get(2))?,
-                        person_key: key.and_then(|k| PersonKey::from_slice(&k)),
-                        households,
-                        payload,
-                    });
+                    state.events.push(restored_event(&row)?);
                 }
                 drop(rows);
+                // Earlier events the regional stage held, reported after its hold began.
+                if let (Some(_), Some(held_after)) = (events_since, held_after) {
+                    let mut rows = sqlx::query(
+                        "SELECT event_id, kind, occurred_at, person_key, household_id, payload, reported_at, region_code FROM events \
+                         WHERE reported_at > $2 AND match <> 'unmatched' AND (occurred_at < $1 OR kind = 'disaster_declared') \
+                         AND (household_id IS NOT NULL OR kind IN ('industry_project_failure', 'disaster_declared')) \
+                         ORDER BY id",
+                    )
+                    .bind(since)
+                    .bind(held_after.timestamp_millis())
+                    .fetch(&self.pool);
+                    while let Some(row) = rows.try_next().await? {
+                        state.held.push(restored_event(&row)?);
+                    }
+                }
                 let rows = sqlx::query(
                     concat!(
                         "SELECT a.doc, a.episode, a.status, COALESCE(a.closed_event_at, a.closed_at), a.judgements, ",
@@ -1441,6 +1444,34 @@ macro_rules! sql_store {
                 Ok(insert)
             })
             .await
+        }
+
+        /// A row of event_id, kind, occurred_at, person_key, household_id, payload,
+        /// reported_at, region_code, as the pipeline's restore reads it.
+        fn restored_event(row: &$row) -> Result<RestoredEvent, StoreError> {
+            let kind = Kind::parse(row.get(1)).ok_or_else(|| corrupt("event kind"))?;
+            let payload = Payload::from_json(kind, row.get(5)).ok();
+            let household: Option<&str> = row.get(4);
+            let households = match (household, &payload) {
+                (Some(id), _) => vec![HouseholdId::parse(id).map_err(corrupt)?],
+                (None, Some(Payload::IndustryProjectFailure(failure))) => {
+                    failure.household_ids.clone()
+                }
+                _ => Vec::new(),
+            };
+            let key: Option<Vec<u8>> = row.get(3);
+            Ok(RestoredEvent {
+                event_id: EventId::parse(row.get(0)).map_err(corrupt)?,
+                occurred_at: millis_to_time(row.get(2))?,
+                reported_at: millis_to_time(row.get(6))?,
+                person_key: key.and_then(|k| PersonKey::from_slice(&k)),
+                households,
+                region_code: row
+                    .get::<Option<String>, _>(7)
+                    .map(|r| RegionCode::parse(&r).map_err(corrupt))
+                    .transpose()?,
+                payload,
+            })
         }
 
         /// A row of `FEED_EVENTS` / `FEED_HISTORY`: txid, id, event_id, source, kind,

@@ -238,8 +238,8 @@ const FEED_EVENTS: &str = "SELECT txid, id, event_id, source, kind, occurred_at,
 /// Household events and industry-project failures at or before the cursor ($1, $2)
 /// that occurred at or after $3 (Unix ms).
 const FEED_HISTORY: &str = "SELECT txid, id, event_id, source, kind, occurred_at, reported_at, household_id, region_code, match, payload FROM events \
-     WHERE txid = $1 AND id <= $2 AND occurred_at >= $3 \
-     AND (household_id IS NOT NULL OR kind = 'industry_project_failure') ORDER BY id";
+     WHERE txid = $1 AND id <= $2 AND (occurred_at >= $3 OR reported_at > $4) \
+     AND (household_id IS NOT NULL OR kind IN ('industry_project_failure', 'disaster_declared')) ORDER BY id";
 /// A batch's progress of one input ($1 lane, $2 holding, $3 latest event time, $4 now):
 /// the latest event time never moves back; `txid` is the writing transaction's.
 const UPSERT_LANE: &str = "INSERT INTO source_lanes (lane, holding, max_event_time, txid, updated_at) \

@@ -1066,7 +1066,7 @@ async fn events_older_than_the_retention_leave_the_store() {
     run_files(&app, &feeds(&county, &key)).await;
     let all = app
         .store
-        .load_state(None, chrono::DateTime::UNIX_EPOCH, None)
+        .load_state(None, None, chrono::DateTime::UNIX_EPOCH, None)
         .await
         .unwrap()
         .seen;
@@ -1082,7 +1082,7 @@ async fn events_older_than_the_retention_leave_the_store() {
     run_files(&app, &[empty]).await;
     let kept = app
         .store
-        .load_state(None, chrono::DateTime::UNIX_EPOCH, None)
+        .load_state(None, None, chrono::DateTime::UNIX_EPOCH, None)
         .await
         .unwrap()
         .seen;

@@ -586,7 +586,7 @@ async fn contract_migrations(subject: Subject) {
     let store = subject.store();
     assert_eq!(store.report().await.unwrap(), Report::default());
     let state = store
-        .load_state(None, DateTime::UNIX_EPOCH, None)
+        .load_state(None, None, DateTime::UNIX_EPOCH, None)
         .await
         .unwrap();
     assert!(state.seen.is_empty() && state.events.is_empty());
@@ -1253,7 +1253,7 @@ async fn contract_alert_upserts(subject: Subject) {
         ("open", update.level.as_str())
     );
     assert_eq!(doc, serde_json::to_string(&update).unwrap());
-    let state = store.load_state(None, now(), None).await.unwrap();
+    let state = store.load_state(None, None, now(), None).await.unwrap();
     let (restored, _, _) = state
         .open_alerts
         .iter()
@@ -1362,7 +1362,11 @@ async fn contract_task_upserts(subject: Subject) {
     assert_eq!(after_stale.stage, Stage::Visiting);
     assert_eq!(after_stale.assignee.as_deref(), Some("worker-7"));
     assert_eq!(after_stale.outcome_note, worked.outcome_note);
-    assert_eq!(subject.raw.count("tasks").await, batch.tasks.len() as i64);
+    assert_eq!(
+        subject.raw.count("tasks").await,
+        (batch.tasks.len() + batch.regional.tasks.len()) as i64,
+        "the household tasks and the campaigns"
+    );
 
     // A campaign task keeps its households to visit first, in order.
     let village = task.village_code;
@@ -1408,7 +1412,7 @@ async fn contract_load_state(subject: Subject) {
     let batch = core.process(&county.records, now());
     store.commit_batch(&batch, &[], now()).await.unwrap();
 
-    let state = store.load_state(None, now(), None).await.unwrap();
+    let state = store.load_state(None, None, now(), None).await.unwrap();
     let mut seen = state.seen.clone();
     seen.sort_unstable();
     let mut want_seen: Vec<(u128, DateTime<Utc>)> = batch
@@ -1422,7 +1426,10 @@ async fn contract_load_state(subject: Subject) {
     let mut times: Vec<DateTime<Utc>> = batch.events.iter().map(|e| e.occurred_at).collect();
     times.sort_unstable();
     let horizon = times[times.len() / 2];
-    let recent = store.load_state(None, now(), Some(horizon)).await.unwrap();
+    let recent = store
+        .load_state(None, None, now(), Some(horizon))
+        .await
+        .unwrap();
     let mut recent_seen = recent.seen.clone();
     recent_seen.sort_unstable();
     let want_recent: Vec<(u128, DateTime<Utc>)> = want_seen
@@ -1481,7 +1488,10 @@ async fn contract_load_state(subject: Subject) {
     let mut times: Vec<DateTime<Utc>> = batch.events.iter().map(|e| e.occurred_at).collect();
     times.sort();
     let since = times[times.len() / 2];
-    let recent = store.load_state(Some(since), now(), None).await.unwrap();
+    let recent = store
+        .load_state(Some(since), None, now(), None)
+        .await
+        .unwrap();
     let want_recent: BTreeSet<String> = want_events
         .iter()
         .filter(|(_, v)| v.0 >= since)
@@ -1523,7 +1533,7 @@ async fn contract_load_state(subject: Subject) {
     let closed_at = now() + Duration::days(3);
     subject.raw.close_alert(&alert.alert_id, closed_at).await;
     let within = store
-        .load_state(None, closed_at - Duration::days(1), None)
+        .load_state(None, None, closed_at - Duration::days(1), None)
         .await
         .unwrap();
     assert!(
@@ -1547,7 +1557,7 @@ async fn contract_load_state(subject: Subject) {
     );
     assert_eq!(within.open_alerts.len(), batch.alerts.len() - 1);
     let past = store
-        .load_state(None, closed_at + Duration::seconds(1), None)
+        .load_state(None, None, closed_at + Duration::seconds(1), None)
         .await
         .unwrap();
     assert!(past.closed_alerts.is_empty());
@@ -1840,7 +1850,7 @@ async fn backends_agree() {
         registry.members.sort_by_key(|m| m.0);
         registry.regions.sort_by_key(|r| r.code);
         let mut state = store
-            .load_state(None, DateTime::UNIX_EPOCH, None)
+            .load_state(None, None, DateTime::UNIX_EPOCH, None)
             .await
             .unwrap();
         state.seen.sort_unstable();
@@ -1954,11 +1964,14 @@ async fn contract_regional_lead(subject: Subject) {
     let rest = fed_ids_until(store, middle, second.events.len()).await;
     assert_eq!(rest.len(), second.events.len(), "resumes after the cursor");
     let end = fed.last().unwrap().0;
-    let history = store.feed_history(None, middle).await.unwrap();
+    let history = store.feed_history(None, None, middle).await.unwrap();
     assert!(!history.is_empty());
     assert!(history.iter().all(|e| e.cursor <= middle
         && (e.household_id.is_some()
-            || matches!(e.payload, Some(Payload::IndustryProjectFailure(_))))));
+            || matches!(
+                e.payload,
+                Some(Payload::IndustryProjectFailure(_) | Payload::DisasterDeclared(_))
+            ))));
 
     // A commit under the lead renews it and stores the cursor.
     let counted = |cursor| Fence {
@@ -2209,7 +2222,11 @@ async fn contract_event_retention(subject: Subject) {
     let older = times.iter().filter(|&&t| t < bound).count() as u64;
     assert!(older > 0);
     assert_eq!(store.events_purge(bound).await.unwrap(), older);
-    let kept = store.load_state(None, now(), None).await.unwrap().seen;
+    let kept = store
+        .load_state(None, None, now(), None)
+        .await
+        .unwrap()
+        .seen;
     assert_eq!(kept.len(), times.len() - older as usize);
     assert!(kept.iter().all(|(_, at)| *at >= bound));
     assert_eq!(store.events_purge(bound).await.unwrap(), 0);

@@ -148,6 +148,7 @@ pub struct RegionalStage {
     /// The input ended: the next flush closes every day before the latest event's.
     input_ended: bool,
     clock_dirty: bool,
+    /// The first day anything was counted for (the origin, once a day is judged).
     min_day_seen: Option<Day>,
     series: BTreeMap<SeriesKey, Series>,
     /// Distinct households per (region, kind) and day, for the retained days.
@@ -164,8 +165,25 @@ pub struct RegionalStage {
     /// no second one.
     campaigns: BTreeMap<RegionCode, Day>,
     dirty_counts: BTreeSet<(SeriesKey, Day)>,
+    /// Accepted events reported after the next day's close (its end plus the allowed
+    /// lateness), by report time: they count once that day is judged, so that what a
+    /// day's first judgement counts depends on the events alone, never on how they
+    /// were batched or spread over partitions.
+    held: BTreeMap<(DateTime<Utc>, u64), Held>,
+    held_seq: u64,
+    /// Per village, its households with risk events from the recent days before the
+    /// last judged day on, as counted when that day was judged: the priority
+    /// households of the campaigns opened until the next day is judged.
+    recent: HashMap<RegionCode, DailyHouseholds>,
     late_events: u64,
     late_corrections: u64,
+}
+
+/// An accepted event waiting to be counted (see `RegionalStage::held`).
+#[derive(Debug, Clone)]
+struct Held {
+    event: Event,
+    households: Vec<HouseholdIdx>,
 }
 
 /// The last day (CST) of a period that runs out at `due_at`.
@@ -353,6 +371,9 @@ impl RegionalStage {
             signals: SignalBook::default(),
             campaigns: BTreeMap::new(),
             dirty_counts: BTreeSet::new(),
+            held: BTreeMap::new(),
+            held_seq: 0,
+            recent: HashMap::new(),
             late_events: 0,
             late_corrections: 0,
         }
@@ -459,12 +480,21 @@ impl RegionalStage {
         self.dedupe_from().map(|day| day_end(day - 1))
     }
 
+    /// The report time after which committed events are still held, not counted (they
+    /// must be restored whatever their event time). None: nothing is held. Call after
+    /// [`RegionalStage::restore_watermark`].
+    pub fn events_held_after(&self) -> Option<DateTime<Utc>> {
+        self.release_bound()
+    }
+
     /// Counts an accepted event (after dedupe by event id). `households` are the
     /// registry households it resolved to: one for person and household subjects,
     /// several for an industry-project failure, none for region events or unmatched
-    /// ones. Takes effect at the next [`RegionalStage::flush`].
+    /// ones. Takes effect at the next [`RegionalStage::flush`]. An event reported after
+    /// the close of the next day to judge (its end plus the allowed lateness) is held
+    /// and counted once that day is judged; the rules that need no count (a declared
+    /// disaster, a failed industry project) take it at once.
     pub fn observe(&mut self, event: &Event, households: &[HouseholdIdx], registry: &Registry) {
-        let day = day_of(event.occurred_at);
         if self
             .clock
             .max_event_time
@@ -474,22 +504,22 @@ impl RegionalStage {
             self.progressed = true;
             self.clock_dirty = true;
         }
-        self.min_day_seen = Some(self.min_day_seen.map_or(day, |d| d.min(day)));
-        let late = self.judged_through().is_some_and(|judged| day <= judged);
-        let mut corrected = false;
-        for &kind in classify(&event.payload) {
-            for &household in households {
-                corrected |= self.count_household(household, kind, day, registry);
-            }
+        if self
+            .release_bound()
+            .is_some_and(|bound| event.reported_at > bound)
+        {
+            self.hold(event, households);
+        } else {
+            self.take(event, households, registry);
         }
+    }
+
+    /// Takes an event in: the rules that need no count (a declared disaster, a failed
+    /// industry project), then its counts.
+    fn take(&mut self, event: &Event, households: &[HouseholdIdx], registry: &Registry) {
+        let day = day_of(event.occurred_at);
+        self.min_day_seen = Some(self.min_day_seen.map_or(day, |d| d.min(day)));
         match &event.payload {
-            Payload::Unemployment(unemployment) => {
-                if let Some(employer) = &unemployment.employer_id {
-                    for &household in households {
-                        self.record_layoff(household, employer, day, registry, true);
-                    }
-                }
-            }
             Payload::DisasterDeclared(declared) => {
                 let until = declared.ends_at.map_or(day, |end| day_of(end).max(day));
                 // Regions above the county (a city, a province) are signalled at the
@@ -561,6 +591,85 @@ impl RegionalStage {
                 }
             }
             _ => {}
+        }
+        self.count_event(event.occurred_at, &event.payload, households, registry);
+    }
+
+    /// The latest report time an event may have to count in the first judgement of the
+    /// next day to judge: that day's end plus the allowed lateness (None before the
+    /// first judgement: what arrives until then counts at once, and the first judged
+    /// day is the earliest it holds). The bound only grows. The watermark closes that day only once
+    /// every input holding it has passed this time, so every event reported by then has
+    /// arrived, whichever input it came through.
+    fn release_bound(&self) -> Option<DateTime<Utc>> {
+        self.judged_through()
+            .map(|judged| day_end(judged + 1) + Duration::days(self.settings.allowed_lateness_days))
+    }
+
+    fn hold(&mut self, event: &Event, households: &[HouseholdIdx]) {
+        let immediate = matches!(
+            event.payload,
+            Payload::DisasterDeclared(_) | Payload::IndustryProjectFailure(_)
+        );
+        if !immediate && (households.is_empty() || classify(&event.payload).is_empty()) {
+            return;
+        }
+        self.held_seq += 1;
+        self.held.insert(
+            (event.reported_at, self.held_seq),
+            Held {
+                event: event.clone(),
+                households: households.to_vec(),
+            },
+        );
+    }
+
+    /// Takes in the held events reported by `bound` (all of them with None).
+    fn release(&mut self, bound: Option<DateTime<Utc>>, registry: &Registry) {
+        let released = match bound {
+            Some(bound) => {
+                let later = self.held.split_off(&(bound, u64::MAX));
+                std::mem::replace(&mut self.held, later)
+            }
+            None => std::mem::take(&mut self.held),
+        };
+        for held in released.into_values() {
+            self.take(&held.event, &held.households, registry);
+        }
+    }
+
+    /// Events held, waiting for their day's close (tests, metrics).
+    pub fn held_count(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Counts one event at its households (and a layoff at its employer); an event
+    /// with something to count on a judged day is late, a correction when it changes a
+    /// count.
+    fn count_event(
+        &mut self,
+        occurred_at: DateTime<Utc>,
+        payload: &Payload,
+        households: &[HouseholdIdx],
+        registry: &Registry,
+    ) {
+        if households.is_empty() || classify(payload).is_empty() {
+            return;
+        }
+        let day = day_of(occurred_at);
+        let late = self.judged_through().is_some_and(|judged| day <= judged);
+        let mut corrected = false;
+        for &kind in classify(payload) {
+            for &household in households {
+                corrected |= self.count_household(household, kind, day, registry);
+            }
+        }
+        if let Payload::Unemployment(unemployment) = payload
+            && let Some(employer) = &unemployment.employer_id
+        {
+            for &household in households {
+                self.record_layoff(household, employer, day, registry, true);
+            }
         }
         if late {
             self.late_events += 1;
@@ -662,12 +771,18 @@ impl RegionalStage {
         self.input_ended = true;
     }
 
-    /// Advances the watermark, judges the days it closed and re-judges days late
-    /// events changed, runs the systemic rules, and returns everything the store must
-    /// commit with the batch. Call once per batch, after every `observe` of it; `now`
-    /// is the processing time (it drives the idle timeout and the timestamps).
+    /// Advances the watermark and, for each day it closed, in order: re-judges the days
+    /// late events changed, judges the day, runs the scan, clears idle signals, opens
+    /// the campaigns of active signals, then counts the held events the next day's
+    /// first judgement takes; then re-judges what late events changed since. The
+    /// rules' findings apply as they come. Returns everything
+    /// the store must commit with the batch. Call once per batch, after every `observe`
+    /// of it; `now` is the processing time (it drives the idle timeout and the
+    /// timestamps). What the store holds after a day's close is a function of the
+    /// events and the days closed, never of the batches they came in.
     pub fn flush(&mut self, registry: &Registry, now: DateTime<Utc>) -> RegionalOutput {
         let mut output = RegionalOutput::default();
+        let ended = self.input_ended;
         self.advance_watermark(now);
         let old_judged = self.judged_through();
         let new_closed = self.clock.watermark.map(|w| day_of(w) - 1);
@@ -677,59 +792,31 @@ impl RegionalStage {
         {
             self.clock.origin = Some(date_of(first));
         }
-        self.rule_findings(registry);
-        let mut pending = std::mem::take(&mut self.pending);
-        pending.sort_by_key(|f| (f.day, f.key));
-        let mut pending = pending.into_iter().peekable();
-
+        self.apply_findings(registry, now);
         if let (Some(origin), Some(closed)) = (self.clock.origin.map(day_from_date), new_closed) {
             let newly_from = old_judged.map_or(origin, |j| j + 1);
-            let rejudge_from = self
-                .series
-                .values()
-                .filter_map(|s| s.dirty_from)
-                .min()
-                .unwrap_or(newly_from);
-            let first = rejudge_from.min(newly_from).max(origin);
-            for series in self.series.values_mut() {
-                series.dirty_from = series.dirty_from.map(|d| d.max(origin));
+            for t in newly_from..=closed {
+                self.judge_through(t, true, origin, registry, now, &mut output);
+                self.release(self.release_bound(), registry);
+                self.apply_findings(registry, now);
             }
-            for t in first..=closed.max(old_judged.unwrap_or(closed)) {
-                let newly = old_judged.is_none_or(|j| t > j) && t <= closed;
-                let findings = self.judge_day(t, newly, origin);
-                while let Some(finding) = pending.next_if(|f| f.day <= t) {
-                    self.signals.apply(finding, now);
-                }
-                for finding in findings {
-                    self.signals.apply(finding, now);
-                }
-                // The scan analyses the days that close now, back to its longest cluster
-                // (a backlog of years is not scanned day by day: only its last days).
-                if newly
-                    && let Some(scan) = &self.scan
-                    && t + scan.settings().max_days as Day > closed
-                {
-                    for finding in scan_findings(scan, &self.series, registry, origin, t) {
-                        self.signals.apply(finding, now);
-                    }
-                }
-                if newly {
-                    output.days_judged += 1;
-                    self.clock.judged_through = Some(date_of(t));
-                    self.clock_dirty = true;
-                    self.signals
-                        .clear_idle(t, self.settings.signals.clear_after_days, now);
-                }
+            // The input is all there is: what it still held counts.
+            if ended {
+                self.release(None, registry);
+                self.apply_findings(registry, now);
             }
-            for series in self.series.values_mut() {
-                series.dirty_from = None;
+            // The days late events corrected are judged again before the batch commits
+            // (so that the stored judgements always follow from the stored counts, and
+            // a restart continues exactly).
+            if let Some(judged) = self.judged_through()
+                && self.series.values().any(|s| s.dirty_from.is_some())
+            {
+                self.judge_through(judged, false, origin, registry, now, &mut output);
             }
-        }
-        for finding in pending {
-            self.signals.apply(finding, now);
         }
         self.update_households_affected();
-        output.tasks = self.open_campaigns(registry, now);
+        // Signals the rules raised since: their campaigns open now, not at the next close.
+        output.tasks.extend(self.open_campaigns(registry, now));
         if self.judged_through() != old_judged {
             self.prune();
         }
@@ -759,6 +846,94 @@ impl RegionalStage {
         output.late_events = std::mem::take(&mut self.late_events);
         output.late_corrections = std::mem::take(&mut self.late_corrections);
         output
+    }
+
+    /// The windowed rules' findings for what was counted since, and every finding
+    /// waiting, into the signals.
+    fn apply_findings(&mut self, registry: &Registry, now: DateTime<Utc>) {
+        self.rule_findings(registry);
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.sort_by_key(|f| (f.day, f.key));
+        for finding in pending {
+            self.signals.apply(finding, now);
+        }
+    }
+
+    /// Re-judges the days late events changed, up to `t`, and with `newly` judges `t`
+    /// for the first time (the scan, the idle signals cleared, the campaigns opened).
+    fn judge_through(
+        &mut self,
+        t: Day,
+        newly: bool,
+        origin: Day,
+        registry: &Registry,
+        now: DateTime<Utc>,
+        output: &mut RegionalOutput,
+    ) {
+        let first = self
+            .series
+            .values()
+            .filter_map(|s| s.dirty_from)
+            .min()
+            .map_or(t, |d| d.min(t))
+            .max(origin);
+        for series in self.series.values_mut() {
+            series.dirty_from = series.dirty_from.map(|d| d.max(origin));
+        }
+        // The rules' signals since the last close open their campaigns as they would
+        // have at the end of the batch they came in.
+        output.tasks.extend(self.open_campaigns(registry, now));
+        for d in first..=t {
+            let closing = newly && d == t;
+            for finding in self.judge_day(d, closing, origin) {
+                self.signals.apply(finding, now);
+            }
+            if closing {
+                if let Some(scan) = &self.scan {
+                    for finding in scan_findings(scan, &self.series, registry, origin, t) {
+                        self.signals.apply(finding, now);
+                    }
+                }
+                output.days_judged += 1;
+                self.clock.judged_through = Some(date_of(t));
+                self.clock_dirty = true;
+                self.signals
+                    .clear_idle(t, self.settings.signals.clear_after_days, now);
+                self.take_recent(t);
+            }
+        }
+        for series in self.series.values_mut() {
+            series.dirty_from = None;
+        }
+        self.update_households_affected();
+        output.tasks.extend(self.open_campaigns(registry, now));
+    }
+
+    /// The first of the recent days a campaign's priority households come from, as
+    /// day `t` is judged.
+    fn recent_from(&self, t: Day) -> Day {
+        t - self.settings.signals.campaign_recent_days as Day + 1
+    }
+
+    /// Keeps each village's households with risk events from the recent days before
+    /// `t` on, as counted now that `t` is judged (the days after it too: what was
+    /// reported by its close).
+    fn take_recent(&mut self, t: Day) {
+        let from = self.recent_from(t);
+        self.recent = self
+            .households
+            .iter()
+            .filter(|(key, _)| {
+                key.kind == RiskKind::AnyRisk && key.region.level() == RegionLevel::Village
+            })
+            .filter_map(|(key, days)| {
+                let kept: DailyHouseholds = days
+                    .range(from..)
+                    .map(|(&day, list)| (day, list.clone()))
+                    .collect();
+                (!kept.is_empty()).then_some((key.region, kept))
+            })
+            .collect();
     }
 
     /// Watermark = latest event time − allowed lateness, where "latest" is that of the
@@ -1014,14 +1189,18 @@ impl RegionalStage {
     }
 
     /// One campaign task per village of the region of every active signal at or above
-    /// the configured severity that has none yet.
+    /// the configured severity that has none yet: its priority households are the
+    /// village's with risk events in the recent days before the signal's day (and
+    /// after it), as counted when the last judged day was judged (whichever batch the
+    /// signal came in).
     fn open_campaigns(&mut self, registry: &Registry, now: DateTime<Utc>) -> Vec<ScreeningTask> {
         let min = self.settings.signals.campaign_min_level;
-        let recent = self.settings.signals.campaign_recent_days as Day;
-        let latest = self.clock.max_event_time.map(day_of);
         let mut tasks = Vec::new();
         let mut opened = Vec::new();
-        let households = &self.households;
+        // Before the first judged day, what was counted so far.
+        let before_judging = self.clock.judged_through.is_none();
+        let (recent, households) = (&self.recent, &self.households);
+        let recent_days = self.settings.signals.campaign_recent_days as Day;
         // The narrowest region first: a village's own signal opens its campaign before
         // the township's or county's signal of the same events would.
         let mut candidates: Vec<(&SeriesKey, &mut RegionalSignal)> = self
@@ -1032,7 +1211,6 @@ impl RegionalStage {
         candidates.sort_by_key(|(key, _)| (std::cmp::Reverse(key.region.level()), **key));
         for (key, signal) in candidates {
             let day = day_from_date(signal.day);
-            let end = latest.unwrap_or(Day::MIN).max(day);
             // A campaign's days count from its signal's day, in event time (the
             // day itself not counted, as every period in days).
             let budget_from = day_end(day - 1);
@@ -1052,12 +1230,16 @@ impl RegionalStage {
                     continue;
                 }
                 self.campaigns.insert(village, campaign_last_day(due_at));
-                let priority = households
-                    .get(&SeriesKey {
+                let days = if before_judging {
+                    households.get(&SeriesKey {
                         region: village,
                         kind: RiskKind::AnyRisk,
                     })
-                    .map(|days| recent_households(days, end - recent + 1, end))
+                } else {
+                    recent.get(&village)
+                };
+                let priority = days
+                    .map(|days| recent_households(days, day - recent_days + 1, Day::MAX))
                     .unwrap_or_default()
                     .into_iter()
                     .map(|h| registry.household(h).household_id.clone())
@@ -1161,8 +1343,14 @@ impl RegionalStage {
         self.clock = state;
     }
 
-    /// Restore step 2: count rows (at least from [`RegionalStage::counts_needed_from`]).
+    /// Restore step 2: count rows (at least from [`RegionalStage::counts_needed_from`];
+    /// ignored before the first judged day, when step 5 counts the events again).
     pub fn restore_counts(&mut self, rows: impl IntoIterator<Item = CountRow>) {
+        // Before the first judged day the events themselves are taken in again
+        // (`restore_event`), in the order they were committed.
+        if self.judged_through().is_none() {
+            return;
+        }
         for row in rows {
             let day = day_from_date(row.day);
             self.min_day_seen = Some(self.min_day_seen.map_or(day, |d| d.min(day)));
@@ -1222,14 +1410,20 @@ impl RegionalStage {
         *kept = (*kept).max(last);
     }
 
-    /// Restore step 5: a stored event (at least from [`RegionalStage::events_needed_from`]),
-    /// re-entering the distinct-household records and rule windows without counting.
+    /// Restore step 5: a stored event, in commit order (at least from
+    /// [`RegionalStage::events_needed_from`], and every event reported after
+    /// [`RegionalStage::events_held_after`]),
+    /// re-entering the distinct-household records and rule windows without counting;
+    /// an event reported after the next day's close is held again, to count then.
     pub fn restore_event(&mut self, event: &RestoredEvent, registry: &Registry) {
         let Some(payload) = event.payload.as_ref() else {
             return;
         };
         let day = day_of(event.occurred_at);
-        if self.dedupe_from().is_some_and(|from| day < from) {
+        let held = self
+            .release_bound()
+            .is_some_and(|bound| event.reported_at > bound);
+        if !held && self.dedupe_from().is_some_and(|from| day < from) {
             return;
         }
         let mut households: Vec<HouseholdIdx> = event
@@ -1246,6 +1440,42 @@ impl RegionalStage {
             );
             households.sort_unstable();
             households.dedup();
+        }
+        // Committed but not yet taken in (held, or nothing judged yet): taken in again
+        // as it first was, held until its day's close or counted now.
+        if held || self.judged_through().is_none() {
+            let subject = match (event.region_code, event.households.first()) {
+                (Some(region), _) => Subject::Region(region),
+                (None, Some(household)) => Subject::Household(household.clone()),
+                (None, None) => return,
+            };
+            let again = Event {
+                event_id: event.event_id.clone(),
+                source: payload.kind().source(),
+                occurred_at: event.occurred_at,
+                reported_at: event.reported_at,
+                subject,
+                payload: payload.clone(),
+                payload_json: "{}".into(),
+            };
+            if held {
+                self.hold(&again, &households);
+            } else {
+                self.observe(&again, &households, registry);
+            }
+            return;
+        }
+        // Counted by the time the last judged day closed: among its recent households.
+        if let Some(judged) = self.judged_through()
+            && day >= self.recent_from(judged)
+            && event.reported_at
+                <= day_end(judged) + Duration::days(self.settings.allowed_lateness_days)
+            && !classify(payload).is_empty()
+        {
+            for &household in &households {
+                let village = registry.household(household).region_code;
+                add_household(self.recent.entry(village).or_default(), day, household);
+            }
         }
         for &kind in classify(payload) {
             for &household in &households {

@@ -593,6 +593,7 @@ struct FakeStore {
     checkpoints: BTreeMap<(RegionCode, RiskKind), SeriesCheckpoint>,
     watermark: WatermarkState,
     signals: BTreeMap<(RegionCode, RiskKind), RegionalSignal>,
+    campaigns: Vec<(RegionCode, DateTime<Utc>)>,
     events: Vec<(Event, Vec<HouseholdIdx>)>,
 }
 
@@ -619,6 +620,8 @@ impl FakeStore {
             self.signals
                 .insert((signal.region_code, signal.risk_kind), back);
         }
+        self.campaigns
+            .extend(output.tasks.iter().map(|t| (t.village_code, t.due_at)));
     }
 
     fn restore(&self, registry: &Registry) -> RegionalStage {
@@ -642,19 +645,30 @@ impl FakeStore {
         for signal in self.signals.values() {
             stage.restore_signal(signal.clone());
         }
+        for &(village, due_at) in &self.campaigns {
+            stage.restore_campaign(village, due_at);
+        }
         let since = stage.events_needed_from();
+        let held_after = stage.events_held_after();
         for (event, households) in &self.events {
-            if since.is_some_and(|s| event.occurred_at < s) {
+            if since.is_some_and(|s| event.occurred_at < s)
+                && held_after.is_none_or(|h| event.reported_at <= h)
+            {
                 continue;
             }
             let restored = RestoredEvent {
                 event_id: event.event_id.clone(),
                 occurred_at: event.occurred_at,
+                reported_at: event.reported_at,
                 person_key: None,
                 households: households
                     .iter()
                     .map(|&h| registry.household(h).household_id.clone())
                     .collect(),
+                region_code: match event.subject {
+                    Subject::Region(region) => Some(region),
+                    _ => None,
+                },
                 payload: Some(event.payload.clone()),
             };
             stage.restore_event(&restored, registry);
@@ -723,6 +737,178 @@ fn restore_continues_exactly() {
         running.signals().count() > 0,
         "the surge and layoffs signalled"
     );
+}
+
+/// What the store holds of a run: the latest snapshot of every signal and task, the
+/// counts, the late events (processing-time stamps left out, and whether an active
+/// signal's snapshot says raised or updated).
+#[derive(Debug, Default, PartialEq)]
+struct Held {
+    signals: BTreeMap<String, String>,
+    tasks: BTreeMap<String, String>,
+    counts: BTreeMap<(RegionCode, RiskKind, NaiveDate), u32>,
+    late: u64,
+}
+
+impl Held {
+    /// The first differences from `other`, for a readable failure.
+    fn differences(&self, other: &Held) -> Vec<String> {
+        fn diff<K: Ord + std::fmt::Debug, V: PartialEq + std::fmt::Debug>(
+            what: &str,
+            a: &BTreeMap<K, V>,
+            b: &BTreeMap<K, V>,
+            out: &mut Vec<String>,
+        ) {
+            for (key, value) in a {
+                if b.get(key) != Some(value) {
+                    out.push(format!("{what} {key:?}: {value:?} / {:?}", b.get(key)));
+                }
+            }
+            for (key, value) in b {
+                if !a.contains_key(key) {
+                    out.push(format!("{what} {key:?}: None / {value:?}"));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        diff("signal", &self.signals, &other.signals, &mut out);
+        diff("task", &self.tasks, &other.tasks, &mut out);
+        diff("count", &self.counts, &other.counts, &mut out);
+        if self.late != other.late {
+            out.push(format!("late {} / {}", self.late, other.late));
+        }
+        out.truncate(8);
+        out
+    }
+
+    fn take(&mut self, output: &RegionalOutput) {
+        for s in &output.signals {
+            self.signals.insert(
+                s.signal_id.clone(),
+                // Raised or updated says which snapshot first showed it, not what
+                // was judged: active or cleared is compared.
+                format!(
+                    "{} {} {:?} {} {} {} {} {:?} {} {}",
+                    s.region_code,
+                    s.risk_kind,
+                    s.severity,
+                    if s.is_active() { "active" } else { "cleared" },
+                    s.onset_day,
+                    s.day,
+                    s.evidence_until,
+                    s.methods,
+                    s.levels_agreeing,
+                    s.campaign
+                ),
+            );
+        }
+        for t in &output.tasks {
+            self.tasks.insert(
+                t.task_id.clone(),
+                format!(
+                    "{} {:?} {:?} {}",
+                    t.village_code, t.level, t.priority_households, t.due_at
+                ),
+            );
+        }
+        for row in &output.counts {
+            self.counts
+                .insert((row.region_code, row.kind, row.day), row.count);
+        }
+        self.late += output.late_events;
+    }
+}
+
+/// A department-like stream: the mixed days, a flood declared for township A and a
+/// village surge, each event reported 0 to about 8 days after it occurred (beyond the
+/// allowed lateness for some), in the order they were reported.
+fn reported_stream() -> Vec<(Event, Vec<HouseholdIdx>)> {
+    let mut events: Vec<(Event, Vec<HouseholdIdx>)> = (0..200).flat_map(day_events).collect();
+    events.push((township_a_flood("flood", 100), vec![]));
+    for k in 0..12u32 {
+        events.push((dibao(&format!("village-surge{k}"), 170), vec![40 + k]));
+    }
+    for (i, (event, _)) in events.iter_mut().enumerate() {
+        let hours = (i as u64).wrapping_mul(2_654_435_761) % 200;
+        event.reported_at = event.occurred_at + Duration::hours(hours as i64);
+    }
+    events.sort_by_key(|(event, _)| event.reported_at);
+    events
+}
+
+/// What a closed day holds is a function of the events alone, once the first day is
+/// judged (until then, what arrived counts): after the same first batch, one event per
+/// batch, batches of 37, the rest as one backlog, and batches of 50 with a restart
+/// before the first judged day and another in the middle give the same signals,
+/// campaign tasks, counts and late events.
+#[test]
+fn closed_days_do_not_depend_on_batches_or_restarts() {
+    let registry = registry();
+    let events = reported_stream();
+    let first_batch = events
+        .iter()
+        .take_while(|(event, _)| event.reported_at < at(12))
+        .count();
+    let (first, rest) = events.split_at(first_batch);
+    let now = at(0);
+    let run = |batch: usize| -> Held {
+        let mut stage = RegionalStage::new(&settings());
+        let mut held = Held::default();
+        for part in std::iter::once(first).chain(rest.chunks(batch)) {
+            for (event, households) in part {
+                stage.observe(event, households, &registry);
+            }
+            held.take(&stage.flush(&registry, now));
+        }
+        held
+    };
+    let one_by_one = run(1);
+    assert!(
+        one_by_one.signals.len() >= 3,
+        "layoffs, the flood and the surge signal: {:#?}",
+        one_by_one.signals
+    );
+    assert!(!one_by_one.tasks.is_empty(), "campaigns open");
+    assert!(one_by_one.late > 0, "some events are reported late");
+    let same = |held: &Held, what: &str| {
+        let differences = held.differences(&one_by_one);
+        assert!(
+            differences.is_empty(),
+            "{what}:\n{}",
+            differences.join("\n")
+        );
+    };
+    same(&run(37), "batches of 37");
+    same(&run(rest.len()), "one backlog");
+
+    let mut stage = RegionalStage::new(&settings());
+    let mut store = FakeStore::default();
+    let mut held = Held::default();
+    let early = first
+        .iter()
+        .take_while(|(event, _)| event.reported_at < at(1))
+        .count();
+    let (before, after) = first.split_at(early);
+    let parts: Vec<&[(Event, Vec<HouseholdIdx>)]> =
+        [before, after].into_iter().chain(rest.chunks(50)).collect();
+    for (n, part) in parts.iter().enumerate() {
+        if n == 1 {
+            assert_eq!(stage.watermark().judged_through, None);
+            stage = store.restore(&registry);
+        }
+        if n == parts.len() / 2 {
+            stage = store.restore(&registry);
+            assert!(stage.held_count() > 0, "the restart holds events again");
+        }
+        for (event, households) in part.iter() {
+            stage.observe(event, households, &registry);
+            store.events.push((event.clone(), households.clone()));
+        }
+        let output = stage.flush(&registry, now);
+        store.commit(&output);
+        held.take(&output);
+    }
+    same(&held, "batches of 50 and two restarts");
 }
 
 proptest! {
