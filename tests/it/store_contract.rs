@@ -1440,16 +1440,20 @@ async fn contract_load_state(subject: Subject) {
     assert!(!want_recent.is_empty() && want_recent.len() < want_seen.len());
     assert_eq!(recent_seen, want_recent);
 
-    // Household events: every event with a household, and industry-project
-    // failures with the households in their payload.
+    // Household events: every event with a household, industry-project failures
+    // with the households in their payload, and declared disasters (the regional
+    // stage takes them in again).
     let mut want_events = BTreeMap::new();
+    let mut reported = BTreeMap::new();
     for event in &batch.events {
         let payload = Payload::from_json(event.kind, &event.payload_json).unwrap();
         let households = match (&event.household_id, &payload) {
             (Some(id), _) => vec![id.clone()],
             (None, Payload::IndustryProjectFailure(failure)) => failure.household_ids.clone(),
+            (None, Payload::DisasterDeclared(_)) => Vec::new(),
             _ => continue,
         };
+        reported.insert(event.event_id.to_string(), event.reported_at);
         want_events.insert(
             event.event_id.to_string(),
             (
@@ -1504,7 +1508,38 @@ async fn contract_load_state(subject: Subject) {
         .collect();
     assert_eq!(got_recent, want_recent);
     assert!(!want_recent.is_empty() && want_recent.len() < want_events.len());
+    assert!(recent.held.is_empty(), "nothing held without a hold");
     assert_eq!(recent.seen.len(), state.seen.len(), "every id stays seen");
+    // And apart, the earlier events reported after the regional stage's hold began.
+    let mut report_times: Vec<DateTime<Utc>> = want_events
+        .iter()
+        .filter(|(_, v)| v.0 < since)
+        .map(|(id, _)| reported[id])
+        .collect();
+    report_times.sort();
+    let held_after = report_times[report_times.len() * 9 / 10];
+    let holding = store
+        .load_state(Some(since), Some(held_after), now(), None)
+        .await
+        .unwrap();
+    let want_held: BTreeSet<String> = want_events
+        .iter()
+        .filter(|(id, v)| v.0 < since && reported[*id] > held_after)
+        .map(|(k, _)| k.clone())
+        .collect();
+    let got_held: BTreeSet<String> = holding
+        .held
+        .iter()
+        .map(|e| e.event_id.to_string())
+        .collect();
+    assert!(!want_held.is_empty());
+    assert_eq!(got_held, want_held);
+    assert!(
+        holding
+            .held
+            .iter()
+            .all(|e| e.reported_at == reported[&e.event_id.to_string()])
+    );
     assert_eq!(
         store.latest_event_time().await.unwrap(),
         times.last().copied()

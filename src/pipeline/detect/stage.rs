@@ -31,7 +31,7 @@ use super::settings::DetectSettings;
 use super::signals::{
     Finding, SeriesKey, SignalBook, detector_severity, disaster_severity, rule_severity,
 };
-use super::systemic::{DailyHouseholds, add_household, classify, first_window_reaching, prune};
+use super::systemic::{DailyHouseholds, add_household, classify, prune, windows_reaching};
 
 /// Why state could not be restored.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -1101,17 +1101,17 @@ impl RegionalStage {
             };
             let window = rules.mass_layoff_window_days;
             let needed = rules.mass_layoff_households;
-            if let Some((day, most)) =
-                first_window_reaching(days, first, last + window as Day - 1, window, needed)
+            if let Some((day, latest, most)) =
+                windows_reaching(days, first, last + window as Day - 1, window, needed)
             {
-                self.pending.push(Finding {
+                let finding = Finding {
                     key: SeriesKey {
                         region: area,
                         kind: RiskKind::Unemployment,
                     },
                     method: Method::MassLayoff,
                     day,
-                    until: day,
+                    until: latest,
                     observed: most as f64,
                     expected: None,
                     upper_bound: Some(needed as f64),
@@ -1122,7 +1122,8 @@ impl RegionalStage {
                         "mass layoff: {most} households registered unemployment from employer {employer} within {window} days in {} {area} (rule: ≥ {needed})",
                         area.level().as_str()
                     ),
-                });
+                };
+                self.push_window_findings(finding, latest);
             }
         }
         for (village, (first, last)) in std::mem::take(&mut self.touched_villages) {
@@ -1140,18 +1141,18 @@ impl RegionalStage {
             let needed = ((rules.village_share * total as f64).ceil() as usize)
                 .max(rules.village_share_min_households)
                 .max(1);
-            if let Some((day, most)) =
-                first_window_reaching(days, first, last + window as Day - 1, window, needed)
+            if let Some((day, latest, most)) =
+                windows_reaching(days, first, last + window as Day - 1, window, needed)
             {
                 let share = most as f64 / total as f64;
-                self.pending.push(Finding {
+                let finding = Finding {
                     key: SeriesKey {
                         region: village,
                         kind: RiskKind::AnyRisk,
                     },
                     method: Method::VillageShare,
                     day,
-                    until: day,
+                    until: latest,
                     observed: most as f64,
                     expected: None,
                     upper_bound: Some(needed as f64),
@@ -1164,9 +1165,23 @@ impl RegionalStage {
                         100.0 * rules.village_share,
                         rules.village_share_min_households
                     ),
-                });
+                };
+                self.push_window_findings(finding, latest);
             }
         }
+    }
+
+    /// A windowed rule's finding at its first window reaching the threshold and, when
+    /// later, at its last: the signal's onset and its latest day then follow from the
+    /// data, however it was batched.
+    fn push_window_findings(&mut self, finding: Finding, latest: Day) {
+        if latest > finding.day {
+            self.pending.push(Finding {
+                day: latest,
+                ..finding.clone()
+            });
+        }
+        self.pending.push(finding);
     }
 
     /// Households affected of the changed active signals: distinct households of the

@@ -73,27 +73,31 @@ pub fn distinct_between(days: &DailyHouseholds, from: Day, to: Day) -> usize {
     seen.len()
 }
 
-/// The first window end `e` in `first..=last` whose `window`-day window
-/// (`e − window + 1 ..= e`) holds at least `needed` distinct households, with the largest
-/// count over the windows ending in `first..=last`.
-pub fn first_window_reaching(
+/// The first and the last window end `e` in `first..=last` whose `window`-day window
+/// (`e − window + 1 ..= e`) holds at least `needed` distinct households — no later than
+/// the last day with a household, so a window never ends after its evidence — with the
+/// largest count over the windows ending in `first..=last`. More households can only
+/// move the first earlier and the last later, so a rule judged on part of the data and
+/// then on all of it ends where one judgement on all of it does.
+pub fn windows_reaching(
     days: &DailyHouseholds,
     first: Day,
     last: Day,
     window: i64,
     needed: usize,
-) -> Option<(Day, usize)> {
+) -> Option<(Day, Day, usize)> {
     let span = window.max(1) as Day;
-    let mut hit = None;
+    let last = last.min(days.keys().next_back().copied().unwrap_or(Day::MIN));
+    let mut hit: Option<(Day, Day)> = None;
     let mut most = 0;
     for end in first..=last {
         let count = distinct_between(days, end - span + 1, end);
         most = most.max(count);
-        if hit.is_none() && count >= needed {
-            hit = Some(end);
+        if count >= needed {
+            hit = Some(hit.map_or((end, end), |(from, _)| (from, end)));
         }
     }
-    hit.map(|end| (end, most))
+    hit.map(|(from, to)| (from, to, most))
 }
 
 /// Drops the days before `from`.
@@ -142,9 +146,10 @@ mod tests {
         add_household(&mut days, 14, 3);
         assert_eq!(distinct_between(&days, 10, 14), 3);
         // 3-day windows: ending 10 → {1}, 11 → {1,2}, 12 → {1,2}, 13 → {1,2}... 16 → {3}.
-        assert_eq!(first_window_reaching(&days, 10, 16, 3, 2), Some((11, 2)));
-        assert_eq!(first_window_reaching(&days, 10, 16, 3, 3), None);
-        assert_eq!(first_window_reaching(&days, 10, 16, 5, 3), Some((14, 3)));
+        assert_eq!(windows_reaching(&days, 10, 16, 3, 2), Some((11, 13, 2)));
+        assert_eq!(windows_reaching(&days, 10, 16, 3, 3), None);
+        // Ending 14 → {1,2,3} over 10..=14; none ends after day 14, the last with a household.
+        assert_eq!(windows_reaching(&days, 10, 16, 5, 3), Some((14, 14, 3)));
         prune(&mut days, 11);
         assert_eq!(distinct_between(&days, 0, 20), 3);
         prune(&mut days, 12);
