@@ -172,7 +172,7 @@ pub struct AlertQuery {
     pub action: Option<Action>,
     /// Risk type.
     pub risk_type: Option<RiskType>,
-    /// Open or closed.
+    /// Open, closed or expired.
     pub status: Option<AlertStatus>,
     /// Raised at or after.
     pub from: Option<DateTime<Utc>>,

@@ -287,7 +287,7 @@ pub struct AlertView {
     pub rules: Vec<RuleView>,
     /// Events the alert has rested on (more than its rules list once the list is capped).
     pub evidence_count: u64,
-    /// Open or closed.
+    /// Open, closed (by its task) or expired (below the task level, no new evidence).
     pub status: AlertStatus,
     /// The household's status when last judged.
     pub household_status: HouseholdStatus,

@@ -77,7 +77,7 @@ pub struct AlertFilter {
     pub action: Option<String>,
     /// Risk type.
     pub risk_type: Option<String>,
-    /// `open` / `closed`.
+    /// `open` / `closed` / `expired`.
     pub status: Option<String>,
     /// Opened at or after.
     pub from: Option<DateTime<Utc>>,

@@ -210,10 +210,12 @@ macro_rules! sql_store {
                             .push_bind(judgements)
                             .push_bind(serde_json::to_string(&alert.risk_types).unwrap_or_else(|_| "[]".into()));
                     });
-                    // An alert a user closed meanwhile stays closed.
+                    // An alert a user closed meanwhile stays closed; the pipeline's own
+                    // end of an alert (expired) is written with it.
                     upsert.push(
                         " ON CONFLICT (alert_id) DO UPDATE SET level = excluded.level, action = excluded.action, \
-                         updated_at = excluded.updated_at, doc = excluded.doc, judgements = excluded.judgements, \
+                         status = excluded.status, updated_at = excluded.updated_at, closed_at = excluded.closed_at, \
+                         doc = excluded.doc, judgements = excluded.judgements, \
                          risk_types = excluded.risk_types WHERE alerts.status = 'open'",
                     );
                     Ok(upsert)
@@ -958,7 +960,7 @@ macro_rules! sql_store {
                         "SELECT a.doc, a.episode, a.status, COALESCE(a.closed_event_at, a.closed_at), a.judgements, ",
                         task_columns!("t"),
                         " FROM alerts a LEFT JOIN tasks t ON t.alert_id = a.alert_id \
-                         WHERE a.status = 'open' OR a.closed_at >= $1"
+                         WHERE a.status = 'open' OR COALESCE(a.closed_event_at, a.closed_at) >= $1"
                     ),
                 )
                 .bind(closed_since)
@@ -987,6 +989,7 @@ macro_rules! sql_store {
                                 level: alert.level,
                                 closed_at,
                                 evidence: alert.evidence.clone(),
+                                expired: status == "expired",
                             },
                             episode,
                         ));

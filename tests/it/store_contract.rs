@@ -228,6 +228,7 @@ both_backends! {
     contract_event_text => event_text_sqlite, event_text_postgres;
     contract_begun_ahead => begun_ahead_sqlite, begun_ahead_postgres;
     contract_alert_upserts => alert_upserts_sqlite, alert_upserts_postgres;
+    contract_alert_expiry => alert_expiry_sqlite, alert_expiry_postgres;
     contract_task_upserts => task_upserts_sqlite, task_upserts_postgres;
     contract_load_state => load_state_sqlite, load_state_postgres;
     contract_resume => resume_sqlite, resume_postgres;
@@ -1297,6 +1298,108 @@ async fn contract_alert_upserts(subject: Subject) {
     assert_eq!(of_household[1], (next.episode, AlertStatus::Open));
 }
 
+/// The pipeline's own end of an alert: an expired snapshot moves the open alert to
+/// `expired` with its end in event time, the household's next alert opens beside it in
+/// the same batch, a later open snapshot does not reopen it, and at start-up it comes
+/// back as an expired (not cooling) closed alert while within reach, and not after.
+async fn contract_alert_expiry(subject: Subject) {
+    let county = county(&subject).await;
+    let store = subject.store();
+    let mut core = subject.core().await;
+    let batch = core.process(&county.records, now());
+    store.commit_batch(&batch, &[], now()).await.unwrap();
+    let raw = &subject.raw;
+    let alert = batch
+        .alerts
+        .iter()
+        .find(|a| a.status == AlertStatus::Open)
+        .expect("an open alert")
+        .clone();
+    let at = alert.last_evidence_at + Duration::days(90);
+    let mut expired = alert.clone();
+    expired.status = AlertStatus::Expired;
+    expired.closed_at = Some(now() + Duration::hours(1));
+    expired.updated_at = now() + Duration::hours(1);
+    let mut next = alert.clone();
+    next.alert_id = format!("{}-next", alert.alert_id);
+    next.episode = alert.episode + 1;
+    store
+        .commit_batch(
+            &BatchOutput {
+                alerts: vec![expired.clone(), next.clone()],
+                closures: vec![(alert.alert_id.clone(), at)],
+                ..BatchOutput::default()
+            },
+            &[],
+            now(),
+        )
+        .await
+        .unwrap();
+    let (status, _, doc) = raw.alert_row(&alert.alert_id).await;
+    assert_eq!(status, "expired");
+    assert_eq!(doc, serde_json::to_string(&expired).unwrap());
+    assert_eq!(raw.alert_row(&next.alert_id).await.0, "open");
+    // A stale open snapshot of the expired alert changes nothing.
+    store
+        .commit_batch(
+            &BatchOutput {
+                alerts: vec![alert.clone()],
+                ..BatchOutput::default()
+            },
+            &[],
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(raw.alert_row(&alert.alert_id).await.0, "expired");
+    let state = store
+        .load_state(None, at - Duration::days(1), None)
+        .await
+        .unwrap();
+    assert!(
+        state
+            .open_alerts
+            .iter()
+            .all(|(a, _, _)| a.alert_id != alert.alert_id)
+    );
+    assert!(
+        state
+            .open_alerts
+            .iter()
+            .any(|(a, _, _)| a.alert_id == next.alert_id)
+    );
+    let restored: Vec<_> = state
+        .closed_alerts
+        .iter()
+        .filter(|(household, _, episode)| {
+            *household == alert.household_id && *episode == alert.episode
+        })
+        .collect();
+    assert_eq!(
+        restored,
+        vec![&(
+            alert.household_id.clone(),
+            yujing::batch::ClosedAlert {
+                risk_types: alert.risk_types.clone(),
+                level: alert.level,
+                closed_at: at,
+                evidence: alert.evidence.clone(),
+                expired: true,
+            },
+            alert.episode
+        )]
+    );
+    let past = store
+        .load_state(None, at + Duration::seconds(1), None)
+        .await
+        .unwrap();
+    assert!(
+        past.closed_alerts
+            .iter()
+            .all(|(household, _, _)| *household != alert.household_id)
+    );
+}
+
 /// Task snapshots only raise a task's level and never touch its lifecycle
 /// (status, assignee, outcome), which belongs to users.
 async fn contract_task_upserts(subject: Subject) {
@@ -1541,6 +1644,7 @@ async fn contract_load_state(subject: Subject) {
                 level: alert.level,
                 closed_at,
                 evidence: alert.evidence.clone(),
+                expired: false,
             },
             alert.episode
         )]
