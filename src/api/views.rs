@@ -186,6 +186,19 @@ pub struct RegionFigures {
     pub monitored_households: u64,
 }
 
+/// The per-rule yield of the household alerts in a region (预警成效): what each rule's
+/// alerts came to.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct YieldView {
+    /// The region the figures cover: the caller's, or the `region` asked for.
+    pub region_code: String,
+    /// Every alert once.
+    pub all: crate::domain::rule_yield::YieldFigures,
+    /// By rule id, in id order: every alert the rule fired in (an alert on several
+    /// rules counts for each).
+    pub rules: Vec<crate::domain::rule_yield::RuleYield>,
+}
+
 /// A region and each of its children.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Summary {

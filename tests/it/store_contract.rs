@@ -229,6 +229,7 @@ both_backends! {
     contract_begun_ahead => begun_ahead_sqlite, begun_ahead_postgres;
     contract_alert_upserts => alert_upserts_sqlite, alert_upserts_postgres;
     contract_alert_expiry => alert_expiry_sqlite, alert_expiry_postgres;
+    contract_rule_ids_backfill => rule_ids_backfill_sqlite, rule_ids_backfill_postgres;
     contract_task_upserts => task_upserts_sqlite, task_upserts_postgres;
     contract_load_state => load_state_sqlite, load_state_postgres;
     contract_resume => resume_sqlite, resume_postgres;
@@ -1400,6 +1401,45 @@ async fn contract_alert_expiry(subject: Subject) {
     );
 }
 
+/// Migration 0061 fills the rule-id column of alerts stored before it from their
+/// documents: with the column emptied and its UPDATE run again, the yield is what
+/// counting the alerts by hand gives.
+async fn contract_rule_ids_backfill(subject: Subject) {
+    let county = county(&subject).await;
+    let store = subject.store();
+    let mut core = subject.core().await;
+    let batch = core.process(&county.records, now());
+    store.commit_batch(&batch, &[], now()).await.unwrap();
+    let expected = support::yield_by_hand(&batch.alerts, &all_tasks(&batch));
+    assert!(expected.rules.len() > 3);
+    assert_eq!(
+        store.rule_yield(None).await.unwrap(),
+        expected,
+        "as written"
+    );
+    subject
+        .raw
+        .execute("UPDATE alerts SET rule_ids = '[]'")
+        .await;
+    assert!(store.rule_yield(None).await.unwrap().rules.is_empty());
+    let folder = match subject.backend {
+        Backend::Sqlite => "migrations/sqlite",
+        Backend::Postgres => "migrations/postgres",
+    };
+    let migration = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("{folder}/0061_alert_rule_ids.sql")),
+    )
+    .unwrap();
+    let update = &migration[migration.find("UPDATE").expect("the backfill")..];
+    let sql = sqlx::AssertSqlSafe(update.to_string());
+    on_pool!(&subject.raw, pool => { sqlx::query(sql).execute(pool).await.unwrap(); });
+    assert_eq!(
+        store.rule_yield(None).await.unwrap(),
+        expected,
+        "backfilled"
+    );
+}
+
 /// Task snapshots only raise a task's level and never touch its lifecycle
 /// (status, assignee, outcome), which belongs to users.
 async fn contract_task_upserts(subject: Subject) {
@@ -1714,6 +1754,8 @@ async fn contract_report(subject: Subject) {
         suppressed: batch.counts.suppressed,
         alerts_by_level: tally(batch.alerts.iter().map(|a| a.level.as_str())),
         alerts_by_action: tally(batch.alerts.iter().map(|a| a.action.as_str())),
+        alerts_by_status: tally(batch.alerts.iter().map(|a| a.status.as_str())),
+        rule_yield: support::yield_by_hand(&batch.alerts, &all_tasks(&batch)),
         tasks_by_stage: tally(all_tasks(&batch).iter().map(|t| t.stage.as_str())),
         dead_letters_by_rule: tally(letters.iter().map(|l| l.rejection.rule.as_str())),
         households: key.households as u64,
@@ -1723,6 +1765,10 @@ async fn contract_report(subject: Subject) {
     };
     assert_eq!(report, expected);
     assert_eq!(expected.members, key.persons as u64);
+    // The yield is not vacuous: several rules, tasks, and the season's expiries.
+    assert!(expected.rule_yield.rules.len() > 3);
+    assert!(expected.rule_yield.all.tasks > 0);
+    assert_eq!(expected.rule_yield.all.alerts, batch.alerts.len() as u64);
     assert_eq!(
         expected.events_accepted + expected.duplicates + expected.dead_letters,
         expected.events_processed
