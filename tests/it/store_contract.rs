@@ -233,6 +233,7 @@ both_backends! {
     contract_task_upserts => task_upserts_sqlite, task_upserts_postgres;
     contract_load_state => load_state_sqlite, load_state_postgres;
     contract_resume => resume_sqlite, resume_postgres;
+    contract_resume_with_expiries => resume_with_expiries_sqlite, resume_with_expiries_postgres;
     contract_report => report_sqlite, report_postgres;
     contract_exports => exports_sqlite, exports_postgres;
     contract_outbox => outbox_sqlite, outbox_postgres;
@@ -1725,6 +1726,76 @@ async fn contract_resume(subject: Subject) {
     assert!(!expected.alerts.is_empty());
     assert_eq!(sorted(&resumed.alerts), sorted(&expected.alerts));
     assert_eq!(by_task_id(&resumed.tasks), by_task_id(&expected.tasks));
+}
+
+/// With a short expiry (and orange opening tasks), alerts expire in both halves of the
+/// season: a core rebuilt
+/// from the store (its expired and closed alerts read back by event time) expires and
+/// opens exactly what a core that never stopped does, and holds the same alerts in
+/// memory afterwards.
+async fn contract_resume_with_expiries(subject: Subject) {
+    let mut settings = subject.app.settings.clone();
+    // Yellow alerts below the task level too, so that a small county has many.
+    settings.rules.task_min_level = Level::Orange;
+    settings.rules.expiry_days = 15;
+    let app = App::build(settings).await.expect("app builds");
+    let county = county(&subject).await;
+    let store = &app.store;
+    // Split in event time: the first half of the season, then the second.
+    let occurred = |record: &RawRecord| {
+        serde_json::from_slice::<serde_json::Value>(&record.bytes)
+            .ok()
+            .and_then(|v| v["occurred_at"].as_str().map(str::to_string))
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let mut times: Vec<DateTime<Utc>> = county.records.iter().filter_map(occurred).collect();
+    times.sort_unstable();
+    let middle = times[times.len() / 2];
+    let (first, second): (Vec<RawRecord>, Vec<RawRecord>) = county
+        .records
+        .iter()
+        .cloned()
+        .partition(|r| occurred(r).is_none_or(|t| t < middle));
+    let (first, second) = (first.as_slice(), second.as_slice());
+    let mut continuous = app.load_core().await.unwrap();
+    let batch = continuous.process(first, now());
+    assert!(
+        batch
+            .alerts
+            .iter()
+            .any(|a| a.status == AlertStatus::Expired),
+        "alerts expire in the first half"
+    );
+    store.commit_batch(&batch, &[], now()).await.unwrap();
+    let expected = continuous.process(second, now());
+    assert!(
+        expected
+            .alerts
+            .iter()
+            .any(|a| a.status == AlertStatus::Expired),
+        "and in the second"
+    );
+    let mut rebuilt = app.load_core().await.unwrap();
+    let resumed = rebuilt.process(second, now());
+    let sorted = |alerts: &[HouseholdAlert]| {
+        let mut alerts = alerts.to_vec();
+        alerts.sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
+        alerts
+    };
+    assert_eq!(sorted(&resumed.alerts), sorted(&expected.alerts));
+    let closures = |batch: &BatchOutput| {
+        let mut closures = batch.closures.clone();
+        closures.sort();
+        closures
+    };
+    assert_eq!(closures(&resumed), closures(&expected));
+    assert_eq!(resumed.counts, expected.counts);
+    assert_eq!(by_task_id(&resumed.tasks), by_task_id(&expected.tasks));
+    assert_eq!(
+        rebuilt.rules().alerts_held(),
+        continuous.rules().alerts_held()
+    );
 }
 
 /// The report's figures: counters as the batches said, the rest counted from
