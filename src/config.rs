@@ -244,8 +244,8 @@ pub struct RuleSettings {
     pub cooldown_days: i64,
     /// Lowest level that opens a task.
     pub task_min_level: Level,
-    /// An open alert below `task_min_level` expires once this many days of event
-    /// time (the latest event time accepted) pass after its latest evidence.
+    /// An open alert below `task_min_level` expires this many days of event time
+    /// after its latest evidence (see `pipeline::rules::HouseholdRules::advance`).
     pub expiry_days: i64,
     /// Evidence listed per alert: beyond this many, the oldest events no judgement
     /// can cite again leave the list (the count keeps them).

@@ -112,8 +112,9 @@ wire_enum! {
         /// Closed by its task's outcome.
         Closed = "closed",
         /// Below the level that opens a task, and `rules.expiry_days` of event time
-        /// passed without new evidence: no one will visit for it, so it leaves the
-        /// open list (its evidence does not raise it again; no cool-down follows).
+        /// after its latest evidence passed without new evidence: no one will visit
+        /// for it, so it leaves the open lists (its evidence does not raise it again;
+        /// no cool-down follows).
         Expired = "expired",
     }
 }

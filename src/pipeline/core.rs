@@ -499,10 +499,10 @@ impl Core {
                 clock_before,
             }) = pending.risk.and_then(|at| self.risks[at as usize].take())
             {
-                // What taking the records one by one gives: the alert expired at the
-                // end of the record before, if it was due by then.
+                // What taking the records one by one gives: the household's alert
+                // expired first if the stream had marked it so by the record before.
                 if let Some(clock) = clock_before {
-                    self.rules.expire_if_due(pending.household, clock, now);
+                    self.rules.expire_if_marked(pending.household, clock, now);
                 }
                 self.rules
                     .apply(&self.registry, pending.household, risk, reported_at, now);

@@ -1608,9 +1608,10 @@ async fn close_at_the_township(
 /// expired), tasks, and the closed tasks' outcomes — identified, rejected by the
 /// county (not eligible), not eligible, no risk — and the identified share.
 async fn the_yield_counts_what_the_store_holds(backend: Backend, name: &str) {
-    // A short expiry, so that the 45-day season leaves expired alerts.
+    // A short expiry and lateness, so that the 45-day season leaves expired alerts.
     let world = World::with_settings(backend, name, 3300, |settings| {
         settings.rules.expiry_days = 10;
+        settings.rules.max_lateness_days = 3;
     })
     .await;
     let contract = Contract::new();

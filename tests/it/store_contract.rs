@@ -1738,6 +1738,7 @@ async fn contract_resume_with_expiries(subject: Subject) {
     // Yellow alerts below the task level too, so that a small county has many.
     settings.rules.task_min_level = Level::Orange;
     settings.rules.expiry_days = 15;
+    settings.rules.max_lateness_days = 5;
     let app = App::build(settings).await.expect("app builds");
     let county = county(&subject).await;
     let store = &app.store;

@@ -2,7 +2,9 @@
 //! Keeps each household's recent risk facts (the look-back window), judges the
 //! window at the event's time and at every later event time it affects (so a late
 //! event re-judges what it changes, and results do not depend on arrival order),
-//! and folds the findings into the household's one open alert. Cannot fail.
+//! and folds the findings into the household's one open alert; an alert below the
+//! task level expires in event time, and closed and expired alerts leave memory once
+//! out of reach. Cannot fail.
 
 pub mod evaluate;
 pub mod facts;
@@ -298,29 +300,47 @@ impl HouseholdRules {
         }
     }
 
-    /// Expires the household's open alert if it is due by `clock` (the latest event
-    /// time accepted before the household's next event): called before that event
-    /// is judged, so a batch gives what taking its records one by one gives.
-    pub fn expire_if_due(
-        &mut self,
-        household: HouseholdIdx,
-        clock: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) {
+    /// How far behind the latest event time accepted an alert's expiry must lie
+    /// before the stream marks it expired on its own: events up to
+    /// `rules.max_lateness_days` late still count as its evidence, so the household's
+    /// events, not other households' arrival order, decide whether it expired.
+    fn expiry_margin(&self) -> Duration {
+        Duration::days(self.rules.max_lateness_days)
+    }
+
+    /// Expires the household's open alert if it is due by `time`.
+    fn expire_by(&mut self, household: HouseholdIdx, time: DateTime<Utc>, now: DateTime<Utc>) {
         let due = self
             .slot(household)
             .and_then(|slot| slot.open.as_ref())
             .and_then(|open| open.expires_at);
-        if due.is_some_and(|at| at <= clock) {
+        if due.is_some_and(|at| at <= time) {
             self.expire(household, now);
         }
     }
 
-    /// Expires every open alert due by `clock` (the latest event time accepted), and
-    /// lets closed and expired alerts out of reach of `clock` leave memory.
+    /// Before the household's next event is judged: expires its open alert if the
+    /// stream had marked it expired (see [`HouseholdRules::advance`]) by `clock_before`,
+    /// the latest event time accepted before the event's record — what taking the
+    /// records one by one, each batch ending with `advance`, gives.
+    pub fn expire_if_marked(
+        &mut self,
+        household: HouseholdIdx,
+        clock_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) {
+        let marked_until = clock_before - self.expiry_margin();
+        self.expire_by(household, marked_until, now);
+    }
+
+    /// With `clock` the latest event time accepted: marks expired every open alert
+    /// whose expiry lies `rules.max_lateness_days` or more behind it (no event still
+    /// to come can be its evidence), and lets closed and expired alerts out of reach
+    /// of `clock` leave memory.
     pub fn advance(&mut self, clock: DateTime<Utc>, now: DateTime<Utc>) {
+        let marked_until = clock - self.expiry_margin();
         while let Some(&(at, household)) = self.expiries.first() {
-            if at > clock {
+            if at > marked_until {
                 break;
             }
             self.expiries.remove(&(at, household));
@@ -480,6 +500,10 @@ impl HouseholdRules {
         if !self.insert(household, event) {
             return;
         }
+        // An event at or after the open alert's expiry comes after so many days
+        // without new evidence: the alert expired first, and the event is judged
+        // without it. The household's own events decide this, in event time.
+        self.expire_by(household, occurred_at, now);
         let lookback = self.lookback();
         let HouseholdRules {
             rules,
