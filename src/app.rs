@@ -151,8 +151,10 @@ impl App {
             (Some(rules_from), Some(regional_from)) => Some(rules_from.min(regional_from)),
             _ => None,
         };
-        let closed_since = (Utc::now() - Duration::days(rules.cooldown_days))
-            .min(latest.unwrap_or_else(Utc::now) - reach);
+        // Closed and expired alerts within reach of the latest event time: what the
+        // core itself still holds (older ones left its memory).
+        let closed_since =
+            latest.unwrap_or_else(Utc::now) - Duration::days(rules.closed_alert_reach_days());
         let held_after = regional_inline
             .then(|| core.regional().events_held_after())
             .flatten();

@@ -103,8 +103,9 @@ pub struct BatchOutput {
     pub alerts: Vec<HouseholdAlert>,
     /// Task snapshots created or changed.
     pub tasks: Vec<ScreeningTask>,
-    /// Alerts the registry change log closed (the store closed them already), with
-    /// the event time of their closing: the cool-down counts from it.
+    /// Alerts the registry change log closed (the store closed them already) and
+    /// alerts that expired, with the event time of their end: the cool-down (after
+    /// a closing) and the core's memory count from it.
     pub closures: Vec<(String, DateTime<Utc>)>,
     /// The regional stage's counts, clock, signals and campaign tasks.
     pub regional: RegionalOutput,
@@ -288,7 +289,7 @@ pub struct RestoredEvent {
     pub payload: Option<crate::domain::event::Payload>,
 }
 
-/// A closed alert, as far as the cool-down needs it.
+/// A closed or expired alert, as far as the cool-down and the handled evidence need it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClosedAlert {
     /// Its risk types.
@@ -296,8 +297,13 @@ pub struct ClosedAlert {
     /// Its level.
     pub level: Level,
     /// When it closed, in event time (the latest event time accepted when the
-    /// decision reached the stream).
+    /// decision reached the stream; for an expired alert, its latest evidence plus
+    /// `rules.expiry_days`).
     pub closed_at: DateTime<Utc>,
-    /// Its evidence: events already handled by a visit.
+    /// Its evidence: events already handled (by a visit, or by its expiry: they
+    /// do not raise an alert again on their own).
     pub evidence: Vec<EventId>,
+    /// It expired below the task level rather than closing with an outcome: no
+    /// cool-down follows (no one verified the risk).
+    pub expired: bool,
 }

@@ -244,6 +244,9 @@ pub struct RuleSettings {
     pub cooldown_days: i64,
     /// Lowest level that opens a task.
     pub task_min_level: Level,
+    /// An open alert below `task_min_level` expires this many days of event time
+    /// after its latest evidence (see `pipeline::rules::HouseholdRules::advance`).
+    pub expiry_days: i64,
     /// Evidence listed per alert: beyond this many, the oldest events no judgement
     /// can cite again leave the list (the count keeps them).
     pub max_evidence_per_alert: usize,
@@ -259,6 +262,18 @@ pub struct RuleSettings {
     pub unemployment: UnemploymentRules,
     /// `[rules.disaster]`
     pub disaster: DisasterRules,
+}
+
+impl RuleSettings {
+    /// How long (days of event time before the latest event accepted) a closed or
+    /// expired alert still matters: its evidence can be judged again within the
+    /// look-back plus the lateness, and a later finding's cool-down reaches back
+    /// `cooldown_days`; both for events up to `max_lateness_days` late. Older closed
+    /// alerts leave the core's memory and are not read back at start-up.
+    pub fn closed_alert_reach_days(&self) -> i64 {
+        (self.lookback_days + self.max_lateness_days).max(self.cooldown_days)
+            + self.max_lateness_days
+    }
 }
 
 /// `[telemetry]`
@@ -667,6 +682,10 @@ impl Check for RuleSettings {
         require(
             self.cooldown_days >= 0,
             "rules.cooldown_days: must not be negative",
+        );
+        require(
+            self.expiry_days >= 1,
+            "rules.expiry_days: must be at least 1",
         );
         require(
             self.hardship_income_ratio >= 1.0,

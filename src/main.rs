@@ -901,10 +901,55 @@ fn print_report(report: &yujing::store::Report) {
     };
     line("alerts by level", &report.alerts_by_level);
     line("alerts by action", &report.alerts_by_action);
+    line("alerts by status", &report.alerts_by_status);
     line("tasks by stage", &report.tasks_by_stage);
     line("active signals", &report.signals_by_severity);
     line("signals by kind", &report.signals_by_kind);
     line("dead letters", &report.dead_letters_by_rule);
+    print_yield(&report.rule_yield);
+}
+
+/// The rules' yield as a table: one row per rule and one for every alert once.
+fn print_yield(report: &yujing::domain::rule_yield::RuleYieldReport) {
+    use yujing::domain::rule_yield::YieldFigures;
+    println!("rule yield (alerts → tasks → outcomes of the closed tasks)");
+    println!(
+        "  {:<34}{:>7}{:>6}{:>8}{:>6}{:>7}{:>7}{:>8}{:>8}{:>8}{:>8}{:>9}",
+        "rule",
+        "alerts",
+        "open",
+        "expired",
+        "tasks",
+        "closed",
+        "ident.",
+        "rolled",
+        "not el.",
+        "no risk",
+        "adjust.",
+        "ident. %"
+    );
+    let row = |name: &str, f: &YieldFigures| {
+        let share = f
+            .identified_share
+            .map_or("-".to_string(), |share| format!("{:.1}", share * 100.0));
+        println!(
+            "  {name:<34}{:>7}{:>6}{:>8}{:>6}{:>7}{:>7}{:>8}{:>8}{:>8}{:>8}{share:>9}",
+            f.alerts,
+            f.open,
+            f.expired,
+            f.tasks,
+            f.tasks_closed,
+            f.identified,
+            f.rolled_back,
+            f.not_eligible,
+            f.no_risk,
+            f.assistance_adjusted,
+        );
+    };
+    for rule in &report.rules {
+        row(&rule.rule_id, &rule.figures);
+    }
+    row("all alerts (each once)", &report.all);
 }
 
 fn print_demo(options: &demo::DemoOptions, outcome: &demo::DemoOutcome) {

@@ -172,7 +172,7 @@ pub struct AlertQuery {
     pub action: Option<Action>,
     /// Risk type.
     pub risk_type: Option<RiskType>,
-    /// Open or closed.
+    /// Open, closed or expired.
     pub status: Option<AlertStatus>,
     /// Raised at or after.
     pub from: Option<DateTime<Utc>>,
@@ -254,6 +254,41 @@ pub async fn alert(
             .iter()
             .map(|e| EvidenceView::of(e, detail))
             .collect(),
+    }))
+}
+
+/// Filters of the rules' yield.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct YieldQuery {
+    /// Within this region (inside the caller's; default: the caller's region).
+    pub region: Option<String>,
+}
+
+/// For each household rule: the alerts it fired in (open, expired), the screening
+/// tasks they opened, what the closed tasks found (identified, rolled back, not
+/// eligible, no risk, assistance adjusted) and the identified share; and the same for
+/// every alert once. Only the alerts of households in the caller's region (or in
+/// `region` within it) count.
+#[utoipa::path(get, path = "/api/rules/yield", tag = "rules", params(YieldQuery),
+    responses((status = 200, body = YieldView), (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn rule_yield(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryParams(query): QueryParams<YieldQuery>,
+) -> ApiResult<Json<YieldView>> {
+    caller.require(Right::ReadHouseholds)?;
+    let scope = caller
+        .narrow(query.region.as_deref())?
+        .unwrap_or_else(|| caller.scope());
+    let report = state.store.rule_yield(Some(scope)).await?;
+    Ok(Json(YieldView {
+        region_code: scope.region.to_string(),
+        all: report.all,
+        rules: report.rules,
     }))
 }
 

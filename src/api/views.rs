@@ -186,6 +186,19 @@ pub struct RegionFigures {
     pub monitored_households: u64,
 }
 
+/// The per-rule yield of the household alerts in a region (预警成效): what each rule's
+/// alerts came to.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct YieldView {
+    /// The region the figures cover: the caller's, or the `region` asked for.
+    pub region_code: String,
+    /// Every alert once.
+    pub all: crate::domain::rule_yield::YieldFigures,
+    /// By rule id, in id order: every alert the rule fired in (an alert on several
+    /// rules counts for each).
+    pub rules: Vec<crate::domain::rule_yield::RuleYield>,
+}
+
 /// A region and each of its children.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Summary {
@@ -287,7 +300,7 @@ pub struct AlertView {
     pub rules: Vec<RuleView>,
     /// Events the alert has rested on (more than its rules list once the list is capped).
     pub evidence_count: u64,
-    /// Open or closed.
+    /// Open, closed (by its task) or expired (below the task level, no new evidence).
     pub status: AlertStatus,
     /// The household's status when last judged.
     pub household_status: HouseholdStatus,

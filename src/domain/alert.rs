@@ -111,6 +111,11 @@ wire_enum! {
         Open = "open",
         /// Closed by its task's outcome.
         Closed = "closed",
+        /// Below the level that opens a task, and `rules.expiry_days` of event time
+        /// after its latest evidence passed without new evidence: no one will visit
+        /// for it, so it leaves the open lists (its evidence does not raise it again;
+        /// no cool-down follows).
+        Expired = "expired",
     }
 }
 
@@ -180,7 +185,7 @@ pub struct HouseholdAlert {
     /// How many events the alert has rested on.
     #[serde(default)]
     pub evidence_count: u64,
-    /// Open or closed.
+    /// Open, closed (by its task) or expired (below the task level, no new evidence).
     pub status: AlertStatus,
     /// The household's status when last updated.
     pub household_status: HouseholdStatus,
@@ -197,7 +202,7 @@ pub struct HouseholdAlert {
     pub opened_at: DateTime<Utc>,
     /// Processing time of the last change.
     pub updated_at: DateTime<Utc>,
-    /// Processing time it was closed.
+    /// Processing time it was closed or expired.
     pub closed_at: Option<DateTime<Utc>>,
     /// Earliest event time in evidence.
     pub first_evidence_at: DateTime<Utc>,

@@ -10,5 +10,6 @@ pub mod event;
 pub mod ids;
 pub mod record;
 pub mod registry;
+pub mod rule_yield;
 pub mod signal;
 pub mod task;

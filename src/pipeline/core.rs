@@ -131,8 +131,9 @@ pub struct Core {
     /// take fresh memory for its working lists.
     pending: Vec<Pending>,
     /// The risk facts `pending` points into, with their event's report time (a task
-    /// one opens counts its days from it).
-    risks: Vec<Option<(RiskEvent, DateTime<Utc>)>>,
+    /// one opens counts its days from it) and the latest event time accepted before
+    /// their record (the household's alert expires first if it was due by then).
+    risks: Vec<Option<PendingRisk>>,
     /// Room for sorting `pending`.
     sorting: Vec<Pending>,
     /// The batch's decoded events, with the index of their record.
@@ -166,6 +167,13 @@ struct Pending {
     stored: Option<u32>,
     /// Its risk fact for the household's window (index into `Core::risks`).
     risk: Option<u32>,
+}
+
+/// A risk fact waiting for its household's turn at the end of the batch.
+struct PendingRisk {
+    risk: RiskEvent,
+    reported_at: DateTime<Utc>,
+    clock_before: Option<DateTime<Utc>>,
 }
 
 /// What the look-ups found for one decoded event.
@@ -485,21 +493,39 @@ impl Core {
                 stored.household_id = Some(household.household_id.clone());
                 stored.region_code = Some(household.region_code);
             }
-            if let Some((risk, reported_at)) =
-                pending.risk.and_then(|at| self.risks[at as usize].take())
+            if let Some(PendingRisk {
+                risk,
+                reported_at,
+                clock_before,
+            }) = pending.risk.and_then(|at| self.risks[at as usize].take())
             {
+                // What taking the records one by one gives: the household's alert
+                // expired first if the stream had marked it so by the record before.
+                if let Some(clock) = clock_before {
+                    self.rules.expire_if_marked(pending.household, clock, now);
+                }
                 self.rules
                     .apply(&self.registry, pending.household, risk, reported_at, now);
             }
         }
         self.risks.clear();
+        if let Some(clock) = self.event_clock {
+            self.rules.advance(clock, now);
+        }
         if let Some(horizon) = self.dedupe_horizon() {
             let step = (self.dedupe_horizon_days / 16).max(1) as i32;
             self.seen.drop_before(epoch_day(horizon), step);
         }
         let changes = self.rules.drain();
         output.closures = std::mem::take(&mut self.closures);
-        output.alerts = changes.alerts;
+        // Expired snapshots first: a household's new open alert in the same batch
+        // must not meet its old one still open in the store.
+        output.alerts = Vec::with_capacity(changes.expired.len() + changes.alerts.len());
+        for (alert, at) in changes.expired {
+            output.closures.push((alert.alert_id.clone(), at));
+            output.alerts.push(alert);
+        }
+        output.alerts.extend(changes.alerts);
         output.tasks = changes.tasks;
         output.lanes = self.lane_progress(&output.events);
         if self.regional_inline {
@@ -616,6 +642,7 @@ impl Core {
         output: &mut BatchOutput,
     ) {
         output.counts.accepted += 1;
+        let clock_before = self.event_clock;
         self.event_clock = self.event_clock.max(Some(event.occurred_at));
         let resolved = resolve_with(&event, &self.registry, |id| {
             person.unwrap_or_else(|| person_lookup(id, &self.registry, &self.pseudonymiser))
@@ -653,7 +680,11 @@ impl Core {
                 });
             if stored.is_some() || risk.is_some() {
                 let risk = risk.map(|risk| {
-                    self.risks.push(Some((risk, event.reported_at)));
+                    self.risks.push(Some(PendingRisk {
+                        risk,
+                        reported_at: event.reported_at,
+                        clock_before,
+                    }));
                     self.risks.len() as u32 - 1
                 });
                 self.pending.push(Pending {

@@ -77,7 +77,7 @@ pub struct AlertFilter {
     pub action: Option<String>,
     /// Risk type.
     pub risk_type: Option<String>,
-    /// `open` / `closed`.
+    /// `open` / `closed` / `expired`.
     pub status: Option<String>,
     /// Opened at or after.
     pub from: Option<DateTime<Utc>>,
@@ -313,6 +313,15 @@ impl Store {
     /// One alert.
     pub async fn alert(&self, alert_id: &str) -> Result<Option<HouseholdAlert>, StoreError> {
         dispatch_api!(self, s => s.alert(alert_id).await)
+    }
+
+    /// The per-rule yield of the household alerts in `scope` (`None`: every alert):
+    /// each alert with its task, folded by [`crate::domain::rule_yield::YieldTally`].
+    pub async fn rule_yield(
+        &self,
+        scope: Option<Scope>,
+    ) -> Result<crate::domain::rule_yield::RuleYieldReport, StoreError> {
+        dispatch_api!(self, s => s.rule_yield(scope).await)
     }
 
     /// The evidence events, in the order asked.
@@ -844,6 +853,51 @@ macro_rules! api_store {
                         Ok(alert)
                     })
                     .collect()
+            }
+
+            /// See [`crate::store::Store::rule_yield`].
+            pub async fn rule_yield(
+                &self,
+                scope: Option<Scope>,
+            ) -> Result<$crate::domain::rule_yield::RuleYieldReport, StoreError> {
+                use $crate::domain::alert::AlertStatus;
+                use $crate::domain::rule_yield::{YieldRow, YieldTally, YieldTask};
+                use $crate::domain::task::{Decision, Outcome, Stage};
+                let mut query: QueryBuilder<$db> = QueryBuilder::new(
+                    "SELECT a.rule_ids, a.status, t.stage, t.outcome, t.decision FROM alerts a \
+                     LEFT JOIN tasks t ON t.alert_id = a.alert_id WHERE 1 = 1",
+                );
+                if let Some(scope) = scope {
+                    push_scope(&mut query, "a.region_code", scope);
+                }
+                let mut rows = query.build().fetch(&self.pool);
+                let mut tally = YieldTally::default();
+                while let Some(row) = rows.try_next().await? {
+                    let rule_ids: Vec<String> =
+                        serde_json::from_str(row.get(0)).map_err(corrupt)?;
+                    let status = AlertStatus::parse(row.get(1))
+                        .ok_or_else(|| corrupt("alert status"))?;
+                    let task = match row.get::<Option<String>, _>(2) {
+                        Some(stage) => Some(YieldTask {
+                            stage: Stage::parse(&stage).ok_or_else(|| corrupt("task stage"))?,
+                            outcome: row
+                                .get::<Option<String>, _>(3)
+                                .map(|o| Outcome::parse(&o).ok_or_else(|| corrupt("task outcome")))
+                                .transpose()?,
+                            decision: row
+                                .get::<Option<String>, _>(4)
+                                .map(|d| Decision::parse(&d).ok_or_else(|| corrupt("task decision")))
+                                .transpose()?,
+                        }),
+                        None => None,
+                    };
+                    tally.add(&YieldRow {
+                        rule_ids,
+                        status,
+                        task,
+                    });
+                }
+                Ok(tally.finish())
             }
 
             /// See [`crate::store::Store::alert`].

@@ -184,6 +184,10 @@ pub struct Report {
     pub alerts_by_level: BTreeMap<String, u64>,
     /// Alerts by action.
     pub alerts_by_action: BTreeMap<String, u64>,
+    /// Alerts by status (open, closed, expired).
+    pub alerts_by_status: BTreeMap<String, u64>,
+    /// What each rule's alerts came to: tasks and outcomes.
+    pub rule_yield: crate::domain::rule_yield::RuleYieldReport,
     /// Tasks by procedure stage.
     pub tasks_by_stage: BTreeMap<String, u64>,
     /// Active (not cleared) regional signals by severity.

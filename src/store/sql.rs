@@ -26,6 +26,12 @@ pub(super) fn priority_households(task: &crate::domain::task::ScreeningTask) -> 
     serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into())
 }
 
+/// An alert's rule ids as stored: a JSON array, in id order.
+pub(super) fn rule_ids(alert: &crate::domain::alert::HouseholdAlert) -> String {
+    let ids: Vec<&str> = alert.rules.iter().map(|r| r.rule_id.as_str()).collect();
+    serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into())
+}
+
 /// The task columns, in the order `task_from_row` reads them.
 macro_rules! task_columns {
     () => {
@@ -95,7 +101,7 @@ macro_rules! sql_store {
         };
         use $crate::batch::ClosedAlert;
         use $crate::store::sql::{
-            ROWS_PER_INSERT, corrupt, millis_to_time, priority_households, task_columns,
+            ROWS_PER_INSERT, corrupt, millis_to_time, priority_households, rule_ids, task_columns,
             task_documents,
         };
         use $crate::store::{
@@ -193,7 +199,7 @@ macro_rules! sql_store {
                     }
                     let mut upsert: QueryBuilder<$db> = QueryBuilder::new(
                         "INSERT INTO alerts (alert_id, household_id, region_code, episode, level, action, status, \
-                         opened_at, updated_at, closed_at, doc, judgements, risk_types) ",
+                         opened_at, updated_at, closed_at, doc, judgements, risk_types, rule_ids) ",
                     );
                     upsert.push_values(alerts.iter().zip(documents), |mut row, (alert, (doc, judgements))| {
                         row.push_bind(alert.alert_id.as_str())
@@ -208,13 +214,16 @@ macro_rules! sql_store {
                             .push_bind(alert.closed_at)
                             .push_bind(doc)
                             .push_bind(judgements)
-                            .push_bind(serde_json::to_string(&alert.risk_types).unwrap_or_else(|_| "[]".into()));
+                            .push_bind(serde_json::to_string(&alert.risk_types).unwrap_or_else(|_| "[]".into()))
+                            .push_bind(rule_ids(alert));
                     });
-                    // An alert a user closed meanwhile stays closed.
+                    // An alert a user closed meanwhile stays closed; the pipeline's own
+                    // end of an alert (expired) is written with it.
                     upsert.push(
                         " ON CONFLICT (alert_id) DO UPDATE SET level = excluded.level, action = excluded.action, \
-                         updated_at = excluded.updated_at, doc = excluded.doc, judgements = excluded.judgements, \
-                         risk_types = excluded.risk_types WHERE alerts.status = 'open'",
+                         status = excluded.status, updated_at = excluded.updated_at, closed_at = excluded.closed_at, \
+                         doc = excluded.doc, judgements = excluded.judgements, \
+                         risk_types = excluded.risk_types, rule_ids = excluded.rule_ids WHERE alerts.status = 'open'",
                     );
                     Ok(upsert)
                 })
@@ -961,7 +970,7 @@ macro_rules! sql_store {
                         "SELECT a.doc, a.episode, a.status, COALESCE(a.closed_event_at, a.closed_at), a.judgements, ",
                         task_columns!("t"),
                         " FROM alerts a LEFT JOIN tasks t ON t.alert_id = a.alert_id \
-                         WHERE a.status = 'open' OR a.closed_at >= $1"
+                         WHERE a.status = 'open' OR COALESCE(a.closed_event_at, a.closed_at) >= $1"
                     ),
                 )
                 .bind(closed_since)
@@ -990,6 +999,7 @@ macro_rules! sql_store {
                                 level: alert.level,
                                 closed_at,
                                 evidence: alert.evidence.clone(),
+                                expired: status == "expired",
                             },
                             episode,
                         ));
@@ -1037,6 +1047,10 @@ macro_rules! sql_store {
                 report.alerts_by_action = self
                     .grouped("SELECT action, COUNT(*) FROM alerts GROUP BY action")
                     .await?;
+                report.alerts_by_status = self
+                    .grouped("SELECT status, COUNT(*) FROM alerts GROUP BY status")
+                    .await?;
+                report.rule_yield = self.rule_yield(None).await?;
                 report.tasks_by_stage = self
                     .grouped("SELECT stage, COUNT(*) FROM tasks GROUP BY stage")
                     .await?;

@@ -21,6 +21,7 @@ pub struct Metrics {
     dead_letters: IntCounterVec,
     alerts_changed: IntCounter,
     alerts_by_level: IntCounterVec,
+    alerts_expired: IntCounter,
     tasks_changed: IntCounter,
     batches: IntCounter,
     batch_size: Histogram,
@@ -148,6 +149,11 @@ impl Metrics {
                 "yujing_alert_changes_by_level_total",
                 "Alert snapshots written (raised or updated), by the alert's level",
                 &["level"],
+            ),
+            alerts_expired: counter(
+                &registry,
+                "yujing_alerts_expired_total",
+                "Alerts below the task level that expired without new evidence",
             ),
             tasks_changed: counter(
                 &registry,
@@ -334,9 +340,12 @@ impl Metrics {
         self.unmatched.inc_by(counts.unmatched);
         self.alerts_changed.inc_by(batch.alerts.len() as u64);
         let mut by_level: std::collections::BTreeMap<&'static str, u64> = Default::default();
+        let mut expired = 0;
         for alert in &batch.alerts {
             *by_level.entry(alert.level.as_str()).or_default() += 1;
+            expired += u64::from(alert.status == crate::domain::alert::AlertStatus::Expired);
         }
+        self.alerts_expired.inc_by(expired);
         for (level, count) in by_level {
             self.alerts_by_level
                 .with_label_values(&[level])
@@ -438,5 +447,31 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_alerts_are_counted_once_per_snapshot() {
+        let metrics = Metrics::new();
+        let mut batch = BatchOutput::default();
+        let alert: crate::domain::alert::HouseholdAlert = serde_json::from_str(include_str!(
+            "../../tests/fixtures/schemas/valid/household_alert/blue_expired.json"
+        ))
+        .expect("the fixture reads as an alert");
+        batch.alerts = vec![alert.clone(), {
+            let mut open = alert;
+            open.status = crate::domain::alert::AlertStatus::Open;
+            open
+        }];
+        metrics.batch_committed(&batch, Duration::from_millis(1));
+        let text = metrics.render();
+        assert!(
+            text.lines().any(|l| l == "yujing_alerts_expired_total 1"),
+            "{text}"
+        );
     }
 }

@@ -74,9 +74,20 @@ async fn settings_for(env: &Env, backend: Backend, name: &str) -> yujing::config
 
 impl World {
     async fn new(backend: Backend, name: &str, households: usize) -> World {
+        World::with_settings(backend, name, households, |_| {}).await
+    }
+
+    /// A world whose settings `adjust` changes first.
+    async fn with_settings(
+        backend: Backend,
+        name: &str,
+        households: usize,
+        adjust: impl FnOnce(&mut yujing::config::Settings),
+    ) -> World {
         let env = Env::new();
         let (county, key) = env.county(households, 45, 23);
-        let settings = settings_for(&env, backend, name).await;
+        let mut settings = settings_for(&env, backend, name).await;
+        adjust(&mut settings);
         let app = App::build(settings).await.expect("app builds");
         import_county(&app, &county).await;
         let inputs = feeds(&county, &key).into_iter().map(Input::File).collect();
@@ -875,6 +886,11 @@ async fn scope_matrix(backend: Backend, name: &str) {
                 None,
                 objects.alert.clone(),
             ),
+            ("GET", "/api/rules/yield") => (
+                format!("/api/rules/yield?region={a}"),
+                None,
+                format!("\"{a}\""),
+            ),
             ("GET", "/api/tasks") => ("/api/tasks?limit=500".into(), None, objects.task.clone()),
             ("GET", "/api/tasks/{id}") => (
                 format!("/api/tasks/{}", objects.task),
@@ -1008,6 +1024,7 @@ async fn scope_matrix(backend: Backend, name: &str) {
         match template.as_str() {
             "/api/alerts"
             | "/api/alerts/{id}"
+            | "/api/rules/yield"
             | "/api/tasks"
             | "/api/tasks/{id}"
             | "/api/tasks/{id}/transitions"
@@ -1134,7 +1151,39 @@ async fn scope_matrix(backend: Backend, name: &str) {
         401,
         "revoked at once"
     );
-    assert!(covered.len() >= 18, "{covered:?}");
+    // The yield without a region covers the caller's own: only its households' alerts.
+    let alerts = all_alerts(&world.app).await;
+    let tasks = all_tasks(&world.app).await;
+    for (token, scope) in [
+        (&t.other_village, world.village_b),
+        (&t.other_township, world.village_c.township()),
+        (&t.township, world.village_a.township()),
+        (&t.county, world.county_code),
+    ] {
+        let answer = checked(
+            &client,
+            &contract,
+            Method::GET,
+            "/api/rules/yield",
+            "/api/rules/yield",
+            Some(token),
+            None,
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        assert_eq!(answer.body["region_code"], scope.to_string());
+        let inside: Vec<HouseholdAlert> = alerts
+            .iter()
+            .filter(|a| a.region_code.is_within(scope))
+            .cloned()
+            .collect();
+        assert_eq!(
+            without_region(&answer.body),
+            serde_json::to_value(crate::support::yield_by_hand(&inside, &tasks)).unwrap(),
+            "the yield of {scope}"
+        );
+    }
+    assert!(covered.len() >= 19, "{covered:?}");
     cancel.cancel();
     server.await.unwrap();
 }
@@ -1147,6 +1196,16 @@ async fn scope_matrix_on_sqlite() {
 #[tokio::test]
 async fn scope_matrix_on_postgres() {
     scope_matrix(Backend::Postgres, "scope").await;
+}
+
+/// A yield answer without its `region_code`: the figures.
+fn without_region(body: &Value) -> Value {
+    let mut figures = body.clone();
+    figures
+        .as_object_mut()
+        .expect("an object")
+        .remove("region_code");
+    figures
 }
 
 // ---------------------------------------------------------------------------
@@ -1503,6 +1562,181 @@ async fn the_loop_closes_on_sqlite() {
 #[tokio::test]
 async fn the_loop_closes_on_postgres() {
     the_loop_closes(Backend::Postgres, "loop").await;
+}
+
+// ---------------------------------------------------------------------------
+// The rules' yield
+
+/// Walks a task to a proposal of `outcome` (no registry change) and the township's
+/// approval, which closes it.
+async fn close_at_the_township(
+    client: &Client,
+    contract: &Contract,
+    tokens: &Tokens,
+    task: &str,
+    outcome: &str,
+) {
+    let uri = format!("/api/tasks/{task}/transitions");
+    for (token, body) in [
+        (&tokens.village, json!({"action": "accept"})),
+        (
+            &tokens.village,
+            json!({"action": "record_visit", "visited_on": dates_ago(3), "per_capita_income_yuan": 9100.0, "risk_types": []}),
+        ),
+        (
+            &tokens.village,
+            json!({"action": "propose", "outcome": outcome}),
+        ),
+        (&tokens.township, json!({"action": "approve"})),
+    ] {
+        let answer = checked(
+            client,
+            contract,
+            Method::POST,
+            "/api/tasks/{id}/transitions",
+            &uri,
+            Some(token),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{body}: {}", answer.text);
+    }
+}
+
+/// `GET /api/rules/yield` gives, for the caller's region and for a region inside it,
+/// exactly what counting the store's alerts and tasks by hand gives: alerts (open,
+/// expired), tasks, and the closed tasks' outcomes — identified, rejected by the
+/// county (not eligible), not eligible, no risk — and the identified share.
+async fn the_yield_counts_what_the_store_holds(backend: Backend, name: &str) {
+    // A short expiry and lateness, so that the 45-day season leaves expired alerts.
+    let world = World::with_settings(backend, name, 3300, |settings| {
+        settings.rules.expiry_days = 10;
+        settings.rules.max_lateness_days = 3;
+    })
+    .await;
+    let contract = Contract::new();
+    let client = Client::Router(world.router());
+    let t = &world.tokens;
+    let in_a: Vec<ScreeningTask> = all_tasks(&world.app)
+        .await
+        .into_iter()
+        .filter(|task| task.village_code == world.village_a && task.kind == TaskKind::Identify)
+        .collect();
+    assert!(in_a.len() >= 4, "{} identify tasks in A", in_a.len());
+    identify_through_the_procedure(&client, &contract, t, &in_a[0].task_id).await;
+    close_at_the_township(&client, &contract, t, &in_a[1].task_id, "no_risk_found").await;
+    close_at_the_township(&client, &contract, t, &in_a[2].task_id, "not_eligible").await;
+    // Proposed for identification and rejected by the county.
+    let uri = format!("/api/tasks/{}/transitions", in_a[3].task_id);
+    for (token, body) in [
+        (&t.village, json!({"action": "accept"})),
+        (
+            &t.village,
+            json!({"action": "record_visit", "visited_on": dates_ago(9), "per_capita_income_yuan": 7000.0, "risk_types": ["illness"]}),
+        ),
+        (
+            &t.village,
+            json!({"action": "propose", "outcome": "identify", "monitoring_type": "marginal",
+            "deliberated_on": dates_ago(8), "publicity_from": dates_ago(7), "publicity_to": dates_ago(2)}),
+        ),
+        (&t.township, json!({"action": "approve"})),
+        (
+            &t.county,
+            json!({"action": "decide", "decision": "rejected", "note": "收入核实高于监测线"}),
+        ),
+    ] {
+        let answer = client.post(&uri, token, body.clone()).await;
+        assert_eq!(answer.status, 200, "{body}: {}", answer.text);
+    }
+
+    let alerts = all_alerts(&world.app).await;
+    let tasks = all_tasks(&world.app).await;
+    let yield_of = |scope: RegionCode| {
+        let inside: Vec<HouseholdAlert> = alerts
+            .iter()
+            .filter(|a| a.region_code.is_within(scope))
+            .cloned()
+            .collect();
+        crate::support::yield_by_hand(&inside, &tasks)
+    };
+    for (token, uri, scope) in [
+        (&t.county, "/api/rules/yield".to_string(), world.county_code),
+        (&t.village, "/api/rules/yield".to_string(), world.village_a),
+        (
+            &t.township,
+            format!("/api/rules/yield?region={}", world.village_b),
+            world.village_b,
+        ),
+    ] {
+        let answer = checked(
+            &client,
+            &contract,
+            Method::GET,
+            "/api/rules/yield",
+            &uri,
+            Some(token),
+            None,
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{uri}: {}", answer.text);
+        assert_eq!(answer.body["region_code"], scope.to_string());
+        assert_eq!(
+            without_region(&answer.body),
+            serde_json::to_value(yield_of(scope)).unwrap(),
+            "{uri} for {scope}"
+        );
+    }
+    // Not vacuous: the county's figures hold every kind of end.
+    let county = yield_of(world.county_code);
+    let all = &county.all;
+    assert_eq!(all.alerts, alerts.len() as u64);
+    assert!(all.expired > 0 && all.open > 0, "{all:?}");
+    assert!(
+        all.tasks > all.tasks_closed && all.tasks_closed == 4,
+        "{all:?}"
+    );
+    assert_eq!(
+        (all.identified, all.not_eligible, all.no_risk),
+        (1, 2, 1),
+        "{all:?}"
+    );
+    assert!(county.rules.len() > 5);
+    let answer = client.get("/api/rules/yield", &t.county).await;
+    assert_eq!(
+        answer.body["all"]["identified_share"],
+        1.0 / alerts.len() as f64
+    );
+    // The report says the same.
+    let report = world.app.store.report().await.unwrap();
+    assert_eq!(report.rule_yield, county);
+    assert_eq!(
+        report.alerts_by_status.get("expired").copied(),
+        Some(all.expired)
+    );
+    // A department sees no household figures; a region outside the caller's is 404.
+    assert_eq!(
+        client.get("/api/rules/yield", &t.department).await.status,
+        403
+    );
+    let outside = client
+        .get(
+            &format!("/api/rules/yield?region={}", world.village_c),
+            &t.township,
+        )
+        .await;
+    assert_eq!(outside.status, 404);
+    let bad = client.get("/api/rules/yield?region=12", &t.county).await;
+    assert_eq!(bad.status, 400);
+}
+
+#[tokio::test]
+async fn the_yield_counts_what_the_store_holds_on_sqlite() {
+    the_yield_counts_what_the_store_holds(Backend::Sqlite, "yield").await;
+}
+
+#[tokio::test]
+async fn the_yield_counts_what_the_store_holds_on_postgres() {
+    the_yield_counts_what_the_store_holds(Backend::Postgres, "yield").await;
 }
 
 // ---------------------------------------------------------------------------

@@ -458,9 +458,29 @@ async fn stdin_input_and_exports_that_fit_their_schemas() {
         "duplicates",
         "alerts_by_level",
         "alerts_by_action",
+        "alerts_by_status",
         "tasks_by_stage",
+        "rule_yield",
     ] {
         assert!(report.get(key_name).is_some(), "report lacks {key_name}");
+    }
+    // The yield section: every alert once, and a row per rule in the text as well.
+    let alert_count = output(env.yujing("stdin.db").args(["export", "alerts"]))
+        .lines()
+        .count();
+    assert_eq!(report["rule_yield"]["all"]["alerts"], alert_count);
+    let rules = report["rule_yield"]["rules"].as_array().unwrap();
+    assert!(rules.len() > 3, "{rules:?}");
+    let text = output(env.yujing("stdin.db").arg("report"));
+    assert!(text.contains("rule yield"), "{text}");
+    for rule in rules {
+        let id = rule["rule_id"].as_str().unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{id} ")))
+            .unwrap_or_else(|| panic!("no row for {id}: {text}"));
+        let alerts: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert_eq!(alerts, rule["alerts"].as_u64().unwrap(), "{line}");
     }
     for (what, schema) in [
         ("alerts", "outputs/household_alert.json"),

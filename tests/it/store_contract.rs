@@ -228,9 +228,12 @@ both_backends! {
     contract_event_text => event_text_sqlite, event_text_postgres;
     contract_begun_ahead => begun_ahead_sqlite, begun_ahead_postgres;
     contract_alert_upserts => alert_upserts_sqlite, alert_upserts_postgres;
+    contract_alert_expiry => alert_expiry_sqlite, alert_expiry_postgres;
+    contract_rule_ids_backfill => rule_ids_backfill_sqlite, rule_ids_backfill_postgres;
     contract_task_upserts => task_upserts_sqlite, task_upserts_postgres;
     contract_load_state => load_state_sqlite, load_state_postgres;
     contract_resume => resume_sqlite, resume_postgres;
+    contract_resume_with_expiries => resume_with_expiries_sqlite, resume_with_expiries_postgres;
     contract_report => report_sqlite, report_postgres;
     contract_exports => exports_sqlite, exports_postgres;
     contract_outbox => outbox_sqlite, outbox_postgres;
@@ -1297,6 +1300,147 @@ async fn contract_alert_upserts(subject: Subject) {
     assert_eq!(of_household[1], (next.episode, AlertStatus::Open));
 }
 
+/// The pipeline's own end of an alert: an expired snapshot moves the open alert to
+/// `expired` with its end in event time, the household's next alert opens beside it in
+/// the same batch, a later open snapshot does not reopen it, and at start-up it comes
+/// back as an expired (not cooling) closed alert while within reach, and not after.
+async fn contract_alert_expiry(subject: Subject) {
+    let county = county(&subject).await;
+    let store = subject.store();
+    let mut core = subject.core().await;
+    let batch = core.process(&county.records, now());
+    store.commit_batch(&batch, &[], now()).await.unwrap();
+    let raw = &subject.raw;
+    let alert = batch
+        .alerts
+        .iter()
+        .find(|a| a.status == AlertStatus::Open)
+        .expect("an open alert")
+        .clone();
+    let at = alert.last_evidence_at + Duration::days(90);
+    let mut expired = alert.clone();
+    expired.status = AlertStatus::Expired;
+    expired.closed_at = Some(now() + Duration::hours(1));
+    expired.updated_at = now() + Duration::hours(1);
+    let mut next = alert.clone();
+    next.alert_id = format!("{}-next", alert.alert_id);
+    next.episode = alert.episode + 1;
+    store
+        .commit_batch(
+            &BatchOutput {
+                alerts: vec![expired.clone(), next.clone()],
+                closures: vec![(alert.alert_id.clone(), at)],
+                ..BatchOutput::default()
+            },
+            &[],
+            now(),
+        )
+        .await
+        .unwrap();
+    let (status, _, doc) = raw.alert_row(&alert.alert_id).await;
+    assert_eq!(status, "expired");
+    assert_eq!(doc, serde_json::to_string(&expired).unwrap());
+    assert_eq!(raw.alert_row(&next.alert_id).await.0, "open");
+    // A stale open snapshot of the expired alert changes nothing.
+    store
+        .commit_batch(
+            &BatchOutput {
+                alerts: vec![alert.clone()],
+                ..BatchOutput::default()
+            },
+            &[],
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(raw.alert_row(&alert.alert_id).await.0, "expired");
+    let state = store
+        .load_state(None, None, at - Duration::days(1), None)
+        .await
+        .unwrap();
+    assert!(
+        state
+            .open_alerts
+            .iter()
+            .all(|(a, _, _)| a.alert_id != alert.alert_id)
+    );
+    assert!(
+        state
+            .open_alerts
+            .iter()
+            .any(|(a, _, _)| a.alert_id == next.alert_id)
+    );
+    let restored: Vec<_> = state
+        .closed_alerts
+        .iter()
+        .filter(|(household, _, episode)| {
+            *household == alert.household_id && *episode == alert.episode
+        })
+        .collect();
+    assert_eq!(
+        restored,
+        vec![&(
+            alert.household_id.clone(),
+            yujing::batch::ClosedAlert {
+                risk_types: alert.risk_types.clone(),
+                level: alert.level,
+                closed_at: at,
+                evidence: alert.evidence.clone(),
+                expired: true,
+            },
+            alert.episode
+        )]
+    );
+    let past = store
+        .load_state(None, None, at + Duration::seconds(1), None)
+        .await
+        .unwrap();
+    assert!(
+        past.closed_alerts
+            .iter()
+            .all(|(household, _, _)| *household != alert.household_id)
+    );
+}
+
+/// Migration 0061 fills the rule-id column of alerts stored before it from their
+/// documents: with the column emptied and its UPDATE run again, the yield is what
+/// counting the alerts by hand gives.
+async fn contract_rule_ids_backfill(subject: Subject) {
+    let county = county(&subject).await;
+    let store = subject.store();
+    let mut core = subject.core().await;
+    let batch = core.process(&county.records, now());
+    store.commit_batch(&batch, &[], now()).await.unwrap();
+    let expected = support::yield_by_hand(&batch.alerts, &all_tasks(&batch));
+    assert!(expected.rules.len() > 3);
+    assert_eq!(
+        store.rule_yield(None).await.unwrap(),
+        expected,
+        "as written"
+    );
+    subject
+        .raw
+        .execute("UPDATE alerts SET rule_ids = '[]'")
+        .await;
+    assert!(store.rule_yield(None).await.unwrap().rules.is_empty());
+    let folder = match subject.backend {
+        Backend::Sqlite => "migrations/sqlite",
+        Backend::Postgres => "migrations/postgres",
+    };
+    let migration = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("{folder}/0061_alert_rule_ids.sql")),
+    )
+    .unwrap();
+    let update = &migration[migration.find("UPDATE").expect("the backfill")..];
+    let sql = sqlx::AssertSqlSafe(update.to_string());
+    on_pool!(&subject.raw, pool => { sqlx::query(sql).execute(pool).await.unwrap(); });
+    assert_eq!(
+        store.rule_yield(None).await.unwrap(),
+        expected,
+        "backfilled"
+    );
+}
+
 /// Task snapshots only raise a task's level and never touch its lifecycle
 /// (status, assignee, outcome), which belongs to users.
 async fn contract_task_upserts(subject: Subject) {
@@ -1586,6 +1730,7 @@ async fn contract_load_state(subject: Subject) {
                 level: alert.level,
                 closed_at,
                 evidence: alert.evidence.clone(),
+                expired: false,
             },
             alert.episode
         )]
@@ -1628,6 +1773,77 @@ async fn contract_resume(subject: Subject) {
     assert_eq!(by_task_id(&resumed.tasks), by_task_id(&expected.tasks));
 }
 
+/// With a short expiry (and orange opening tasks), alerts expire in both halves of the
+/// season: a core rebuilt
+/// from the store (its expired and closed alerts read back by event time) expires and
+/// opens exactly what a core that never stopped does, and holds the same alerts in
+/// memory afterwards.
+async fn contract_resume_with_expiries(subject: Subject) {
+    let mut settings = subject.app.settings.clone();
+    // Yellow alerts below the task level too, so that a small county has many.
+    settings.rules.task_min_level = Level::Orange;
+    settings.rules.expiry_days = 15;
+    settings.rules.max_lateness_days = 5;
+    let app = App::build(settings).await.expect("app builds");
+    let county = county(&subject).await;
+    let store = &app.store;
+    // Split in event time: the first half of the season, then the second.
+    let occurred = |record: &RawRecord| {
+        serde_json::from_slice::<serde_json::Value>(&record.bytes)
+            .ok()
+            .and_then(|v| v["occurred_at"].as_str().map(str::to_string))
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let mut times: Vec<DateTime<Utc>> = county.records.iter().filter_map(occurred).collect();
+    times.sort_unstable();
+    let middle = times[times.len() / 2];
+    let (first, second): (Vec<RawRecord>, Vec<RawRecord>) = county
+        .records
+        .iter()
+        .cloned()
+        .partition(|r| occurred(r).is_none_or(|t| t < middle));
+    let (first, second) = (first.as_slice(), second.as_slice());
+    let mut continuous = app.load_core().await.unwrap();
+    let batch = continuous.process(first, now());
+    assert!(
+        batch
+            .alerts
+            .iter()
+            .any(|a| a.status == AlertStatus::Expired),
+        "alerts expire in the first half"
+    );
+    store.commit_batch(&batch, &[], now()).await.unwrap();
+    let expected = continuous.process(second, now());
+    assert!(
+        expected
+            .alerts
+            .iter()
+            .any(|a| a.status == AlertStatus::Expired),
+        "and in the second"
+    );
+    let mut rebuilt = app.load_core().await.unwrap();
+    let resumed = rebuilt.process(second, now());
+    let sorted = |alerts: &[HouseholdAlert]| {
+        let mut alerts = alerts.to_vec();
+        alerts.sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
+        alerts
+    };
+    assert_eq!(sorted(&resumed.alerts), sorted(&expected.alerts));
+    let closures = |batch: &BatchOutput| {
+        let mut closures = batch.closures.clone();
+        closures.sort();
+        closures
+    };
+    assert_eq!(closures(&resumed), closures(&expected));
+    assert_eq!(resumed.counts, expected.counts);
+    assert_eq!(by_task_id(&resumed.tasks), by_task_id(&expected.tasks));
+    assert_eq!(
+        rebuilt.rules().alerts_held(),
+        continuous.rules().alerts_held()
+    );
+}
+
 /// The report's figures: counters as the batches said, the rest counted from
 /// the tables.
 async fn contract_report(subject: Subject) {
@@ -1655,6 +1871,8 @@ async fn contract_report(subject: Subject) {
         suppressed: batch.counts.suppressed,
         alerts_by_level: tally(batch.alerts.iter().map(|a| a.level.as_str())),
         alerts_by_action: tally(batch.alerts.iter().map(|a| a.action.as_str())),
+        alerts_by_status: tally(batch.alerts.iter().map(|a| a.status.as_str())),
+        rule_yield: support::yield_by_hand(&batch.alerts, &all_tasks(&batch)),
         tasks_by_stage: tally(all_tasks(&batch).iter().map(|t| t.stage.as_str())),
         dead_letters_by_rule: tally(letters.iter().map(|l| l.rejection.rule.as_str())),
         households: key.households as u64,
@@ -1664,6 +1882,10 @@ async fn contract_report(subject: Subject) {
     };
     assert_eq!(report, expected);
     assert_eq!(expected.members, key.persons as u64);
+    // The yield is not vacuous: several rules, tasks, and the season's expiries.
+    assert!(expected.rule_yield.rules.len() > 3);
+    assert!(expected.rule_yield.all.tasks > 0);
+    assert_eq!(expected.rule_yield.all.alerts, batch.alerts.len() as u64);
     assert_eq!(
         expected.events_accepted + expected.duplicates + expected.dead_letters,
         expected.events_processed

@@ -374,3 +374,79 @@ pub fn reader_from_beginning(
     consumer.assign(&assignment).expect("assignment");
     consumer
 }
+
+/// The rules' yield counted by hand from alerts and tasks as stored (independently of
+/// the store's fold): per rule id every alert it fired in, and every alert once; the
+/// closed tasks' outcomes as the issue names them, from the outcome and decision.
+pub fn yield_by_hand(
+    alerts: &[yujing::domain::alert::HouseholdAlert],
+    tasks: &[yujing::domain::task::ScreeningTask],
+) -> yujing::domain::rule_yield::RuleYieldReport {
+    use yujing::domain::alert::{AlertStatus, HouseholdAlert};
+    use yujing::domain::rule_yield::{RuleYield, RuleYieldReport, YieldFigures};
+    use yujing::domain::task::{Decision, Outcome, Stage};
+    let task_of: std::collections::HashMap<&str, &yujing::domain::task::ScreeningTask> = tasks
+        .iter()
+        .filter_map(|t| t.alert_id.as_deref().map(|a| (a, t)))
+        .collect();
+    let figures = |selected: &[&HouseholdAlert]| {
+        let count = |keep: &dyn Fn(&HouseholdAlert) -> bool| {
+            selected.iter().filter(|a| keep(a)).count() as u64
+        };
+        let with_task: Vec<_> = selected
+            .iter()
+            .filter_map(|a| task_of.get(a.alert_id.as_str()))
+            .collect();
+        let closed: Vec<_> = with_task
+            .iter()
+            .filter(|t| t.stage == Stage::Closed)
+            .collect();
+        let outcomes = |keep: &dyn Fn(Option<Outcome>, Option<Decision>) -> bool| {
+            closed
+                .iter()
+                .filter(|t| keep(t.outcome, t.decision))
+                .count() as u64
+        };
+        let approved = Some(Decision::Approved);
+        let identified = outcomes(&|o, d| o == Some(Outcome::Identify) && d == approved);
+        YieldFigures {
+            alerts: selected.len() as u64,
+            open: count(&|a| a.status == AlertStatus::Open),
+            expired: count(&|a| a.status == AlertStatus::Expired),
+            tasks: with_task.len() as u64,
+            tasks_closed: closed.len() as u64,
+            identified,
+            rolled_back: outcomes(&|o, d| o == Some(Outcome::RiskRollback) && d == approved),
+            not_eligible: outcomes(&|o, d| {
+                matches!(o, Some(Outcome::NotEligible | Outcome::AlreadyMonitored))
+                    || (matches!(o, Some(Outcome::Identify | Outcome::RiskRollback))
+                        && d == Some(Decision::Rejected))
+            }),
+            no_risk: outcomes(&|o, _| o == Some(Outcome::NoRiskFound)),
+            assistance_adjusted: outcomes(&|o, _| o == Some(Outcome::AssistanceAdjusted)),
+            identified_share: (!selected.is_empty())
+                .then(|| identified as f64 / selected.len() as f64),
+        }
+    };
+    let every: Vec<&HouseholdAlert> = alerts.iter().collect();
+    let ids: std::collections::BTreeSet<&str> = alerts
+        .iter()
+        .flat_map(|a| a.rules.iter().map(|r| r.rule_id.as_str()))
+        .collect();
+    RuleYieldReport {
+        all: figures(&every),
+        rules: ids
+            .into_iter()
+            .map(|id| {
+                let fired: Vec<&HouseholdAlert> = alerts
+                    .iter()
+                    .filter(|a| a.rules.iter().any(|r| r.rule_id == id))
+                    .collect();
+                RuleYield {
+                    rule_id: id.to_string(),
+                    figures: figures(&fired),
+                }
+            })
+            .collect(),
+    }
+}

@@ -263,7 +263,7 @@ const labels = {
     action: { identify: '识别', review_assistance: '帮扶排查', recheck: '回头看' },
     role: { county: '县级', township: '乡镇', village: '村级', department: '行业部门', admin: '系统管理员' },
     regionLevel: { province: '省', city: '市', county: '县', township: '乡镇', village: '村' },
-    alertStatus: { open: '未结', closed: '已结' },
+    alertStatus: { open: '未结', closed: '已结', expired: '已过期' },
     relation: { head: '户主', spouse: '配偶', child: '子女', parent: '父母', grandchild: '孙子女', sibling: '兄弟姐妹', other: '其他' },
   },
   en: {
@@ -295,7 +295,7 @@ const labels = {
     action: { identify: 'identify', review_assistance: 'review assistance', recheck: 're-check' },
     role: { county: 'county', township: 'township', village: 'village', department: 'department', admin: 'administrator' },
     regionLevel: { province: 'province', city: 'city', county: 'county', township: 'township', village: 'village' },
-    alertStatus: { open: 'open', closed: 'closed' },
+    alertStatus: { open: 'open', closed: 'closed', expired: 'expired' },
     relation: { head: 'head', spouse: 'spouse', child: 'child', parent: 'parent', grandchild: 'grandchild', sibling: 'sibling', other: 'other' },
   },
 };

@@ -2,7 +2,9 @@
 //! Keeps each household's recent risk facts (the look-back window), judges the
 //! window at the event's time and at every later event time it affects (so a late
 //! event re-judges what it changes, and results do not depend on arrival order),
-//! and folds the findings into the household's one open alert. Cannot fail.
+//! and folds the findings into the household's one open alert; an alert below the
+//! task level expires in event time, and closed and expired alerts leave memory once
+//! out of reach. Cannot fail.
 
 pub mod evaluate;
 pub mod facts;
@@ -21,14 +23,19 @@ use crate::domain::task::{Budgets, NewTask, ScreeningTask, TaskKind};
 use evaluate::{Detail, Evaluation, Gathered, HouseholdContext, evaluate_with};
 use facts::RiskEvent;
 
-/// Per-household alert state.
+/// Per-household alert state: held while the household has an open alert or a
+/// closed one still within [`RuleSettings::closed_alert_reach_days`]; dropped after.
 #[derive(Debug, Default)]
 struct AlertSlot {
     open: Option<OpenAlert>,
     closed: Vec<ClosedAlert>,
     handled: HashSet<EventId>,
-    /// Alerts ever opened: the next alert's episode number.
-    episodes: u32,
+}
+
+impl AlertSlot {
+    fn is_empty(&self) -> bool {
+        self.open.is_none() && self.closed.is_empty()
+    }
 }
 
 #[derive(Debug)]
@@ -38,6 +45,9 @@ struct OpenAlert {
     /// The detail each rule's reason was last formatted from (in memory only: a
     /// cache that spares formatting an unchanged reason).
     details: HashMap<&'static str, Detail>,
+    /// For an alert below the task level: the event time it expires at (its key in
+    /// `HouseholdRules::expiries`).
+    expires_at: Option<DateTime<Utc>>,
 }
 
 /// What the stage changed since the last drain.
@@ -49,6 +59,8 @@ pub struct RuleOutputs {
     pub tasks: Vec<ScreeningTask>,
     /// Findings dropped by the cool-down.
     pub suppressed: u64,
+    /// Alerts that expired (snapshots), with the event time they expired at.
+    pub expired: Vec<(HouseholdAlert, DateTime<Utc>)>,
 }
 
 /// The household rules with their state.
@@ -60,8 +72,18 @@ pub struct HouseholdRules {
     budgets: Budgets,
     /// Per household (by registry index): its risk events, in (time, id) order.
     windows: Vec<Vec<RiskEvent>>,
-    /// Per household: its alerts, once it has had one.
+    /// Per household: its alerts, while it has one open or recently closed.
     alerts: Vec<Option<Box<AlertSlot>>>,
+    /// Per household: alerts ever opened, the next alert's episode number (kept
+    /// when its slot is dropped, so an id is never given twice).
+    episodes: Vec<u32>,
+    /// Open alerts below the task level by the event time they expire at.
+    expiries: BTreeSet<(DateTime<Utc>, HouseholdIdx)>,
+    /// Closed and expired alerts held, by the event time they closed at: they
+    /// leave memory once that is out of reach.
+    closings: BTreeSet<(DateTime<Utc>, HouseholdIdx)>,
+    /// Alerts expired since the last drain, with their expiry's event time.
+    expired: Vec<(HouseholdAlert, DateTime<Utc>)>,
     dirty: BTreeSet<HouseholdIdx>,
     dirty_tasks: BTreeSet<HouseholdIdx>,
     suppressed: u64,
@@ -141,6 +163,10 @@ impl HouseholdRules {
             policy,
             windows: Vec::new(),
             alerts: Vec::new(),
+            episodes: Vec::new(),
+            expiries: BTreeSet::new(),
+            closings: BTreeSet::new(),
+            expired: Vec::new(),
             dirty: BTreeSet::new(),
             dirty_tasks: BTreeSet::new(),
             suppressed: 0,
@@ -174,32 +200,34 @@ impl HouseholdRules {
         task: Option<ScreeningTask>,
         episode: u32,
     ) {
+        raise_episodes(&mut self.episodes, household, episode + 1);
         let slot = slot_mut(&mut self.alerts, household);
-        slot.episodes = slot.episodes.max(episode + 1);
         slot.open = Some(OpenAlert {
             alert,
             task,
             details: HashMap::new(),
+            expires_at: None,
         });
+        self.track_expiry(household);
     }
 
     /// Restores the number of alerts a household has ever had (from the store), so its
     /// next alert takes a new episode — and a new id — however long ago the last one
     /// closed.
     pub fn restore_episodes(&mut self, household: HouseholdIdx, episodes: u32) {
-        let slot = slot_mut(&mut self.alerts, household);
-        slot.episodes = slot.episodes.max(episodes);
+        raise_episodes(&mut self.episodes, household, episodes);
     }
 
-    /// Restores a closed alert read back from the store.
+    /// Restores a closed (or expired) alert read back from the store.
     pub fn restore_closed_alert(
         &mut self,
         household: HouseholdIdx,
         closed: ClosedAlert,
         episode: u32,
     ) {
+        raise_episodes(&mut self.episodes, household, episode + 1);
+        self.closings.insert((closed.closed_at, household));
         let slot = slot_mut(&mut self.alerts, household);
-        slot.episodes = slot.episodes.max(episode + 1);
         slot.handled.extend(closed.evidence.iter().cloned());
         slot.closed.push(closed);
     }
@@ -215,6 +243,9 @@ impl HouseholdRules {
     ) -> Option<HouseholdAlert> {
         let slot = self.alerts.get_mut(household as usize)?.as_mut()?;
         let mut open = slot.open.take()?;
+        if let Some(at) = open.expires_at {
+            self.expiries.remove(&(at, household));
+        }
         open.alert.status = AlertStatus::Closed;
         open.alert.closed_at = Some(now);
         open.alert.updated_at = now;
@@ -224,8 +255,174 @@ impl HouseholdRules {
             level: open.alert.level,
             closed_at: event_time,
             evidence: open.alert.evidence.clone(),
+            expired: false,
         });
+        self.closings.insert((event_time, household));
         Some(open.alert)
+    }
+
+    /// The event time a household's open alert expires at: `rules.expiry_days`
+    /// after its latest evidence, for an alert below the task level (one with a
+    /// task ends with the task's outcome instead).
+    fn expiry_of(&self, open: &OpenAlert) -> Option<DateTime<Utc>> {
+        (open.task.is_none() && open.alert.level < self.rules.task_min_level)
+            .then(|| open.alert.last_evidence_at + Duration::days(self.rules.expiry_days))
+    }
+
+    /// Files the household's open alert under the time it expires at (or takes it
+    /// out, once it has a task).
+    fn track_expiry(&mut self, household: HouseholdIdx) {
+        let Some(open) = self
+            .alerts
+            .get(household as usize)
+            .and_then(|slot| slot.as_deref())
+            .and_then(|slot| slot.open.as_ref())
+        else {
+            return;
+        };
+        let due = self.expiry_of(open);
+        if due == open.expires_at {
+            return;
+        }
+        if let Some(at) = open.expires_at {
+            self.expiries.remove(&(at, household));
+        }
+        if let Some(at) = due {
+            self.expiries.insert((at, household));
+        }
+        if let Some(open) = self
+            .alerts
+            .get_mut(household as usize)
+            .and_then(|slot| slot.as_deref_mut())
+            .and_then(|slot| slot.open.as_mut())
+        {
+            open.expires_at = due;
+        }
+    }
+
+    /// How far behind the latest event time accepted an alert's expiry must lie
+    /// before the stream marks it expired on its own: events up to
+    /// `rules.max_lateness_days` late still count as its evidence, so the household's
+    /// events, not other households' arrival order, decide whether it expired.
+    fn expiry_margin(&self) -> Duration {
+        Duration::days(self.rules.max_lateness_days)
+    }
+
+    /// Expires the household's open alert if it is due by `time`.
+    fn expire_by(&mut self, household: HouseholdIdx, time: DateTime<Utc>, now: DateTime<Utc>) {
+        let due = self
+            .slot(household)
+            .and_then(|slot| slot.open.as_ref())
+            .and_then(|open| open.expires_at);
+        if due.is_some_and(|at| at <= time) {
+            self.expire(household, now);
+        }
+    }
+
+    /// Before the household's next event is judged: expires its open alert if the
+    /// stream had marked it expired (see [`HouseholdRules::advance`]) by `clock_before`,
+    /// the latest event time accepted before the event's record — what taking the
+    /// records one by one, each batch ending with `advance`, gives.
+    pub fn expire_if_marked(
+        &mut self,
+        household: HouseholdIdx,
+        clock_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) {
+        let marked_until = clock_before - self.expiry_margin();
+        self.expire_by(household, marked_until, now);
+    }
+
+    /// With `clock` the latest event time accepted: marks expired every open alert
+    /// whose expiry lies `rules.max_lateness_days` or more behind it (no event still
+    /// to come can be its evidence), and lets closed and expired alerts out of reach
+    /// of `clock` leave memory.
+    pub fn advance(&mut self, clock: DateTime<Utc>, now: DateTime<Utc>) {
+        let marked_until = clock - self.expiry_margin();
+        while let Some(&(at, household)) = self.expiries.first() {
+            if at > marked_until {
+                break;
+            }
+            self.expiries.remove(&(at, household));
+            let current = self
+                .slot(household)
+                .and_then(|slot| slot.open.as_ref())
+                .and_then(|open| open.expires_at);
+            if current == Some(at) {
+                self.expire(household, now);
+            }
+        }
+        let reach = clock - Duration::days(self.rules.closed_alert_reach_days());
+        while let Some(&(at, household)) = self.closings.first() {
+            if at >= reach {
+                break;
+            }
+            self.closings.remove(&(at, household));
+            let Some(entry) = self.alerts.get_mut(household as usize) else {
+                continue;
+            };
+            let Some(slot) = entry.as_deref_mut() else {
+                continue;
+            };
+            let before = slot.closed.len();
+            slot.closed.retain(|closed| closed.closed_at >= reach);
+            if slot.closed.len() != before {
+                slot.handled = slot
+                    .closed
+                    .iter()
+                    .flat_map(|closed| closed.evidence.iter().cloned())
+                    .collect();
+            }
+            if slot.is_empty() {
+                *entry = None;
+            }
+        }
+    }
+
+    /// Expires the household's open alert at the event time it was due.
+    fn expire(&mut self, household: HouseholdIdx, now: DateTime<Utc>) {
+        let Some(slot) = self
+            .alerts
+            .get_mut(household as usize)
+            .and_then(|slot| slot.as_deref_mut())
+        else {
+            return;
+        };
+        let Some(at) = slot.open.as_ref().and_then(|open| open.expires_at) else {
+            return;
+        };
+        let Some(open) = slot.open.take() else {
+            return;
+        };
+        self.expiries.remove(&(at, household));
+        let mut alert = open.alert;
+        alert.status = AlertStatus::Expired;
+        alert.closed_at = Some(now);
+        alert.updated_at = now;
+        slot.handled.extend(alert.evidence.iter().cloned());
+        slot.closed.push(ClosedAlert {
+            risk_types: alert.risk_types.clone(),
+            level: alert.level,
+            closed_at: at,
+            evidence: alert.evidence.clone(),
+            expired: true,
+        });
+        self.closings.insert((at, household));
+        self.dirty.remove(&household);
+        self.expired.push((alert, at));
+    }
+
+    /// Open alerts and closed (or expired) ones held in memory.
+    pub fn alerts_held(&self) -> (usize, usize) {
+        self.alerts
+            .iter()
+            .flatten()
+            .fold((0, 0), |(open, closed), slot| {
+                (
+                    open + usize::from(slot.open.is_some()),
+                    closed + slot.closed.len(),
+                )
+            })
     }
 
     /// The open alert of a household, if any.
@@ -303,18 +500,24 @@ impl HouseholdRules {
         if !self.insert(household, event) {
             return;
         }
+        // An event at or after the open alert's expiry comes after so many days
+        // without new evidence: the alert expired first, and the event is judged
+        // without it. The household's own events decide this, in event time.
+        self.expire_by(household, occurred_at, now);
         let lookback = self.lookback();
         let HouseholdRules {
             rules,
             policy,
             windows,
             alerts,
+            episodes,
             dirty,
             dirty_tasks,
             suppressed,
             scratch,
             lines,
             budgets,
+            ..
         } = self;
         let Some(window) = windows.get(household as usize) else {
             return;
@@ -358,6 +561,7 @@ impl HouseholdRules {
             let slot = slot_mut(alerts, household);
             let merged = merge(
                 slot,
+                episodes_mut(episodes, household),
                 record,
                 point,
                 line,
@@ -376,6 +580,7 @@ impl HouseholdRules {
                 dirty_tasks.insert(household);
             }
         }
+        self.track_expiry(household);
     }
 
     #[cfg(test)]
@@ -401,6 +606,7 @@ impl HouseholdRules {
             alerts,
             tasks,
             suppressed: std::mem::take(&mut self.suppressed),
+            expired: std::mem::take(&mut self.expired),
         }
     }
 
@@ -408,6 +614,21 @@ impl HouseholdRules {
     pub fn household_windows(&self) -> usize {
         self.windows.iter().filter(|w| !w.is_empty()).count()
     }
+}
+
+/// Raises a household's episode count to at least `episodes`.
+fn raise_episodes(all: &mut Vec<u32>, household: HouseholdIdx, episodes: u32) {
+    let count = episodes_mut(all, household);
+    *count = (*count).max(episodes);
+}
+
+/// A household's episode count, created on first use.
+fn episodes_mut(all: &mut Vec<u32>, household: HouseholdIdx) -> &mut u32 {
+    let index = household as usize;
+    if all.len() <= index {
+        all.resize(index + 1, 0);
+    }
+    &mut all[index]
 }
 
 /// The alert slot of a household, created on first use.
@@ -439,6 +660,7 @@ struct Merged {
 #[allow(clippy::too_many_arguments)]
 fn merge(
     slot: &mut AlertSlot,
+    episodes: &mut u32,
     household: &Household,
     point: DateTime<Utc>,
     line: f64,
@@ -466,7 +688,8 @@ fn merge(
             let newest = f.evidence.last().map(|&i| events[i as usize].occurred_at);
             let cooling = f.risk_type.is_some_and(|risk| {
                 slot.closed.iter().any(|c| {
-                    c.risk_types.contains(&risk)
+                    !c.expired
+                        && c.risk_types.contains(&risk)
                         && f.level <= c.level
                         && newest.is_some_and(|t| t <= c.closed_at + cooldown)
                 })
@@ -480,8 +703,8 @@ fn merge(
         return merged;
     }
     let open = slot.open.get_or_insert_with(|| {
-        let episode = slot.episodes;
-        slot.episodes += 1;
+        let episode = *episodes;
+        *episodes += 1;
         let alert_id = stable_id(
             "alert",
             &[
@@ -520,6 +743,7 @@ fn merge(
             },
             task: None,
             details: HashMap::new(),
+            expires_at: None,
         }
     });
     let alert = &mut open.alert;

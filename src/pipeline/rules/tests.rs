@@ -930,3 +930,221 @@ fn evidence_is_capped_to_the_newest_and_counted_whole() {
         assert!(rule.evidence.iter().all(|e| alert.evidence.contains(e)));
     }
 }
+
+fn moderate_disability(id: &str, d: i64) -> RiskEvent {
+    event(
+        id,
+        d,
+        Fact::Disability {
+            grade: 4,
+            only_earner: false,
+        },
+    )
+}
+
+/// A blue alert (below the task level) on day 0, drained.
+fn blue_alert_stage() -> (Registry, HouseholdRules, String) {
+    let registry = registry_with(household(HouseholdStatus::Ordinary, 4, 200_000.0));
+    let mut rules = stage();
+    rules.apply(&registry, 0, moderate_disability("D1", 0), now(), now());
+    let out = rules.drain();
+    assert_eq!(out.alerts[0].level, Level::Blue);
+    assert!(out.tasks.is_empty());
+    (registry, rules, out.alerts[0].alert_id.clone())
+}
+
+#[test]
+fn new_evidence_exactly_the_configured_days_later_finds_the_alert_expired() {
+    let days = settings().rules.expiry_days;
+    // One day less: the same alert, with the new evidence.
+    let (registry, mut rules, alert_id) = blue_alert_stage();
+    rules.apply(
+        &registry,
+        0,
+        moderate_disability("D2", days - 1),
+        now(),
+        now(),
+    );
+    let out = rules.drain();
+    assert!(out.expired.is_empty());
+    assert_eq!(out.alerts.len(), 1);
+    assert_eq!(out.alerts[0].alert_id, alert_id);
+    assert_eq!(out.alerts[0].evidence_count, 2);
+    // Exactly the configured days: the alert expired at that event time, and the
+    // event opens a new alert.
+    let (registry, mut rules, alert_id) = blue_alert_stage();
+    rules.apply(&registry, 0, moderate_disability("D2", days), now(), now());
+    let out = rules.drain();
+    assert_eq!(out.expired.len(), 1);
+    let (expired, at) = &out.expired[0];
+    assert_eq!(expired.alert_id, alert_id);
+    assert_eq!(expired.status, AlertStatus::Expired);
+    assert_eq!(expired.closed_at, Some(now()));
+    assert_eq!(expired.evidence_count, 1);
+    assert_eq!(*at, day(days));
+    assert_eq!(out.alerts.len(), 1);
+    assert_ne!(out.alerts[0].alert_id, alert_id, "a new alert");
+    assert_eq!(out.alerts[0].status, AlertStatus::Open);
+}
+
+#[test]
+fn the_stream_marks_an_alert_expired_once_the_lateness_has_passed_too() {
+    let rule_settings = settings().rules;
+    let (days, late) = (rule_settings.expiry_days, rule_settings.max_lateness_days);
+    let (_, mut rules, alert_id) = blue_alert_stage();
+    // Events up to max_lateness_days late may still be its evidence: open.
+    rules.advance(day(days + late - 1), now());
+    assert!(rules.drain().expired.is_empty());
+    assert!(rules.open_alert(0).is_some());
+    rules.advance(day(days + late) - Duration::seconds(1), now());
+    assert!(rules.drain().expired.is_empty());
+    // Exactly then: expired, at the event time it was due.
+    rules.advance(day(days + late), now());
+    let out = rules.drain();
+    assert_eq!(out.expired.len(), 1);
+    assert_eq!(out.expired[0].0.alert_id, alert_id);
+    assert_eq!(out.expired[0].1, day(days));
+    assert!(out.alerts.is_empty(), "the expired alert is not open");
+    assert!(rules.open_alert(0).is_none());
+    // Once only.
+    rules.advance(day(days + late + 10), now());
+    assert!(rules.drain().expired.is_empty());
+    // The check before a household's event has the same boundary.
+    let (_, mut rules, _) = blue_alert_stage();
+    rules.expire_if_marked(0, day(days + late - 1), now());
+    assert!(rules.open_alert(0).is_some(), "one day less: open");
+    rules.expire_if_marked(0, day(days + late), now());
+    assert!(rules.open_alert(0).is_none(), "exactly: expired");
+    assert_eq!(rules.drain().expired.len(), 1);
+}
+
+#[test]
+fn new_evidence_moves_the_expiry_and_a_task_ends_it() {
+    let rule_settings = settings().rules;
+    let (days, late) = (rule_settings.expiry_days, rule_settings.max_lateness_days);
+    let (registry, mut rules, alert_id) = blue_alert_stage();
+    rules.apply(&registry, 0, moderate_disability("D2", 30), now(), now());
+    rules.advance(day(days + late), now());
+    assert!(rules.drain().expired.is_empty(), "new evidence on day 30");
+    rules.advance(day(30 + days + late - 1), now());
+    assert!(rules.drain().expired.is_empty());
+    rules.advance(day(30 + days + late), now());
+    let out = rules.drain();
+    assert_eq!(out.expired.len(), 1);
+    assert_eq!(out.expired[0].0.alert_id, alert_id);
+    assert_eq!(out.expired[0].0.evidence_count, 2);
+    assert_eq!(out.expired[0].1, day(30 + days));
+
+    // An alert raised to the task level has a task: it ends with the task's outcome.
+    let (registry, mut rules, _) = blue_alert_stage();
+    rules.apply(
+        &registry,
+        0,
+        event(
+            "U1",
+            10,
+            Fact::Unemployment {
+                lost_income: 0.0,
+                only_earner: false,
+            },
+        ),
+        now(),
+        now(),
+    );
+    assert!(rules.open_alert(0).unwrap().task_id.is_some());
+    rules.advance(day(10 + 10 * (days + late)), now());
+    rules.apply(
+        &registry,
+        0,
+        moderate_disability("D2", 10 + 2 * days),
+        now(),
+        now(),
+    );
+    assert!(rules.drain().expired.is_empty());
+    assert!(rules.open_alert(0).is_some());
+}
+
+#[test]
+fn expired_evidence_does_not_alert_again_and_no_cool_down_follows() {
+    let days = settings().rules.expiry_days;
+    let cooldown = settings().rules.cooldown_days;
+    assert!(5 < cooldown, "the new certificate falls within a cool-down");
+    let (registry, mut rules, alert_id) = blue_alert_stage();
+    // An event that fires nothing of its own, after the expiry: the alert expired,
+    // and the old certificate alone raises nothing again.
+    rules.apply(&registry, 0, medical("M1", days + 1, 10.0), now(), now());
+    let out = rules.drain();
+    assert_eq!(out.expired.len(), 1);
+    assert!(out.alerts.is_empty(), "{:?}", out.alerts);
+    assert_eq!(out.suppressed, 0);
+    // A new certificate is new evidence: a new alert (new id), not held back by a
+    // cool-down (the window's earlier certificate still stands beside it).
+    rules.apply(
+        &registry,
+        0,
+        moderate_disability("D2", days + 5),
+        now(),
+        now(),
+    );
+    let out = rules.drain();
+    assert_eq!(out.alerts.len(), 1);
+    assert_ne!(out.alerts[0].alert_id, alert_id);
+    assert_eq!(out.suppressed, 0);
+    assert!(
+        out.alerts[0]
+            .evidence
+            .contains(&EventId::parse("D2").unwrap())
+    );
+}
+
+#[test]
+fn closed_and_expired_alerts_leave_memory_out_of_reach() {
+    let rule_settings = settings().rules;
+    let days = rule_settings.expiry_days;
+    let reach = rule_settings.closed_alert_reach_days();
+    let (registry, mut rules, first_id) = blue_alert_stage();
+    // A second alert, by an event after the first one's expiry, closed by its task.
+    rules.apply(
+        &registry,
+        0,
+        event(
+            "U1",
+            days + 10,
+            Fact::Unemployment {
+                lost_income: 0.0,
+                only_earner: false,
+            },
+        ),
+        now(),
+        now(),
+    );
+    let out = rules.drain();
+    assert_eq!(out.expired.len(), 1);
+    let second = out.alerts[0].alert_id.clone();
+    assert_ne!(second, first_id);
+    assert_eq!(rules.alerts_held(), (1, 1), "the expired alert is held");
+    rules.close_alert(0, now(), day(days + 20)).unwrap();
+    assert_eq!(rules.alerts_held(), (0, 2));
+    // The expired one leaves once its expiry is out of reach, the closed one later.
+    rules.advance(day(days + reach), now());
+    assert_eq!(rules.alerts_held(), (0, 2), "exactly at the reach: held");
+    rules.advance(day(days + reach) + Duration::seconds(1), now());
+    assert_eq!(rules.alerts_held(), (0, 1));
+    rules.advance(day(days + 20 + reach) + Duration::seconds(1), now());
+    assert_eq!(rules.alerts_held(), (0, 0));
+    assert!(
+        rules.alerts.iter().all(Option::is_none),
+        "the household's slot is gone"
+    );
+    // The episode count stays: the next alert takes a third id.
+    rules.apply(
+        &registry,
+        0,
+        moderate_disability("D9", days + 30 + reach),
+        now(),
+        now(),
+    );
+    let third = rules.drain().alerts[0].clone();
+    assert_eq!(third.episode, 2);
+    assert!(third.alert_id != first_id && third.alert_id != second);
+}
