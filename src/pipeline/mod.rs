@@ -541,18 +541,35 @@ async fn claim_with_retry(
     }
 }
 
-/// The core for `lanes`, its state rebuilt from the store.
+/// The core for `lanes`, its state rebuilt from the store, retrying transient store
+/// failures (a cut connection, a restarting server) with capped backoff.
 async fn load_core(
     app: &App,
     regional_inline: bool,
     lanes: &[String],
+    cancel: &CancellationToken,
 ) -> Result<Core, PipelineError> {
-    let mut core = app
-        .load_core_with(regional_inline)
-        .await
-        .map_err(Box::new)?;
-    core.declare_lanes(lanes);
-    Ok(core)
+    let mut backoff = Duration::from_millis(100);
+    let cap = Duration::from_secs(app.settings.store.max_backoff_seconds);
+    loop {
+        match app.load_core_with(regional_inline).await {
+            Ok(mut core) => {
+                core.declare_lanes(lanes);
+                return Ok(core);
+            }
+            Err(crate::app::AppError::Store(error))
+                if error.is_transient() && !cancel.is_cancelled() =>
+            {
+                tracing::warn!(error = %crate::telemetry::Chain(&error), retry_in_ms = backoff.as_millis() as u64, "cannot load the pipeline state; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Err(Box::new(crate::app::AppError::Store(error)).into()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(cap);
+            }
+            Err(error) => return Err(Box::new(error).into()),
+        }
+    }
 }
 
 /// Runs `source` through the core into the store until it ends or `cancel` fires.
@@ -585,7 +602,7 @@ async fn drive<S: Source>(
                 position: app.store.position(key).await?,
             });
         }
-        let core = load_core(app, regional_inline, &inputs).await?;
+        let core = load_core(app, regional_inline, &inputs, &cancel).await?;
         source.establish(starts)?;
         core
     };
@@ -694,7 +711,7 @@ async fn drive<S: Source>(
                     }
                 };
                 // The state as committed by whoever read these partitions before.
-                let core = match load_core(app, regional_inline, &keys).await {
+                let core = match load_core(app, regional_inline, &keys, &cancel).await {
                     Ok(core) => core,
                     Err(error) => {
                         failure = Some(error);

@@ -649,18 +649,43 @@ async fn dropped_postgres_connections_are_retried() {
     world.produce(&first_wave);
     let child = world.start("run.log", &[("YUJING__KAFKA__BATCH_MAX_MESSAGES", "50")]);
     world.wait_processed(Duration::from_secs(60)).await;
-    // Every pooled connection dies between the waves, and again and again while
-    // the second wave is processed.
+    // Every pooled connection dies after the first wave.
     let mut terminated = cut_yujing_connections(&world.pg_url).await;
     assert!(terminated > 0, "yujing holds connections to cut");
+    terminate(child);
+    // A restart whose connections die again and again while it claims its partitions
+    // and loads its state retries (it neither exits nor replays), and so does the run
+    // of the second wave after it.
     world.produce(&second_wave);
+    let mut child = world.start(
+        "restarted.log",
+        &[("YUJING__KAFKA__BATCH_MAX_MESSAGES", "50")],
+    );
     let started = Instant::now();
+    let mut cut_at_start = 0;
+    while !world.log("restarted.log").contains("partitions assigned") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never assigned"
+        );
+        cut_at_start += cut_yujing_connections(&world.pg_url).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..50 {
+        cut_at_start += cut_yujing_connections(&world.pg_url).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut cut_mid_run = 0;
     loop {
         let report = world.report().await;
         if report.events_processed >= world.produced {
             break;
         }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "yujing exited while its connections were cut:\n{}",
+            world.log("restarted.log")
+        );
         assert!(started.elapsed() < Duration::from_secs(180), "stalled");
         let cut = cut_yujing_connections(&world.pg_url).await;
         terminated += cut;
@@ -668,7 +693,13 @@ async fn dropped_postgres_connections_are_retried() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     terminate(child);
-    eprintln!("{terminated} connections cut, {cut_mid_run} rounds while the second wave ran");
+    eprintln!(
+        "{terminated} connections cut, {cut_at_start} while the restart started, {cut_mid_run} rounds while the second wave ran"
+    );
+    assert!(
+        cut_at_start > 0,
+        "connections were cut while the restart started"
+    );
     let report = world.report().await;
     assert_eq!(report.events_processed, world.produced);
     assert_eq!(

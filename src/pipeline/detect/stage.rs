@@ -900,6 +900,7 @@ impl RegionalStage {
                 self.signals
                     .clear_idle(t, self.settings.signals.clear_after_days, now);
                 self.take_recent(t);
+                self.prune_campaigns();
             }
         }
         for series in self.series.values_mut() {
@@ -1292,10 +1293,7 @@ impl RegionalStage {
 
     /// Drops what no later judgement, rule or restart needs.
     fn prune(&mut self) {
-        if let Some(latest) = self.clock.max_event_time.map(day_of) {
-            let keep = self.settings.signals.campaign_due_days as Day;
-            self.campaigns.retain(|_, last| *last + keep >= latest);
-        }
+        self.prune_campaigns();
         if let Some(from) = self.dedupe_from() {
             for days in self.households.values_mut() {
                 prune(days, from);
@@ -1513,9 +1511,20 @@ impl RegionalStage {
         }
     }
 
+    /// Forgets the campaigns over for `campaign_due_days` by the last judged day (no
+    /// signal of a day they cover comes any more): at each close, and as a restore
+    /// finishes, so that a restarted stage blocks exactly the villages a running one does.
+    fn prune_campaigns(&mut self) {
+        if let Some(judged) = self.judged_through() {
+            let keep = self.settings.signals.campaign_due_days as Day;
+            self.campaigns.retain(|_, last| *last + keep >= judged);
+        }
+    }
+
     /// Restore step 6 (last): re-derives the judgements of the re-judge horizon from
     /// the counts and checkpoints, so the stage continues exactly where it stopped.
     pub fn finish_restore(&mut self) {
+        self.prune_campaigns();
         let (Some(origin), Some(judged), Some(horizon)) = (
             self.clock.origin.map(day_from_date),
             self.judged_through(),
