@@ -134,7 +134,10 @@ impl Series {
 /// (unmatched) count nowhere (their village is unknown); water outages are not counted.
 ///
 /// Lifecycle per batch: [`observe`](Self::observe) every accepted event, then
-/// [`flush`](Self::flush) once. At start-up: `restore_watermark`, `restore_counts`,
+/// [`flush`](Self::flush) once. Once a day has been judged, an event reported after
+/// the next day's end plus the allowed lateness waits (held) until that day is
+/// judged, so that each day's first judgement, and what follows from it at its close,
+/// is a function of the events, whatever the batches, inputs or restarts. At start-up: `restore_watermark`, `restore_counts`,
 /// `restore_checkpoint`, `restore_signal`, `restore_campaign`, `restore_event`,
 /// `finish_restore`, in that order.
 pub struct RegionalStage {
