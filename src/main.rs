@@ -759,12 +759,21 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut out = std::io::BufWriter::new(stdout.lock());
             if json {
                 commands::data_quality::write_ndjson(&report, &mut out)?;
-                let parts: Vec<String> = report
-                    .by_rule
-                    .iter()
-                    .filter(|line| line.households > 0)
-                    .map(|line| format!("{} {}", line.rule, line.households))
-                    .collect();
+                let parts: Vec<String> =
+                    report
+                        .by_rule
+                        .iter()
+                        .filter(|line| line.households > 0)
+                        .map(|line| format!("{} {}", line.rule, line.households))
+                        .chain((!report.unmatched.is_empty()).then(|| {
+                            format!("quality.unmatched_persons {}", report.unmatched.len())
+                        }))
+                        .chain(
+                            Some(report.late_departments().count())
+                                .filter(|n| *n > 0)
+                                .map(|n| format!("quality.late_reporting {n}")),
+                        )
+                        .collect();
                 eprintln!(
                     "{} findings over {} households on {}: {}",
                     report.findings.len(),

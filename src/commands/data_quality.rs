@@ -1,7 +1,8 @@
 //! `yujing data-quality`: the registry as stored -> the standing sweeps and the
 //! consistency rules of [`crate::sweeps`] over every household, for one China
-//! Standard Time day: counts by rule and by village, and the findings. Nothing is
-//! stored; fails only when the store cannot be read.
+//! Standard Time day: counts by rule and by village, and the findings; the store's
+//! events -> the department rules (subjects not on the roster, reporting delays).
+//! Nothing is stored; fails only when the store cannot be read.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -11,7 +12,11 @@ use serde::Serialize;
 
 use super::CommandError;
 use crate::app::App;
+use crate::domain::department_quality::{
+    ReportingDelay, UnmatchedCounts, UnmatchedSubject, count_unmatched, late_limit_ms,
+};
 use crate::domain::ids::RegionCode;
+use crate::sweeps::quality::{LATE_REPORTING, UNMATCHED_PERSONS};
 use crate::sweeps::{self, FindingRecord, RuleKind};
 
 /// One rule's line of the report.
@@ -51,6 +56,29 @@ pub struct DataQualityReport {
     pub by_village: Vec<VillageCount>,
     /// Every finding, household by household.
     pub findings: Vec<FindingRecord>,
+    /// `quality.unmatched_persons`: per department, the subjects not on the roster.
+    pub unmatched: Vec<UnmatchedSubject>,
+    /// Those counted by department, ID issuing area and village.
+    pub unmatched_counts: UnmatchedCounts,
+    /// `quality.late_reporting`: every department's delays (a finding where `late > 0`).
+    pub reporting_delays: Vec<ReportingDelay>,
+}
+
+impl DataQualityReport {
+    /// The departments with late events: the `quality.late_reporting` findings.
+    pub fn late_departments(&self) -> impl Iterator<Item = &ReportingDelay> {
+        self.reporting_delays.iter().filter(|d| d.late > 0)
+    }
+}
+
+/// A department finding as one NDJSON line: the rule id, then its figures.
+#[derive(Serialize)]
+struct DepartmentLine<'a, T: Serialize> {
+    rule: &'static str,
+    kind: RuleKind,
+    #[serde(flatten)]
+    figures: &'a T,
+    reason: String,
 }
 
 /// Loads the registry from the store and runs the full pass for `today`.
@@ -75,12 +103,24 @@ pub async fn data_quality(app: &App, today: NaiveDate) -> Result<DataQualityRepo
             by_rule,
         })
         .collect();
+    let unmatched = app.store.unmatched_subjects(None).await?;
+    let limit_days = app.settings.sweeps.late_report_days;
+    let reporting_delays = app
+        .store
+        .reporting_delays(None, late_limit_ms(limit_days))
+        .await?
+        .iter()
+        .map(|row| ReportingDelay::new(row, limit_days))
+        .collect();
     Ok(DataQualityReport {
         today,
         households: registry.household_count(),
         by_rule,
         by_village,
         findings: findings.iter().map(|f| f.record(&registry)).collect(),
+        unmatched_counts: count_unmatched(&unmatched),
+        unmatched,
+        reporting_delays,
     })
 }
 
@@ -89,6 +129,30 @@ pub fn write_ndjson(report: &DataQualityReport, out: &mut dyn Write) -> Result<(
     let write = |out: &mut dyn Write| -> std::io::Result<()> {
         for finding in &report.findings {
             serde_json::to_writer(&mut *out, finding)?;
+            out.write_all(b"\n")?;
+        }
+        for subject in &report.unmatched {
+            serde_json::to_writer(
+                &mut *out,
+                &DepartmentLine {
+                    rule: UNMATCHED_PERSONS.id,
+                    kind: UNMATCHED_PERSONS.kind,
+                    figures: subject,
+                    reason: subject.reason(),
+                },
+            )?;
+            out.write_all(b"\n")?;
+        }
+        for delay in report.late_departments() {
+            serde_json::to_writer(
+                &mut *out,
+                &DepartmentLine {
+                    rule: LATE_REPORTING.id,
+                    kind: LATE_REPORTING.kind,
+                    figures: delay,
+                    reason: delay.reason(),
+                },
+            )?;
             out.write_all(b"\n")?;
         }
         out.flush()
@@ -132,6 +196,7 @@ pub fn write_text(report: &DataQualityReport, out: &mut dyn Write) -> Result<(),
                 parts.join(", ")
             )?;
         }
+        write_departments(report, out)?;
         writeln!(out, "\nfindings")?;
         for finding in &report.findings {
             writeln!(
@@ -140,10 +205,79 @@ pub fn write_text(report: &DataQualityReport, out: &mut dyn Write) -> Result<(),
                 finding.rule, finding.household_id, finding.region_code, finding.reason
             )?;
         }
+        for subject in &report.unmatched {
+            writeln!(out, "  {} {}", UNMATCHED_PERSONS.id, subject.reason())?;
+        }
+        for delay in report.late_departments() {
+            writeln!(
+                out,
+                "  {} {}: {}",
+                LATE_REPORTING.id,
+                delay.source,
+                delay.reason()
+            )?;
+        }
         out.flush()
     };
     write(out).map_err(|source| CommandError::Write {
         path: "stdout".into(),
         source,
     })
+}
+
+/// The department rules' section: counts of the subjects not on the roster, and the
+/// delay table.
+fn write_departments(report: &DataQualityReport, out: &mut dyn Write) -> std::io::Result<()> {
+    let counts = &report.unmatched_counts;
+    writeln!(out, "\nby department")?;
+    writeln!(
+        out,
+        "  {:<38} {:>8}  {} ({} events)",
+        UNMATCHED_PERSONS.id, counts.all.subjects, UNMATCHED_PERSONS.title, counts.all.events
+    )?;
+    let tallies = |map: &BTreeMap<String, crate::domain::department_quality::SubjectTally>| {
+        if map.is_empty() {
+            return "none".to_string();
+        }
+        map.iter()
+            .map(|(key, tally)| format!("{key} {} ({} events)", tally.subjects, tally.events))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    writeln!(out, "    by department: {}", tallies(&counts.by_source))?;
+    writeln!(
+        out,
+        "    by ID issuing area: {}",
+        tallies(&counts.by_id_area)
+    )?;
+    writeln!(out, "    by village: {}", tallies(&counts.by_village))?;
+    let late = report.late_departments().count();
+    let limit = report
+        .reporting_delays
+        .first()
+        .map_or(String::new(), |d| format!(", beyond {} days", d.limit_days));
+    writeln!(
+        out,
+        "  {:<38} {:>8}  {} (departments{limit})",
+        LATE_REPORTING.id, late, LATE_REPORTING.title
+    )?;
+    writeln!(
+        out,
+        "    {:<28} {:>9} {:>9} {:>9} {:>10} {:>8} {:>7}",
+        "department", "events", "p50 h", "p90 h", "max h", "late", "share"
+    )?;
+    for delay in &report.reporting_delays {
+        writeln!(
+            out,
+            "    {:<28} {:>9} {:>9.1} {:>9.1} {:>10.1} {:>8} {:>6.1}%",
+            delay.source.as_str(),
+            delay.events,
+            delay.p50_hours,
+            delay.p90_hours,
+            delay.max_hours,
+            delay.late,
+            delay.late_share * 100.0
+        )?;
+    }
+    Ok(())
 }

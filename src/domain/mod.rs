@@ -6,6 +6,7 @@
 pub mod account;
 pub mod alert;
 pub mod dead_letter;
+pub mod department_quality;
 pub mod event;
 pub mod ids;
 pub mod record;

@@ -2,12 +2,15 @@
 //! row against its member rows, and the status dates against each other and today.
 //! Household in, findings appended; each rule has a stable `quality.*` id.
 //!
+//! Two rules look at the department feeds instead, over the store's events:
+//! [`UNMATCHED_PERSONS`] and [`LATE_REPORTING`] (figures in
+//! [`crate::domain::department_quality`]).
+//!
 //! Not here, because the registry cannot hold them: a person in two households (the
 //! import refuses a second row of one person, and the registry keys members by
 //! person); a deceased member still counted (no death is recorded); a risk-eliminated
 //! household without its date (the date is what marks it). Rules over other data
-//! (civil affairs' decisions, events for persons not on the roster, reporting delay)
-//! come with the stored findings.
+//! (civil affairs' decisions) come with the stored findings.
 
 use chrono::NaiveDate;
 
@@ -89,6 +92,28 @@ pub const RULES: &[&Rule] = &[
     &MONITORED_WITHOUT_TYPE,
     &MONITORED_WITHOUT_IDENTIFIED,
 ];
+
+/// A department sent events for a person (or household) the roster does not hold:
+/// someone perhaps owed a place on it (应纳未纳 risk). One finding per department and
+/// subject.
+pub const UNMATCHED_PERSONS: Rule = Rule {
+    id: "quality.unmatched_persons",
+    kind: RuleKind::Quality,
+    title: "department events for persons not on the roster (应纳未纳 risk)",
+    outcomes: &[],
+};
+
+/// A department reports events more than `sweeps.late_report_days` after they
+/// occurred (录入不及时). One finding per department with late events.
+pub const LATE_REPORTING: Rule = Rule {
+    id: "quality.late_reporting",
+    kind: RuleKind::Quality,
+    title: "department events reported late (录入不及时)",
+    outcomes: &[],
+};
+
+/// The rules over the department feeds, in report order.
+pub const DEPARTMENT_RULES: &[&Rule] = &[&UNMATCHED_PERSONS, &LATE_REPORTING];
 
 /// Appends household `idx`'s consistency findings on `today` to `out`.
 pub fn check(registry: &Registry, idx: HouseholdIdx, today: NaiveDate, out: &mut Vec<Finding>) {
