@@ -12,10 +12,14 @@ use serde::Serialize;
 
 use super::CommandError;
 use crate::app::App;
+use crate::config::Settings;
+use crate::domain::account::Scope;
 use crate::domain::department_quality::{
     ReportingDelay, UnmatchedCounts, UnmatchedSubject, count_unmatched, late_limit_ms,
 };
 use crate::domain::ids::RegionCode;
+use crate::domain::registry::Registry;
+use crate::store::{Store, StoreError};
 use crate::sweeps::quality::{LATE_REPORTING, UNMATCHED_PERSONS};
 use crate::sweeps::{self, FindingRecord, RuleKind};
 
@@ -62,6 +66,8 @@ pub struct DataQualityReport {
     pub unmatched_counts: UnmatchedCounts,
     /// `quality.late_reporting`: every department's delays (a finding where `late > 0`).
     pub reporting_delays: Vec<ReportingDelay>,
+    /// Late events placed in a village, per village and department.
+    pub late_by_village: BTreeMap<RegionCode, BTreeMap<&'static str, u64>>,
 }
 
 impl DataQualityReport {
@@ -81,10 +87,22 @@ struct DepartmentLine<'a, T: Serialize> {
     reason: String,
 }
 
-/// Loads the registry from the store and runs the full pass for `today`.
+/// Loads the registry from the store and runs the full pass for `today`, and the
+/// department rules over the stored events.
 pub async fn data_quality(app: &App, today: NaiveDate) -> Result<DataQualityReport, CommandError> {
-    let registry = app.load_registry().await?;
-    let findings = sweeps::full_pass(&registry, today, &app.settings);
+    Ok(report(&app.store, &app.settings, None, today).await?)
+}
+
+/// The report over the households and events of `scope` (`None`: every one): what
+/// `yujing data-quality` prints and `GET /api/data-quality` answers.
+pub async fn report(
+    store: &Store,
+    settings: &Settings,
+    scope: Option<Scope>,
+    today: NaiveDate,
+) -> Result<DataQualityReport, StoreError> {
+    let registry = load_registry(store, scope).await?;
+    let findings = sweeps::full_pass(&registry, today, settings);
     let counts = sweeps::count(&registry, &findings);
     let by_rule = sweeps::rules()
         .map(|rule| RuleCount {
@@ -103,15 +121,22 @@ pub async fn data_quality(app: &App, today: NaiveDate) -> Result<DataQualityRepo
             by_rule,
         })
         .collect();
-    let unmatched = app.store.unmatched_subjects(None).await?;
-    let limit_days = app.settings.sweeps.late_report_days;
-    let reporting_delays = app
-        .store
-        .reporting_delays(None, late_limit_ms(limit_days))
+    let unmatched = store.unmatched_subjects(scope).await?;
+    let limit_days = settings.sweeps.late_report_days;
+    let limit = late_limit_ms(limit_days);
+    let reporting_delays = store
+        .reporting_delays(scope, limit)
         .await?
         .iter()
         .map(|row| ReportingDelay::new(row, limit_days))
         .collect();
+    let mut late_by_village: BTreeMap<RegionCode, BTreeMap<&'static str, u64>> = BTreeMap::new();
+    for (village, source, events) in store.late_events_by_village(scope, limit).await? {
+        late_by_village
+            .entry(village)
+            .or_default()
+            .insert(source.as_str(), events);
+    }
     Ok(DataQualityReport {
         today,
         households: registry.household_count(),
@@ -121,7 +146,34 @@ pub async fn data_quality(app: &App, today: NaiveDate) -> Result<DataQualityRepo
         unmatched_counts: count_unmatched(&unmatched),
         unmatched,
         reporting_delays,
+        late_by_village,
     })
+}
+
+/// The registry as stored, with the households of `scope` only (all for `None`):
+/// members of other households are skipped as they stream by.
+async fn load_registry(store: &Store, scope: Option<Scope>) -> Result<Registry, StoreError> {
+    let stored = store.load_households_and_regions().await?;
+    let households = stored
+        .households
+        .into_iter()
+        .filter(|h| scope.is_none_or(|scope| scope.contains(h.region_code)))
+        .collect();
+    let mut registry = Registry::with_households(households, stored.regions);
+    let mut skipped = 0usize;
+    store
+        .for_each_member(&mut |key, household, labour_capable| {
+            skipped += usize::from(!registry.add_member(key, household, labour_capable));
+            Ok(())
+        })
+        .await?;
+    if scope.is_none() && skipped > 0 {
+        tracing::warn!(
+            orphans = skipped,
+            "registry members whose household is not in the registry were skipped"
+        );
+    }
+    Ok(registry)
 }
 
 /// Writes the findings as NDJSON, one per line.

@@ -9,7 +9,7 @@ use chrono::{Months, NaiveDate};
 use crate::support::{Env, import_county, output};
 
 /// The day judged.
-const TODAY: &str = "2024-09-01";
+pub const TODAY: &str = "2024-09-01";
 /// The 2024 national monitoring line of the defaults (the county has no own line).
 const LINE: f64 = 8_300.0;
 
@@ -57,7 +57,7 @@ fn spoil(path: &std::path::Path) {
 }
 
 /// The findings computed from the CSV files alone: rule id -> household ids.
-fn expected(county: &std::path::Path) -> BTreeMap<String, Vec<String>> {
+pub fn expected(county: &std::path::Path) -> BTreeMap<String, Vec<String>> {
     let today: NaiveDate = TODAY.parse().unwrap();
     let mut rows: HashMap<String, (u32, u32)> = HashMap::new();
     let members = std::fs::read_to_string(county.join("members.csv")).unwrap();
@@ -80,7 +80,7 @@ fn expected(county: &std::path::Path) -> BTreeMap<String, Vec<String>> {
         let date = |s: &str| (!s.is_empty()).then(|| s.parse::<NaiveDate>().unwrap());
         let (identified, eliminated) = (date(c[7]), date(c[8]));
         let (safety_net, dibao, tekun) = (c[9] == "true", c[10] == "true", c[11] == "true");
-        let developmental = c[12] == "true";
+        let developmental = c.get(12).is_some_and(|v| *v == "true");
         let (member_rows, flagged) = rows.get(&id).copied().unwrap_or((0, 0));
         let labour = if member_rows > 0 {
             flagged
@@ -249,32 +249,56 @@ async fn data_quality_counts_equal_a_count_from_the_csv_files() {
 
 /// A department's delays counted from the feed files: (events, p50, p90, max, late)
 /// in milliseconds, nearest rank.
-type Delays = (u64, i64, i64, i64, u64);
+pub type Delays = (u64, i64, i64, i64, u64);
 
 /// What the department rules must find, counted from the feed files and the roster
 /// CSV alone: accepted lines are the well-formed ones (the generator's broken lines
-/// carry `BAD-` ids), once per (source, event_id). Returns the delays per source
-/// and the unmatched subjects per (source, masked person or household) with their
-/// events.
-fn expected_departments(
+/// carry `BAD-` ids), once per (source, event_id).
+#[derive(Debug, Default)]
+pub struct ExpectedDepartments {
+    /// Per source: (events, p50, p90, max, late), milliseconds, nearest rank.
+    pub delays: BTreeMap<String, Delays>,
+    /// Per (source, masked person or household not on the roster): events.
+    pub unmatched: BTreeMap<(String, String), u64>,
+    /// Per (village, source): late events placed in that village.
+    pub late_by_village: BTreeMap<(String, String), u64>,
+}
+
+/// [`ExpectedDepartments`] for the events of `scope` (`None`: all): an event lies
+/// where its person's or household's village is (from the roster), or in its region;
+/// unmatched events count for county scopes and above only.
+pub fn expected_departments_in(
     county: &std::path::Path,
     feeds: &[std::path::PathBuf],
     late_ms: i64,
-) -> (BTreeMap<String, Delays>, BTreeMap<(String, String), u64>) {
+    scope: Option<yujing::domain::ids::RegionCode>,
+) -> ExpectedDepartments {
+    use yujing::domain::ids::{RegionCode, RegionLevel};
     let read = |name: &str| std::fs::read_to_string(county.join(name)).unwrap();
-    let persons: std::collections::HashSet<String> = read("members.csv")
+    let villages: HashMap<String, String> = read("households.csv")
         .lines()
         .skip(1)
-        .map(|line| line.split(',').next().unwrap().to_string())
+        .map(|line| {
+            let cells: Vec<&str> = line.split(',').collect();
+            (cells[0].to_string(), cells[1].to_string())
+        })
         .collect();
-    let households: std::collections::HashSet<String> = read("households.csv")
+    let persons: HashMap<String, String> = read("members.csv")
         .lines()
         .skip(1)
-        .map(|line| line.split(',').next().unwrap().to_string())
+        .map(|line| {
+            let cells: Vec<&str> = line.split(',').collect();
+            (cells[0].to_string(), cells[1].to_string())
+        })
         .collect();
+    let within = |place: Option<&str>| match (scope, place) {
+        (None, _) => true,
+        (Some(scope), Some(code)) => RegionCode::parse(code).unwrap().is_within(scope),
+        (Some(scope), None) => scope.level() <= RegionLevel::County,
+    };
     let mut seen = std::collections::HashSet::new();
     let mut delays: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    let mut unmatched: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut expected = ExpectedDepartments::default();
     for feed in feeds {
         let bytes = std::fs::read(feed).unwrap();
         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
@@ -291,26 +315,43 @@ fn expected_departments(
                     .unwrap()
                     .timestamp_millis()
             };
-            delays
-                .entry(source.clone())
-                .or_default()
-                .push(time("reported_at") - time("occurred_at"));
-            if let Some(person) = event["person_id"].as_str()
-                && !persons.contains(person)
-            {
-                let masked = format!("{}********{}", &person[..6], &person[14..]);
-                *unmatched.entry((source.clone(), masked)).or_default() += 1;
+            let delay = time("reported_at") - time("occurred_at");
+            // Where the event lies, and the subject when the roster lacks it.
+            let (place, missing) = if let Some(person) = event["person_id"].as_str() {
+                match persons.get(person) {
+                    Some(household) => (villages.get(household).cloned(), None),
+                    None => (
+                        None,
+                        Some(format!("{}********{}", &person[..6], &person[14..])),
+                    ),
+                }
+            } else if let Some(household) = event["household_id"].as_str() {
+                match villages.get(household) {
+                    Some(village) => (Some(village.clone()), None),
+                    None => (None, Some(household.to_string())),
+                }
+            } else {
+                (event["region_code"].as_str().map(str::to_string), None)
+            };
+            if !within(place.as_deref()) {
+                continue;
             }
-            if let Some(household) = event["household_id"].as_str()
-                && !households.contains(household)
-            {
-                *unmatched
-                    .entry((source.clone(), household.to_string()))
+            delays.entry(source.clone()).or_default().push(delay);
+            if let Some(subject) = missing {
+                *expected
+                    .unmatched
+                    .entry((source.clone(), subject))
                     .or_default() += 1;
+            }
+            if let Some(place) = place
+                && delay > late_ms
+                && RegionCode::parse(&place).unwrap().level() == RegionLevel::Village
+            {
+                *expected.late_by_village.entry((place, source)).or_default() += 1;
             }
         }
     }
-    let figures = delays
+    expected.delays = delays
         .into_iter()
         .map(|(source, mut values)| {
             values.sort_unstable();
@@ -322,7 +363,7 @@ fn expected_departments(
             (source, figures)
         })
         .collect();
-    (figures, unmatched)
+    expected
 }
 
 /// A resident ID with its GB 11643 check digit: 17 digits in, 18 characters out.
@@ -379,7 +420,7 @@ fn plant_unmatched(county: &std::path::Path) {
 }
 
 /// Hours as the report rounds them (two decimals).
-fn hours(ms: i64) -> f64 {
+pub fn hours(ms: i64) -> f64 {
     ((ms as f64) / 36_000.0).round() / 100.0
 }
 
@@ -416,7 +457,9 @@ async fn department_rules(backend: &str) {
 
     // The generator reports within three days: a two-day limit makes some late.
     let late_days = 2;
-    let (delays, unmatched) = expected_departments(&county, &feeds, late_days * 86_400_000);
+    let ExpectedDepartments {
+        delays, unmatched, ..
+    } = expected_departments_in(&county, &feeds, late_days * 86_400_000, None);
     assert!(key.unmatched > 0, "the generator plants unmatched events");
     assert!(unmatched.len() >= 4, "{unmatched:?}");
     let planted = |source: &str, masked: &str| unmatched.get(&(source.into(), masked.into()));
