@@ -420,6 +420,17 @@ pub async fn data_quality(
             })
         })
         .collect();
+    // Open since: the recorded findings still open, by rule and subject.
+    let since: std::collections::HashMap<String, NaiveDate> = state
+        .store
+        .recorded_findings()
+        .await?
+        .into_iter()
+        .filter(|f| f.resolved_on.is_none())
+        .map(|f| (f.finding.key(), f.since))
+        .collect();
+    let since_of = |rule: &str, subject: &str| since.get(&format!("{rule}|{subject}")).copied();
+    let fields = |list: &[&str]| list.iter().map(|f| f.to_string()).collect::<Vec<_>>();
     let findings = report.findings.iter().map(|f| DataQualityFinding {
         rule: f.rule.to_string(),
         kind: kind(f.kind),
@@ -428,6 +439,8 @@ pub async fn data_quality(
         source: None,
         person_masked: None,
         events: None,
+        fields: fields(f.fields),
+        since: since_of(f.rule, f.household_id.as_str()),
         reason: f.reason.clone(),
     });
     let unmatched = report.unmatched.iter().map(|u| DataQualityFinding {
@@ -438,6 +451,8 @@ pub async fn data_quality(
         source: Some(u.source),
         person_masked: u.person_masked.clone(),
         events: Some(u.events),
+        fields: fields(UNMATCHED_PERSONS.fields),
+        since: since_of(UNMATCHED_PERSONS.id, &u.subject_key()),
         reason: u.reason(),
     });
     let late = report.late_departments().map(|d| DataQualityFinding {
@@ -448,6 +463,8 @@ pub async fn data_quality(
         source: Some(d.source),
         person_masked: None,
         events: Some(d.late),
+        fields: fields(LATE_REPORTING.fields),
+        since: since_of(LATE_REPORTING.id, d.source.as_str()),
         reason: d.reason(),
     });
     let total = report.findings.len() + report.unmatched.len() + late_departments as usize;

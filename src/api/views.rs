@@ -935,6 +935,11 @@ pub struct DataQualityFinding {
     pub person_masked: Option<String>,
     /// The events behind it (department rules).
     pub events: Option<u64>,
+    /// The fields the rule judges.
+    pub fields: Vec<String>,
+    /// Recorded open since this judged day (`yujing data-quality --record`); absent
+    /// when no recorded pass found it (sweeps are not recorded).
+    pub since: Option<NaiveDate>,
     /// Why, with the numbers.
     pub reason: String,
 }

@@ -18,6 +18,7 @@ use crate::domain::department_quality::{
     ReportingDelay, UnmatchedCounts, UnmatchedSubject, count_unmatched, late_limit_ms,
 };
 use crate::domain::ids::RegionCode;
+use crate::domain::quality_finding::{QualityFinding, RecordOutcome};
 use crate::domain::registry::Registry;
 use crate::store::{Store, StoreError};
 use crate::sweeps::quality::{LATE_REPORTING, UNMATCHED_PERSONS};
@@ -91,6 +92,49 @@ struct DepartmentLine<'a, T: Serialize> {
 /// department rules over the stored events.
 pub async fn data_quality(app: &App, today: NaiveDate) -> Result<DataQualityReport, CommandError> {
     Ok(report(&app.store, &app.settings, None, today).await?)
+}
+
+/// The consistency findings (`quality.*`) of `report`, as the store records them.
+pub fn quality_findings(report: &DataQualityReport) -> Vec<QualityFinding> {
+    let fields = |list: &[&str]| list.iter().map(|f| f.to_string()).collect();
+    let households = report
+        .findings
+        .iter()
+        .filter(|f| f.kind == RuleKind::Quality)
+        .map(|f| QualityFinding {
+            rule: f.rule.to_string(),
+            subject: f.household_id.to_string(),
+            region_code: Some(f.region_code),
+            source: None,
+            fields: fields(f.fields),
+            reason: f.reason.clone(),
+        });
+    let unmatched = report.unmatched.iter().map(|u| QualityFinding {
+        rule: UNMATCHED_PERSONS.id.to_string(),
+        subject: u.subject_key(),
+        region_code: u.region_code,
+        source: Some(u.source),
+        fields: fields(UNMATCHED_PERSONS.fields),
+        reason: u.reason(),
+    });
+    let late = report.late_departments().map(|d| QualityFinding {
+        rule: LATE_REPORTING.id.to_string(),
+        subject: d.source.as_str().to_string(),
+        region_code: None,
+        source: Some(d.source),
+        fields: fields(LATE_REPORTING.fields),
+        reason: d.reason(),
+    });
+    households.chain(unmatched).chain(late).collect()
+}
+
+/// Records the consistency findings of a full-pass `report` (see
+/// [`Store::record_findings`]): new ones open, corrected ones resolve.
+pub async fn record(app: &App, report: &DataQualityReport) -> Result<RecordOutcome, CommandError> {
+    Ok(app
+        .store
+        .record_findings(report.today, &quality_findings(report))
+        .await?)
 }
 
 /// The report over the households and events of `scope` (`None`: every one): what

@@ -33,6 +33,23 @@ pub struct UnmatchedSubject {
     pub first_occurred_at: DateTime<Utc>,
     /// The latest of their event times.
     pub last_occurred_at: DateTime<Utc>,
+    /// The person's pseudonym (the keyed hash, hex): what tells two persons with one
+    /// masked form apart. Kept for recording, never shown.
+    #[serde(skip)]
+    pub pseudonym: Option<String>,
+}
+
+impl UnmatchedSubject {
+    /// Who the finding is about, stably: the department and the person's pseudonym,
+    /// or the household number (`-` when the event kept neither).
+    pub fn subject_key(&self) -> String {
+        let who = self
+            .pseudonym
+            .as_deref()
+            .or(self.household_id.as_deref())
+            .unwrap_or("-");
+        format!("{}:{who}", self.source)
+    }
 }
 
 impl UnmatchedSubject {

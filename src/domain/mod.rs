@@ -9,6 +9,7 @@ pub mod dead_letter;
 pub mod department_quality;
 pub mod event;
 pub mod ids;
+pub mod quality_finding;
 pub mod record;
 pub mod registry;
 pub mod rule_yield;

@@ -364,6 +364,25 @@ impl Store {
         dispatch_api!(self, s => s.late_events_by_village(scope, late_after_ms).await)
     }
 
+    /// Records one full pass's consistency findings judged on `today`, in one
+    /// transaction: a new finding opens with `since = today`, an open one found again
+    /// keeps its `since`, a resolved one found again opens anew, and every open
+    /// finding this pass did not find is resolved on `today`.
+    pub async fn record_findings(
+        &self,
+        today: NaiveDate,
+        findings: &[crate::domain::quality_finding::QualityFinding],
+    ) -> Result<crate::domain::quality_finding::RecordOutcome, StoreError> {
+        dispatch_api!(self, s => s.record_findings(today, findings).await)
+    }
+
+    /// Every recorded finding, open and resolved, by key.
+    pub async fn recorded_findings(
+        &self,
+    ) -> Result<Vec<crate::domain::quality_finding::RecordedFinding>, StoreError> {
+        dispatch_api!(self, s => s.recorded_findings().await)
+    }
+
     /// The evidence events, in the order asked.
     pub async fn evidence_events(&self, ids: &[String]) -> Result<Vec<EvidenceEvent>, StoreError> {
         dispatch_api!(self, s => s.evidence_events(ids).await)
@@ -956,6 +975,120 @@ macro_rules! api_store {
                 Ok(tally.finish())
             }
 
+            /// See [`crate::store::Store::record_findings`].
+            pub async fn record_findings(
+                &self,
+                today: NaiveDate,
+                findings: &[$crate::domain::quality_finding::QualityFinding],
+            ) -> Result<$crate::domain::quality_finding::RecordOutcome, StoreError> {
+                use std::collections::HashSet;
+                use $crate::domain::quality_finding::RecordOutcome;
+                let day = today.to_string();
+                let mut tx = self.pool.begin().await?;
+                let open: HashSet<String> = sqlx::query_scalar(
+                    "SELECT finding_key FROM data_quality_findings WHERE resolved_on IS NULL",
+                )
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+                // One row per key: an upsert may not touch a row twice.
+                let mut current = HashSet::with_capacity(findings.len());
+                let unique: Vec<(String, &$crate::domain::quality_finding::QualityFinding)> = findings
+                    .iter()
+                    .filter_map(|f| {
+                        let key = f.key();
+                        current.insert(key.clone()).then_some((key, f))
+                    })
+                    .collect();
+                for chunk in unique.chunks(500) {
+                    let mut upsert: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO data_quality_findings (finding_key, rule, subject, region_code, \
+                         source, fields, reason, since, last_seen) ",
+                    );
+                    upsert.push_values(chunk, |mut row, (key, f)| {
+                        row.push_bind(key.clone())
+                            .push_bind(f.rule.clone())
+                            .push_bind(f.subject.clone())
+                            .push_bind(f.region_code.map(|c| c.to_string()))
+                            .push_bind(f.source.map(|s| s.as_str()))
+                            .push_bind(serde_json::to_string(&f.fields).unwrap_or_else(|_| "[]".into()))
+                            .push_bind(f.reason.clone())
+                            .push_bind(day.clone())
+                            .push_bind(day.clone());
+                    });
+                    upsert.push(
+                        " ON CONFLICT (finding_key) DO UPDATE SET reason = excluded.reason, \
+                         fields = excluded.fields, region_code = excluded.region_code, \
+                         last_seen = excluded.last_seen, \
+                         since = CASE WHEN data_quality_findings.resolved_on IS NULL \
+                         THEN data_quality_findings.since ELSE excluded.since END, \
+                         resolved_on = NULL",
+                    );
+                    upsert.build().execute(&mut *tx).await?;
+                }
+                let gone: Vec<&String> = open.iter().filter(|k| !current.contains(*k)).collect();
+                for chunk in gone.chunks(500) {
+                    let mut resolve: QueryBuilder<$db> =
+                        QueryBuilder::new("UPDATE data_quality_findings SET resolved_on = ");
+                    resolve.push_bind(day.clone());
+                    resolve.push(" WHERE finding_key IN (");
+                    let mut list = resolve.separated(", ");
+                    for key in chunk {
+                        list.push_bind((*key).clone());
+                    }
+                    resolve.push(")");
+                    resolve.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                let kept = current.iter().filter(|k| open.contains(*k)).count() as u64;
+                Ok(RecordOutcome {
+                    opened: current.len() as u64 - kept,
+                    kept,
+                    resolved: gone.len() as u64,
+                })
+            }
+
+            /// See [`crate::store::Store::recorded_findings`].
+            pub async fn recorded_findings(
+                &self,
+            ) -> Result<Vec<$crate::domain::quality_finding::RecordedFinding>, StoreError> {
+                use $crate::domain::event::Source;
+                use $crate::domain::quality_finding::{QualityFinding, RecordedFinding};
+                let day = |text: String| -> Result<NaiveDate, StoreError> {
+                    text.parse().map_err(|_| corrupt("finding day"))
+                };
+                let rows = sqlx::query(
+                    "SELECT rule, subject, region_code, source, fields, reason, since, last_seen, \
+                     resolved_on FROM data_quality_findings ORDER BY finding_key",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(RecordedFinding {
+                            finding: QualityFinding {
+                                rule: row.get(0),
+                                subject: row.get(1),
+                                region_code: row
+                                    .get::<Option<String>, _>(2)
+                                    .map(|c| region_of(&c))
+                                    .transpose()?,
+                                source: row
+                                    .get::<Option<String>, _>(3)
+                                    .map(|s| Source::parse(&s).ok_or_else(|| corrupt("finding source")))
+                                    .transpose()?,
+                                fields: serde_json::from_str(row.get(4)).map_err(corrupt)?,
+                                reason: row.get(5),
+                            },
+                            since: day(row.get(6))?,
+                            last_seen: day(row.get(7))?,
+                            resolved_on: row.get::<Option<String>, _>(8).map(day).transpose()?,
+                        })
+                    })
+                    .collect()
+            }
+
             /// See [`crate::store::Store::unmatched_subjects`].
             pub async fn unmatched_subjects(
                 &self,
@@ -965,7 +1098,7 @@ macro_rules! api_store {
                 use $crate::domain::event::Source;
                 let mut query: QueryBuilder<$db> = QueryBuilder::new(
                     "SELECT source, person_masked, household_id, region_code, COUNT(*), \
-                     MIN(occurred_at), MAX(occurred_at) FROM events WHERE match = 'unmatched'",
+                     MIN(occurred_at), MAX(occurred_at), person_key FROM events WHERE match = 'unmatched'",
                 );
                 push_event_scope(&mut query, scope);
                 query.push(
@@ -989,6 +1122,7 @@ macro_rules! api_store {
                             events: row.get::<i64, _>(4) as u64,
                             first_occurred_at: $crate::store::sql::millis_to_time(row.get(5))?,
                             last_occurred_at: $crate::store::sql::millis_to_time(row.get(6))?,
+                            pseudonym: row.get::<Option<Vec<u8>>, _>(7).map(hex::encode),
                         })
                     })
                     .collect()

@@ -23,6 +23,7 @@ pub const MEMBER_COUNT_MISMATCH: Rule = Rule {
     kind: RuleKind::Quality,
     title: "member count differs from the member rows",
     outcomes: &[],
+    fields: &["members"],
 };
 
 /// The household row's labour-capable count differs from the members flagged.
@@ -31,6 +32,7 @@ pub const LABOUR_COUNT_MISMATCH: Rule = Rule {
     kind: RuleKind::Quality,
     title: "labour-capable count differs from the members flagged",
     outcomes: &[],
+    fields: &["labour_capable"],
 };
 
 /// Identified after its risk was eliminated.
@@ -39,6 +41,7 @@ pub const DATES_OUT_OF_ORDER: Rule = Rule {
     kind: RuleKind::Quality,
     title: "identified after the risk was eliminated",
     outcomes: &[],
+    fields: &["identified_on", "risk_eliminated_on"],
 };
 
 /// A risk-elimination date without an identification date.
@@ -47,6 +50,7 @@ pub const ELIMINATED_WITHOUT_IDENTIFIED: Rule = Rule {
     kind: RuleKind::Quality,
     title: "risk eliminated but never identified",
     outcomes: &[],
+    fields: &["identified_on", "risk_eliminated_on"],
 };
 
 /// A risk-elimination date on a household that is not a monitoring object.
@@ -55,6 +59,7 @@ pub const ELIMINATED_NOT_MONITORED: Rule = Rule {
     kind: RuleKind::Quality,
     title: "risk-elimination date on a household not monitored",
     outcomes: &[],
+    fields: &["status", "risk_eliminated_on"],
 };
 
 /// A status date after today.
@@ -63,6 +68,7 @@ pub const DATE_IN_FUTURE: Rule = Rule {
     kind: RuleKind::Quality,
     title: "status date after today",
     outcomes: &[],
+    fields: &["identified_on", "risk_eliminated_on"],
 };
 
 /// Monitored without a monitoring type (监测对象类型).
@@ -71,6 +77,7 @@ pub const MONITORED_WITHOUT_TYPE: Rule = Rule {
     kind: RuleKind::Quality,
     title: "monitored without a monitoring type",
     outcomes: &[],
+    fields: &["status", "monitoring_type"],
 };
 
 /// Monitored without an identification date.
@@ -79,6 +86,7 @@ pub const MONITORED_WITHOUT_IDENTIFIED: Rule = Rule {
     kind: RuleKind::Quality,
     title: "monitored without an identification date",
     outcomes: &[],
+    fields: &["status", "identified_on"],
 };
 
 /// Every consistency rule, in report order.
@@ -101,6 +109,7 @@ pub const UNMATCHED_PERSONS: Rule = Rule {
     kind: RuleKind::Quality,
     title: "department events for persons not on the roster (应纳未纳 risk)",
     outcomes: &[],
+    fields: &["person_id", "household_id"],
 };
 
 /// A department reports events more than `sweeps.late_report_days` after they
@@ -110,6 +119,7 @@ pub const LATE_REPORTING: Rule = Rule {
     kind: RuleKind::Quality,
     title: "department events reported late (录入不及时)",
     outcomes: &[],
+    fields: &["occurred_at", "reported_at"],
 };
 
 /// The rules over the department feeds, in report order.

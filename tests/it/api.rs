@@ -1219,6 +1219,14 @@ async fn data_quality_figures(world: &World, client: &Client, contract: &Contrac
             })
             .collect();
     let registry_findings = expected(&world.county);
+    // A recorded pass: every consistency finding listed says since when it is open.
+    let today: NaiveDate = TODAY.parse().unwrap();
+    let report = yujing::commands::data_quality::data_quality(&world.app, today)
+        .await
+        .unwrap();
+    yujing::commands::data_quality::record(&world.app, &report)
+        .await
+        .unwrap();
     let mut saw = (false, false, false);
     for (token, scope) in [
         (&t.village, world.village_a),
@@ -1257,6 +1265,15 @@ async fn data_quality_figures(world: &World, client: &Client, contract: &Contrac
             .iter()
             .flat_map(|p| p["items"].as_array().unwrap())
             .collect();
+        for item in &items {
+            let since = if item["kind"] == "quality" {
+                json!(TODAY)
+            } else {
+                Value::Null
+            };
+            assert_eq!(item["since"], since, "{item}");
+            assert!(!item["fields"].as_array().unwrap().is_empty(), "{item}");
+        }
 
         // Registry rules: households of the region, rule by rule.
         let mut want: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -1361,10 +1378,14 @@ async fn data_quality_figures(world: &World, client: &Client, contract: &Contrac
         if level != yujing::domain::ids::RegionLevel::County {
             assert!(listed.is_empty(), "unmatched events have no village");
         }
-        // Masked only.
+        // Masked only: no 18-character run of 17 digits and a check character.
         for page in &pages {
             let text = page.to_string();
-            assert!(!text.contains("\"person_id\""));
+            let bytes = text.as_bytes();
+            let clear = bytes.windows(18).any(|w| {
+                w[..17].iter().all(u8::is_ascii_digit) && (w[17].is_ascii_digit() || w[17] == b'X')
+            });
+            assert!(!clear, "a clear resident ID in {text}");
         }
     }
     assert!(

@@ -586,3 +586,179 @@ async fn department_rules_sqlite() {
 async fn department_rules_postgres() {
     department_rules("postgres").await;
 }
+
+/// The recorded `quality.*` findings by key (rule and subject) from a count of the
+/// CSV files: the registry rules' households.
+fn quality_keys(county: &std::path::Path) -> std::collections::BTreeSet<String> {
+    expected(county)
+        .into_iter()
+        .filter(|(rule, _)| rule.starts_with("quality."))
+        .flat_map(|(rule, ids)| ids.into_iter().map(move |id| format!("{rule}|{id}")))
+        .collect()
+}
+
+/// `yujing data-quality --record`: a pass opens its consistency findings since the
+/// day judged; after the roster is corrected (imported again unspoiled) the next pass
+/// resolves exactly the findings the correction removed and keeps the others with
+/// their first day; spoiled again, they open anew. The department findings (by
+/// department and pseudonym) stay open throughout. On both backends.
+async fn recorded_findings(backend: &str) {
+    use std::collections::BTreeSet;
+    let env = Env::new();
+    let (county, key) = env.county(600, 20, 11);
+    plant_unmatched(&county);
+    let households = county.join("households.csv");
+    let original = std::fs::read_to_string(&households).unwrap();
+    spoil(&households);
+    let spoiled = std::fs::read_to_string(&households).unwrap();
+    let url = match backend {
+        "sqlite" => env.store_url("dq.db"),
+        _ => crate::support::fresh_postgres("dq_recorded").await,
+    };
+    let mut settings = env.settings("dq.db");
+    settings.store.url = yujing::config::Secret::new(url.clone());
+    let app = yujing::app::App::build(settings).await.unwrap();
+    import_county(&app, &county).await;
+    let feeds = crate::support::feeds(&county, &key);
+    let inputs = feeds
+        .iter()
+        .cloned()
+        .map(yujing::pipeline::sources::ndjson::Input::File)
+        .collect();
+    yujing::commands::run(
+        &app,
+        inputs,
+        tokio_util::sync::CancellationToken::new(),
+        false,
+    )
+    .await
+    .unwrap();
+    let departments = expected_departments_in(&county, &feeds, 2 * 86_400_000, None);
+    let late: usize = departments.delays.values().filter(|d| d.4 > 0).count();
+    assert!(late > 0);
+    let record = |today: &str| {
+        let out = env
+            .yujing_at(&url)
+            .args(["data-quality", "--today", today, "--record", "--json"])
+            .env("YUJING__SWEEPS__LATE_REPORT_DAYS", "2")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("recorded on "))
+            .unwrap_or_else(|| panic!("no record line in {stderr}"))
+            .to_string();
+        let numbers: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|w| !w.is_empty())
+            .map(|w| w.parse().unwrap())
+            .collect();
+        // recorded on YYYY-MM-DD: opened, still open, resolved.
+        (numbers[3], numbers[4], numbers[5])
+    };
+    let recorded = async || {
+        let mut by_key = BTreeMap::new();
+        for finding in app.store.recorded_findings().await.unwrap() {
+            let key = format!("{}|{}", finding.finding.rule, finding.finding.subject);
+            by_key.insert(key, finding);
+        }
+        by_key
+    };
+    let department_keys = departments.unmatched.len() + late;
+
+    // First pass: everything opens on the day judged.
+    let spoiled_keys = quality_keys(&county);
+    assert!(spoiled_keys.len() > 5, "{spoiled_keys:?}");
+    let (opened, kept, resolved) = record("2024-09-01");
+    assert_eq!(
+        (opened, kept, resolved),
+        ((spoiled_keys.len() + department_keys) as u64, 0, 0)
+    );
+    let first = recorded().await;
+    assert!(first.values().all(|f| f.since.to_string() == "2024-09-01"));
+    assert!(first.values().all(|f| f.resolved_on.is_none()));
+    let registry: BTreeSet<String> = first
+        .keys()
+        .filter(|k| !k.starts_with("quality.unmatched") && !k.starts_with("quality.late"))
+        .cloned()
+        .collect();
+    assert_eq!(registry, spoiled_keys);
+    for finding in first.values() {
+        assert!(!finding.finding.fields.is_empty());
+        // Subjects: a household number, a department with a pseudonym, a department.
+        assert!(!finding.finding.subject.contains("********"), "{finding:?}");
+    }
+    let member = first
+        .values()
+        .find(|f| f.finding.rule == "quality.member_count_mismatch")
+        .unwrap();
+    assert_eq!(member.finding.fields, ["members"]);
+
+    // The roster corrected: the findings it removed resolve, the others stay open
+    // since the first day.
+    std::fs::write(&households, &original).unwrap();
+    let corrected_keys = quality_keys(&county);
+    import_county(&app, &county).await;
+    let (opened, kept, resolved) = record("2024-09-10");
+    let gone: BTreeSet<&String> = spoiled_keys.difference(&corrected_keys).collect();
+    assert!(!gone.is_empty());
+    assert_eq!(resolved, gone.len() as u64);
+    assert_eq!(
+        opened,
+        corrected_keys.difference(&spoiled_keys).count() as u64
+    );
+    assert_eq!(
+        kept,
+        (corrected_keys.intersection(&spoiled_keys).count() + department_keys) as u64
+    );
+    let second = recorded().await;
+    for (key, finding) in &second {
+        if gone.contains(key) {
+            assert_eq!(
+                finding.resolved_on.map(|d| d.to_string()).as_deref(),
+                Some("2024-09-10")
+            );
+            assert_eq!(finding.since.to_string(), "2024-09-01");
+        } else {
+            assert_eq!(finding.resolved_on, None, "{key}");
+            let since = if first.contains_key(key) {
+                "2024-09-01"
+            } else {
+                "2024-09-10"
+            };
+            assert_eq!(finding.since.to_string(), since, "{key}");
+        }
+    }
+
+    // Spoiled again: the resolved findings open anew, since the day they reappear.
+    std::fs::write(&households, &spoiled).unwrap();
+    import_county(&app, &county).await;
+    let (opened, _, resolved) = record("2024-09-20");
+    assert_eq!(opened, gone.len() as u64);
+    assert_eq!(
+        resolved,
+        corrected_keys.difference(&spoiled_keys).count() as u64
+    );
+    let third = recorded().await;
+    for key in &gone {
+        assert_eq!(third[*key].since.to_string(), "2024-09-20");
+        assert_eq!(third[*key].resolved_on, None);
+    }
+    app.store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_findings_sqlite() {
+    recorded_findings("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_findings_postgres() {
+    recorded_findings("postgres").await;
+}
