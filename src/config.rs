@@ -324,6 +324,9 @@ pub struct SweepSettings {
     pub recheck_income_margin_share: f64,
     /// Months monitored before a household can be a candidate for 风险消除 (6).
     pub elimination_min_monitored_months: u32,
+    /// An event reported more than this many days after it occurred was reported
+    /// late (录入不及时); `quality.late_reporting` gives each department's share (7).
+    pub late_report_days: u32,
 }
 
 /// `[procedure]`
@@ -838,6 +841,10 @@ impl Check for SweepSettings {
             (1..=600).contains(&self.elimination_min_monitored_months),
             "sweeps.elimination_min_monitored_months: must be from 1 to 600",
         );
+        require(
+            (1..=3650).contains(&self.late_report_days),
+            "sweeps.late_report_days: must be from 1 to 3650",
+        );
     }
 }
 
@@ -987,14 +994,16 @@ mod tests {
         let settings = Settings::defaults();
         assert_eq!(settings.sweeps.long_monitored_years, 2);
         assert_eq!(settings.sweeps.elimination_min_monitored_months, 6);
+        assert_eq!(settings.sweeps.late_report_days, 7);
         let error = Settings::load(&env(&[
             ("YUJING__SWEEPS__LONG_MONITORED_YEARS", "0"),
             ("YUJING__SWEEPS__RECHECK_INCOME_MARGIN_SHARE", "-0.1"),
             ("YUJING__SWEEPS__ELIMINATION_MIN_MONITORED_MONTHS", "0"),
+            ("YUJING__SWEEPS__LATE_REPORT_DAYS", "0"),
             ("YUJING__SWEEPS__NOPE", "1"),
         ]))
         .unwrap_err();
-        assert_eq!(error.problems.len(), 4, "{error}");
+        assert_eq!(error.problems.len(), 5, "{error}");
         assert!(
             error.to_string().contains("sweeps.nope: unknown key"),
             "{error}"

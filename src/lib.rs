@@ -22,7 +22,8 @@
 //!   it imports `domain` and `batch`, never a pipeline stage.
 //! - [`registry`]: CSV import of the household roster and the regions.
 //! - [`sweeps`]: standing sweeps and data-quality (三一致) rules over the registry,
-//!   per household and in a full pass (pure; nothing stored yet).
+//!   per household and in a full pass (pure); the department rules' figures come from
+//!   the store's events, and `yujing data-quality --record` keeps the findings.
 //! - [`generate`]: a synthetic county with planted cases and an answer key.
 //! - [`config`]: layered, typed settings. [`app`]: builds the application.
 //! - [`schemas`]: the published JSON Schemas, compiled. [`telemetry`]: logs, metrics.

@@ -137,6 +137,10 @@ enum Command {
         /// The findings as NDJSON on stdout, one per line (the counts on stderr).
         #[arg(long)]
         json: bool,
+        /// Record the consistency findings in the store: new ones open (since the
+        /// day judged), those no longer found are resolved.
+        #[arg(long)]
+        record: bool,
     },
     /// Write alerts, tasks, dead letters or regional signals as NDJSON on stdout.
     Export {
@@ -748,23 +752,47 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 print_report(&report);
             }
         }
-        Command::DataQuality { today, json } => {
+        Command::DataQuality {
+            today,
+            json,
+            record,
+        } => {
             commands::serve::require_existing_store(settings.store.url.expose())?;
             let today = today.unwrap_or_else(|| yujing::domain::task::cst_day(chrono::Utc::now()));
             let app = App::build(settings).await?;
             let report = commands::data_quality::data_quality(&app, today).await;
+            let recorded = match &report {
+                Ok(report) if record => Some(commands::data_quality::record(&app, report).await),
+                _ => None,
+            };
             app.store.close().await;
             let report = report?;
+            if let Some(recorded) = recorded {
+                let recorded = recorded?;
+                eprintln!(
+                    "recorded on {}: {} opened, {} still open, {} resolved",
+                    report.today, recorded.opened, recorded.kept, recorded.resolved
+                );
+            }
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             if json {
                 commands::data_quality::write_ndjson(&report, &mut out)?;
-                let parts: Vec<String> = report
-                    .by_rule
-                    .iter()
-                    .filter(|line| line.households > 0)
-                    .map(|line| format!("{} {}", line.rule, line.households))
-                    .collect();
+                let parts: Vec<String> =
+                    report
+                        .by_rule
+                        .iter()
+                        .filter(|line| line.households > 0)
+                        .map(|line| format!("{} {}", line.rule, line.households))
+                        .chain((!report.unmatched.is_empty()).then(|| {
+                            format!("quality.unmatched_persons {}", report.unmatched.len())
+                        }))
+                        .chain(
+                            Some(report.late_departments().count())
+                                .filter(|n| *n > 0)
+                                .map(|n| format!("quality.late_reporting {n}")),
+                        )
+                        .collect();
                 eprintln!(
                     "{} findings over {} households on {}: {}",
                     report.findings.len(),

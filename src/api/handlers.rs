@@ -3,6 +3,8 @@
 //! the store, and answers a documented view. The transition endpoint runs the
 //! procedure's state machine and writes its effects in one transaction.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -289,6 +291,201 @@ pub async fn rule_yield(
         region_code: scope.region.to_string(),
         all: report.all,
         rules: report.rules,
+    }))
+}
+
+/// Filters and page of the data-quality report.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DataQualityQuery {
+    /// Within this region (inside the caller's; default: the caller's region).
+    pub region: Option<String>,
+    /// The China Standard Time day to judge (default: today).
+    pub today: Option<NaiveDate>,
+    /// Page size of the findings (1-500).
+    pub limit: Option<u32>,
+    /// The `next` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// The data quality (三一致) of the caller's region (or `region` within it), judged
+/// on `today`: the sweeps' and consistency rules' findings over its registry
+/// households, the subjects not on the roster that departments sent events for, and
+/// each department's reporting delay, counted by rule, village and department, with
+/// a page of the findings. Computed from the store on each request. Events not
+/// matched to the roster carry no village: they count for county-level scopes and
+/// above.
+#[utoipa::path(get, path = "/api/data-quality", tag = "data-quality", params(DataQualityQuery),
+    responses((status = 200, body = DataQualityView), (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn data_quality(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryParams(query): QueryParams<DataQualityQuery>,
+) -> ApiResult<Json<DataQualityView>> {
+    use crate::sweeps::quality::{LATE_REPORTING, UNMATCHED_PERSONS};
+    caller.require(Right::ReadHouseholds)?;
+    let limit = page_size(query.limit, state.settings.api.default_page_size)?;
+    let start = decode_id_cursor(query.cursor.as_deref())?.unwrap_or(0);
+    let start = usize::try_from(start)
+        .map_err(|_| Problem::bad_parameter("cursor", "not a cursor this API returned"))?;
+    let scope = caller
+        .narrow(query.region.as_deref())?
+        .unwrap_or_else(|| caller.scope());
+    let today = query
+        .today
+        .unwrap_or_else(|| crate::domain::task::cst_day(Utc::now()));
+    let report =
+        crate::commands::data_quality::report(&state.store, &state.settings, Some(scope), today)
+            .await?;
+    let kind = |k: crate::sweeps::RuleKind| match k {
+        crate::sweeps::RuleKind::Sweep => "sweep".to_string(),
+        crate::sweeps::RuleKind::Quality => "quality".to_string(),
+    };
+    let mut by_rule: Vec<DataQualityRuleCount> = report
+        .by_rule
+        .iter()
+        .map(|line| DataQualityRuleCount {
+            rule: line.rule.to_string(),
+            kind: kind(line.kind),
+            title: line.title.to_string(),
+            count: line.households,
+            unit: "households".into(),
+        })
+        .collect();
+    let late_departments = report.late_departments().count() as u64;
+    for (rule, count, unit) in [
+        (
+            &UNMATCHED_PERSONS,
+            report.unmatched.len() as u64,
+            "subjects",
+        ),
+        (&LATE_REPORTING, late_departments, "departments"),
+    ] {
+        by_rule.push(DataQualityRuleCount {
+            rule: rule.id.to_string(),
+            kind: kind(rule.kind),
+            title: rule.title.to_string(),
+            count,
+            unit: unit.into(),
+        });
+    }
+    let mut by_village: BTreeMap<RegionCode, DataQualityVillage> = BTreeMap::new();
+    for village in &report.by_village {
+        by_village.insert(
+            village.region_code,
+            DataQualityVillage {
+                region_code: village.region_code.to_string(),
+                name: village.name.clone(),
+                by_rule: village
+                    .by_rule
+                    .iter()
+                    .map(|(rule, n)| (rule.to_string(), *n))
+                    .collect(),
+                late_events: BTreeMap::new(),
+            },
+        );
+    }
+    for (code, late) in &report.late_by_village {
+        by_village
+            .entry(*code)
+            .or_insert_with(|| DataQualityVillage {
+                region_code: code.to_string(),
+                name: None,
+                by_rule: BTreeMap::new(),
+                late_events: BTreeMap::new(),
+            })
+            .late_events = late.iter().map(|(s, n)| (s.to_string(), *n)).collect();
+    }
+    let by_department = crate::domain::event::Source::ALL
+        .iter()
+        .filter_map(|source| {
+            let unmatched = report
+                .unmatched_counts
+                .by_source
+                .get(source.as_str())
+                .copied()
+                .unwrap_or_default();
+            let delay = report
+                .reporting_delays
+                .iter()
+                .find(|d| d.source == *source)
+                .cloned();
+            (delay.is_some() || unmatched.subjects > 0).then_some(DataQualityDepartment {
+                source: *source,
+                unmatched,
+                delay,
+            })
+        })
+        .collect();
+    // Open since: the recorded findings still open, by rule and subject.
+    let since: std::collections::HashMap<String, NaiveDate> = state
+        .store
+        .recorded_findings()
+        .await?
+        .into_iter()
+        .filter(|f| f.resolved_on.is_none())
+        .map(|f| (f.finding.key(), f.since))
+        .collect();
+    let since_of = |rule: &str, subject: &str| since.get(&format!("{rule}|{subject}")).copied();
+    let fields = |list: &[&str]| list.iter().map(|f| f.to_string()).collect::<Vec<_>>();
+    let findings = report.findings.iter().map(|f| DataQualityFinding {
+        rule: f.rule.to_string(),
+        kind: kind(f.kind),
+        household_id: Some(f.household_id.to_string()),
+        region_code: Some(f.region_code.to_string()),
+        source: None,
+        person_masked: None,
+        events: None,
+        fields: fields(f.fields),
+        since: since_of(f.rule, f.household_id.as_str()),
+        reason: f.reason.clone(),
+    });
+    let unmatched = report.unmatched.iter().map(|u| DataQualityFinding {
+        rule: UNMATCHED_PERSONS.id.to_string(),
+        kind: kind(UNMATCHED_PERSONS.kind),
+        household_id: u.household_id.clone(),
+        region_code: u.region_code.map(|c| c.to_string()),
+        source: Some(u.source),
+        person_masked: u.person_masked.clone(),
+        events: Some(u.events),
+        fields: fields(UNMATCHED_PERSONS.fields),
+        since: since_of(UNMATCHED_PERSONS.id, &u.subject_key()),
+        reason: u.reason(),
+    });
+    let late = report.late_departments().map(|d| DataQualityFinding {
+        rule: LATE_REPORTING.id.to_string(),
+        kind: kind(LATE_REPORTING.kind),
+        household_id: None,
+        region_code: None,
+        source: Some(d.source),
+        person_masked: None,
+        events: Some(d.late),
+        fields: fields(LATE_REPORTING.fields),
+        since: since_of(LATE_REPORTING.id, d.source.as_str()),
+        reason: d.reason(),
+    });
+    let total = report.findings.len() + report.unmatched.len() + late_departments as usize;
+    let items: Vec<DataQualityFinding> = findings
+        .chain(unmatched)
+        .chain(late)
+        .skip(start)
+        .take(limit as usize)
+        .collect();
+    let end = start + items.len();
+    Ok(Json(DataQualityView {
+        region_code: scope.region.to_string(),
+        today,
+        households: report.households as u64,
+        late_report_days: state.settings.sweeps.late_report_days,
+        by_rule,
+        by_village: by_village.into_values().collect(),
+        by_department,
+        unmatched_by_id_area: report.unmatched_counts.by_id_area.clone(),
+        items,
+        next: (end < total).then(|| encode_id_cursor(end as i64)),
     }))
 }
 

@@ -128,6 +128,7 @@ impl utoipa::Modify for BearerAuth {
         (name = "regions", description = "The region tree, its figures and count series."),
         (name = "alerts", description = "Household alerts (预警)."),
         (name = "rules", description = "The household rules' yield (预警成效): alerts, tasks and outcomes by rule."),
+        (name = "data-quality", description = "Data quality (三一致) and the standing sweeps: registry consistency, subjects not on the roster, reporting delays."),
         (name = "tasks", description = "Screening tasks and the procedure: village accept / record_visit / propose, township approve / return, county decide."),
         (name = "households", description = "The registry's households, masked."),
         (name = "signals", description = "Regional systemic-risk signals (规模性返贫风险)."),
@@ -147,6 +148,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(handlers::alerts))
         .routes(routes!(handlers::alert))
         .routes(routes!(handlers::rule_yield))
+        .routes(routes!(handlers::data_quality))
         .routes(routes!(handlers::tasks))
         .routes(routes!(handlers::task))
         .routes(routes!(handlers::transition))

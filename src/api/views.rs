@@ -875,3 +875,98 @@ mod tests {
         );
     }
 }
+
+/// One rule's count in a region's data quality.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DataQualityRuleCount {
+    /// Rule id (`sweep.*`, `quality.*`).
+    pub rule: String,
+    /// `sweep` or `quality`.
+    pub kind: String,
+    /// What it finds.
+    pub title: String,
+    /// Findings: households for the registry rules, subjects (per department) for
+    /// `quality.unmatched_persons`, departments with late events for
+    /// `quality.late_reporting`.
+    pub count: u64,
+    /// What `count` counts: `households`, `subjects` or `departments`.
+    pub unit: String,
+}
+
+/// One village's data-quality counts.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DataQualityVillage {
+    /// Village code.
+    pub region_code: String,
+    /// Its name, when known.
+    pub name: Option<String>,
+    /// Households found per registry rule id (rules with none left out).
+    pub by_rule: BTreeMap<String, u64>,
+    /// Events reported late, per department (departments with none left out).
+    pub late_events: BTreeMap<String, u64>,
+}
+
+/// One department's data-quality figures.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DataQualityDepartment {
+    /// The department.
+    pub source: Source,
+    /// Subjects not on the roster it sent events for, and those events.
+    pub unmatched: crate::domain::department_quality::SubjectTally,
+    /// Its reporting delay (absent when it sent no event in the region).
+    pub delay: Option<crate::domain::department_quality::ReportingDelay>,
+}
+
+/// One data-quality finding: a household's (registry rules), a subject's not on the
+/// roster (`quality.unmatched_persons`) or a department's (`quality.late_reporting`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DataQualityFinding {
+    /// Rule id.
+    pub rule: String,
+    /// `sweep` or `quality`.
+    pub kind: String,
+    /// The household (registry rules; an unmatched household subject).
+    pub household_id: Option<String>,
+    /// The household's village (registry rules).
+    pub region_code: Option<String>,
+    /// The department (department rules).
+    pub source: Option<Source>,
+    /// The person not on the roster, masked.
+    pub person_masked: Option<String>,
+    /// The events behind it (department rules).
+    pub events: Option<u64>,
+    /// The fields the rule judges.
+    pub fields: Vec<String>,
+    /// Recorded open since this judged day (`yujing data-quality --record`); absent
+    /// when no recorded pass found it (sweeps are not recorded).
+    pub since: Option<NaiveDate>,
+    /// Why, with the numbers.
+    pub reason: String,
+}
+
+/// The data quality (三一致) of a region: counts by rule, by village and by
+/// department, and a page of the findings.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DataQualityView {
+    /// The region the figures cover: the caller's, or the `region` asked for.
+    pub region_code: String,
+    /// The China Standard Time day judged.
+    pub today: NaiveDate,
+    /// Registry households of the region evaluated.
+    pub households: u64,
+    /// `sweeps.late_report_days`: a delay beyond this many days is late.
+    pub late_report_days: u32,
+    /// Every rule with its count, registry rules first.
+    pub by_rule: Vec<DataQualityRuleCount>,
+    /// Villages with findings or late events, by code.
+    pub by_village: Vec<DataQualityVillage>,
+    /// Departments with events or subjects not on the roster, by name.
+    pub by_department: Vec<DataQualityDepartment>,
+    /// Subjects not on the roster by the resident ID's issuing area (first 6 digits).
+    pub unmatched_by_id_area: BTreeMap<String, crate::domain::department_quality::SubjectTally>,
+    /// Findings in report order: households by registry order, then subjects not on
+    /// the roster, then late departments.
+    pub items: Vec<DataQualityFinding>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next: Option<String>,
+}

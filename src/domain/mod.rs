@@ -6,8 +6,10 @@
 pub mod account;
 pub mod alert;
 pub mod dead_letter;
+pub mod department_quality;
 pub mod event;
 pub mod ids;
+pub mod quality_finding;
 pub mod record;
 pub mod registry;
 pub mod rule_yield;

@@ -324,6 +324,65 @@ impl Store {
         dispatch_api!(self, s => s.rule_yield(scope).await)
     }
 
+    /// The subjects (persons, households) that departments sent accepted events for
+    /// and the roster does not hold, one per department and subject (the person by
+    /// pseudonym, shown masked), in `scope` (`None`: every one). Unmatched events
+    /// carry no village: they count for scopes at county level and above.
+    pub async fn unmatched_subjects(
+        &self,
+        scope: Option<Scope>,
+    ) -> Result<Vec<crate::domain::department_quality::UnmatchedSubject>, StoreError> {
+        dispatch_api!(self, s => s.unmatched_subjects(scope).await)
+    }
+
+    /// Per department, the delay reported − occurred of its accepted events in
+    /// `scope` (events of its regions, and for county scopes and above also the
+    /// unmatched ones; `None`: every event): the nearest-rank median and 90th
+    /// percentile, the longest, and how many exceed `late_after_ms`.
+    pub async fn reporting_delays(
+        &self,
+        scope: Option<Scope>,
+        late_after_ms: i64,
+    ) -> Result<Vec<crate::domain::department_quality::DelayRow>, StoreError> {
+        dispatch_api!(self, s => s.reporting_delays(scope, late_after_ms).await)
+    }
+
+    /// Events in `scope` reported more than `late_after_ms` after they occurred,
+    /// counted by village and department (events placed in a village only).
+    pub async fn late_events_by_village(
+        &self,
+        scope: Option<Scope>,
+        late_after_ms: i64,
+    ) -> Result<
+        Vec<(
+            crate::domain::ids::RegionCode,
+            crate::domain::event::Source,
+            u64,
+        )>,
+        StoreError,
+    > {
+        dispatch_api!(self, s => s.late_events_by_village(scope, late_after_ms).await)
+    }
+
+    /// Records one full pass's consistency findings judged on `today`, in one
+    /// transaction: a new finding opens with `since = today`, an open one found again
+    /// keeps its `since`, a resolved one found again opens anew, and every open
+    /// finding this pass did not find is resolved on `today`.
+    pub async fn record_findings(
+        &self,
+        today: NaiveDate,
+        findings: &[crate::domain::quality_finding::QualityFinding],
+    ) -> Result<crate::domain::quality_finding::RecordOutcome, StoreError> {
+        dispatch_api!(self, s => s.record_findings(today, findings).await)
+    }
+
+    /// Every recorded finding, open and resolved, by key.
+    pub async fn recorded_findings(
+        &self,
+    ) -> Result<Vec<crate::domain::quality_finding::RecordedFinding>, StoreError> {
+        dispatch_api!(self, s => s.recorded_findings().await)
+    }
+
     /// The evidence events, in the order asked.
     pub async fn evidence_events(&self, ids: &[String]) -> Result<Vec<EvidenceEvent>, StoreError> {
         dispatch_api!(self, s => s.evidence_events(ids).await)
@@ -543,6 +602,22 @@ macro_rules! api_store {
                     detail: row.get(12),
                 },
             })
+        }
+
+        /// The events of `scope`: those placed in its regions and, for a scope at
+        /// county level or above (the level that receives the department feeds),
+        /// the unmatched ones, which no village holds.
+        fn push_event_scope(query: &mut QueryBuilder<$db>, scope: Option<Scope>) {
+            let Some(scope) = scope else { return };
+            let (low, high) = scope.code_range();
+            query.push(" AND (region_code BETWEEN ");
+            query.push_bind(low);
+            query.push(" AND ");
+            query.push_bind(high);
+            if scope.region.level() <= crate::domain::ids::RegionLevel::County {
+                query.push(" OR match = 'unmatched'");
+            }
+            query.push(")");
         }
 
         /// `AND column BETWEEN low AND high`.
@@ -898,6 +973,235 @@ macro_rules! api_store {
                     });
                 }
                 Ok(tally.finish())
+            }
+
+            /// See [`crate::store::Store::record_findings`].
+            pub async fn record_findings(
+                &self,
+                today: NaiveDate,
+                findings: &[$crate::domain::quality_finding::QualityFinding],
+            ) -> Result<$crate::domain::quality_finding::RecordOutcome, StoreError> {
+                use std::collections::HashSet;
+                use $crate::domain::quality_finding::RecordOutcome;
+                let day = today.to_string();
+                let mut tx = self.pool.begin().await?;
+                let open: HashSet<String> = sqlx::query_scalar(
+                    "SELECT finding_key FROM data_quality_findings WHERE resolved_on IS NULL",
+                )
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+                // One row per key: an upsert may not touch a row twice.
+                let mut current = HashSet::with_capacity(findings.len());
+                let unique: Vec<(String, &$crate::domain::quality_finding::QualityFinding)> = findings
+                    .iter()
+                    .filter_map(|f| {
+                        let key = f.key();
+                        current.insert(key.clone()).then_some((key, f))
+                    })
+                    .collect();
+                for chunk in unique.chunks(500) {
+                    let mut upsert: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO data_quality_findings (finding_key, rule, subject, region_code, \
+                         source, fields, reason, since, last_seen) ",
+                    );
+                    upsert.push_values(chunk, |mut row, (key, f)| {
+                        row.push_bind(key.clone())
+                            .push_bind(f.rule.clone())
+                            .push_bind(f.subject.clone())
+                            .push_bind(f.region_code.map(|c| c.to_string()))
+                            .push_bind(f.source.map(|s| s.as_str()))
+                            .push_bind(serde_json::to_string(&f.fields).unwrap_or_else(|_| "[]".into()))
+                            .push_bind(f.reason.clone())
+                            .push_bind(day.clone())
+                            .push_bind(day.clone());
+                    });
+                    upsert.push(
+                        " ON CONFLICT (finding_key) DO UPDATE SET reason = excluded.reason, \
+                         fields = excluded.fields, region_code = excluded.region_code, \
+                         last_seen = excluded.last_seen, \
+                         since = CASE WHEN data_quality_findings.resolved_on IS NULL \
+                         THEN data_quality_findings.since ELSE excluded.since END, \
+                         resolved_on = NULL",
+                    );
+                    upsert.build().execute(&mut *tx).await?;
+                }
+                let gone: Vec<&String> = open.iter().filter(|k| !current.contains(*k)).collect();
+                for chunk in gone.chunks(500) {
+                    let mut resolve: QueryBuilder<$db> =
+                        QueryBuilder::new("UPDATE data_quality_findings SET resolved_on = ");
+                    resolve.push_bind(day.clone());
+                    resolve.push(" WHERE finding_key IN (");
+                    let mut list = resolve.separated(", ");
+                    for key in chunk {
+                        list.push_bind((*key).clone());
+                    }
+                    resolve.push(")");
+                    resolve.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                let kept = current.iter().filter(|k| open.contains(*k)).count() as u64;
+                Ok(RecordOutcome {
+                    opened: current.len() as u64 - kept,
+                    kept,
+                    resolved: gone.len() as u64,
+                })
+            }
+
+            /// See [`crate::store::Store::recorded_findings`].
+            pub async fn recorded_findings(
+                &self,
+            ) -> Result<Vec<$crate::domain::quality_finding::RecordedFinding>, StoreError> {
+                use $crate::domain::event::Source;
+                use $crate::domain::quality_finding::{QualityFinding, RecordedFinding};
+                let day = |text: String| -> Result<NaiveDate, StoreError> {
+                    text.parse().map_err(|_| corrupt("finding day"))
+                };
+                let rows = sqlx::query(
+                    "SELECT rule, subject, region_code, source, fields, reason, since, last_seen, \
+                     resolved_on FROM data_quality_findings ORDER BY finding_key",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(RecordedFinding {
+                            finding: QualityFinding {
+                                rule: row.get(0),
+                                subject: row.get(1),
+                                region_code: row
+                                    .get::<Option<String>, _>(2)
+                                    .map(|c| region_of(&c))
+                                    .transpose()?,
+                                source: row
+                                    .get::<Option<String>, _>(3)
+                                    .map(|s| Source::parse(&s).ok_or_else(|| corrupt("finding source")))
+                                    .transpose()?,
+                                fields: serde_json::from_str(row.get(4)).map_err(corrupt)?,
+                                reason: row.get(5),
+                            },
+                            since: day(row.get(6))?,
+                            last_seen: day(row.get(7))?,
+                            resolved_on: row.get::<Option<String>, _>(8).map(day).transpose()?,
+                        })
+                    })
+                    .collect()
+            }
+
+            /// See [`crate::store::Store::unmatched_subjects`].
+            pub async fn unmatched_subjects(
+                &self,
+                scope: Option<Scope>,
+            ) -> Result<Vec<$crate::domain::department_quality::UnmatchedSubject>, StoreError> {
+                use $crate::domain::department_quality::{UnmatchedSubject, id_area};
+                use $crate::domain::event::Source;
+                let mut query: QueryBuilder<$db> = QueryBuilder::new(
+                    "SELECT source, person_masked, household_id, region_code, COUNT(*), \
+                     MIN(occurred_at), MAX(occurred_at), person_key FROM events WHERE match = 'unmatched'",
+                );
+                push_event_scope(&mut query, scope);
+                query.push(
+                    " GROUP BY source, person_key, person_masked, household_id, region_code \
+                     ORDER BY source, person_masked, household_id, MIN(occurred_at)",
+                );
+                let rows = query.build().fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|row| {
+                        let person_masked: Option<String> = row.get(1);
+                        Ok(UnmatchedSubject {
+                            source: Source::parse(row.get(0))
+                                .ok_or_else(|| corrupt("event source"))?,
+                            id_area: person_masked.as_deref().and_then(id_area),
+                            person_masked,
+                            household_id: row.get(2),
+                            region_code: row
+                                .get::<Option<String>, _>(3)
+                                .map(|code| region_of(&code))
+                                .transpose()?,
+                            events: row.get::<i64, _>(4) as u64,
+                            first_occurred_at: $crate::store::sql::millis_to_time(row.get(5))?,
+                            last_occurred_at: $crate::store::sql::millis_to_time(row.get(6))?,
+                            pseudonym: row.get::<Option<Vec<u8>>, _>(7).map(hex::encode),
+                        })
+                    })
+                    .collect()
+            }
+
+            /// See [`crate::store::Store::reporting_delays`].
+            pub async fn reporting_delays(
+                &self,
+                scope: Option<Scope>,
+                late_after_ms: i64,
+            ) -> Result<Vec<$crate::domain::department_quality::DelayRow>, StoreError> {
+                use $crate::domain::department_quality::{DelayRow, nearest_rank};
+                use $crate::domain::event::Source;
+                let mut query: QueryBuilder<$db> = QueryBuilder::new(
+                    "SELECT source, COUNT(*), MAX(reported_at - occurred_at), \
+                     COUNT(CASE WHEN reported_at - occurred_at > ",
+                );
+                query.push_bind(late_after_ms);
+                query.push(" THEN 1 END) FROM events WHERE 1 = 1");
+                push_event_scope(&mut query, scope);
+                query.push(" GROUP BY source ORDER BY source");
+                let totals = query.build().fetch_all(&self.pool).await?;
+                let mut delays = Vec::with_capacity(totals.len());
+                for row in &totals {
+                    let source: String = row.get(0);
+                    let events = row.get::<i64, _>(1) as u64;
+                    // Exact nearest-rank percentiles, each the row at its rank in the
+                    // database's order: memory here does not grow with the events.
+                    let at_rank = async |p: u64| -> Result<i64, StoreError> {
+                        let mut query: QueryBuilder<$db> = QueryBuilder::new(
+                            "SELECT reported_at - occurred_at AS delay FROM events WHERE source = ",
+                        );
+                        query.push_bind(source.clone());
+                        push_event_scope(&mut query, scope);
+                        query.push(" ORDER BY delay LIMIT 1 OFFSET ");
+                        query.push_bind(nearest_rank(p, events) as i64);
+                        Ok(query.build().fetch_one(&self.pool).await?.get(0))
+                    };
+                    let p50_ms = at_rank(50).await?;
+                    let p90_ms = at_rank(90).await?;
+                    delays.push(DelayRow {
+                        source: Source::parse(&source).ok_or_else(|| corrupt("event source"))?,
+                        events,
+                        late: row.get::<i64, _>(3) as u64,
+                        p50_ms,
+                        p90_ms,
+                        max_ms: row.get(2),
+                    });
+                }
+                Ok(delays)
+            }
+
+            /// See [`crate::store::Store::late_events_by_village`].
+            pub async fn late_events_by_village(
+                &self,
+                scope: Option<Scope>,
+                late_after_ms: i64,
+            ) -> Result<Vec<($crate::domain::ids::RegionCode, $crate::domain::event::Source, u64)>, StoreError> {
+                use $crate::domain::event::Source;
+                use $crate::domain::ids::RegionLevel;
+                let mut query: QueryBuilder<$db> = QueryBuilder::new(
+                    "SELECT region_code, source, COUNT(*) FROM events \
+                     WHERE region_code IS NOT NULL AND reported_at - occurred_at > ",
+                );
+                query.push_bind(late_after_ms);
+                push_event_scope(&mut query, scope);
+                query.push(" GROUP BY region_code, source ORDER BY region_code, source");
+                let mut counts = Vec::new();
+                for row in query.build().fetch_all(&self.pool).await? {
+                    let code = region_of(row.get(0))?;
+                    if code.level() == RegionLevel::Village {
+                        counts.push((
+                            code,
+                            Source::parse(row.get(1)).ok_or_else(|| corrupt("event source"))?,
+                            row.get::<i64, _>(2) as u64,
+                        ));
+                    }
+                }
+                Ok(counts)
             }
 
             /// See [`crate::store::Store::alert`].

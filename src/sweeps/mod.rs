@@ -47,6 +47,8 @@ pub struct Rule {
     pub title: &'static str,
     /// The outcomes the work it asks for ends with (empty: not yet defined).
     pub outcomes: &'static [&'static str],
+    /// The registry columns (or event fields) it judges: what a correction touches.
+    pub fields: &'static [&'static str],
 }
 
 /// Monitored, not risk-eliminated, identified `sweeps.long_monitored_years` ago or
@@ -56,6 +58,7 @@ pub const LONG_MONITORED: Rule = Rule {
     kind: RuleKind::Sweep,
     title: "assistance review: monitored for years, risk not eliminated (帮扶措施排查)",
     outcomes: &[],
+    fields: &["status", "identified_on", "risk_eliminated_on"],
 };
 
 /// Monitored, not risk-eliminated, with labour-capable members and no developmental
@@ -66,6 +69,7 @@ pub const DEVELOPMENTAL_ASSISTANCE: Rule = Rule {
     kind: RuleKind::Sweep,
     title: "developmental assistance plan: labour-capable, none recorded (开发式帮扶)",
     outcomes: &[],
+    fields: &["status", "labour_capable", "developmental_assistance"],
 };
 
 /// Risk-eliminated, income per capita within `sweeps.recheck_income_margin_share`
@@ -77,6 +81,7 @@ pub const RECHECK: Rule = Rule {
     kind: RuleKind::Sweep,
     title: "回头看: risk eliminated, income near or below the line",
     outcomes: &["risk_rollback", "stable"],
+    fields: &["risk_eliminated_on", "annual_net_income_yuan", "members"],
 };
 
 /// Monitored, not risk-eliminated, no labour-capable member, on 特困 or 低保, not
@@ -87,6 +92,7 @@ pub const SAFETY_NET: Rule = Rule {
     kind: RuleKind::Sweep,
     title: "整户无劳动能力兜底保障户 candidate",
     outcomes: &[],
+    fields: &["labour_capable", "dibao", "tekun", "safety_net"],
 };
 
 /// Monitored `sweeps.elimination_min_monitored_months` or more, not risk-eliminated,
@@ -98,6 +104,12 @@ pub const ELIMINATION_READY: Rule = Rule {
     kind: RuleKind::Sweep,
     title: "风险消除 candidate: monitored long enough, income above the line",
     outcomes: &[],
+    fields: &[
+        "identified_on",
+        "annual_net_income_yuan",
+        "members",
+        "labour_capable",
+    ],
 };
 
 /// Every sweep, in report order.
@@ -141,6 +153,8 @@ pub struct FindingRecord {
     /// The outcomes the work ends with (omitted when not yet defined).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub outcomes: &'static [&'static str],
+    /// The registry columns the rule judges.
+    pub fields: &'static [&'static str],
 }
 
 impl Finding {
@@ -154,6 +168,7 @@ impl Finding {
             region_code: household.region_code,
             reason: self.reason.clone(),
             outcomes: self.rule.outcomes,
+            fields: self.rule.fields,
         }
     }
 }

@@ -2,12 +2,15 @@
 //! row against its member rows, and the status dates against each other and today.
 //! Household in, findings appended; each rule has a stable `quality.*` id.
 //!
+//! Two rules look at the department feeds instead, over the store's events:
+//! [`UNMATCHED_PERSONS`] and [`LATE_REPORTING`] (figures in
+//! [`crate::domain::department_quality`]).
+//!
 //! Not here, because the registry cannot hold them: a person in two households (the
 //! import refuses a second row of one person, and the registry keys members by
 //! person); a deceased member still counted (no death is recorded); a risk-eliminated
 //! household without its date (the date is what marks it). Rules over other data
-//! (civil affairs' decisions, events for persons not on the roster, reporting delay)
-//! come with the stored findings.
+//! (civil affairs' decisions) come with the stored findings.
 
 use chrono::NaiveDate;
 
@@ -20,6 +23,7 @@ pub const MEMBER_COUNT_MISMATCH: Rule = Rule {
     kind: RuleKind::Quality,
     title: "member count differs from the member rows",
     outcomes: &[],
+    fields: &["members"],
 };
 
 /// The household row's labour-capable count differs from the members flagged.
@@ -28,6 +32,7 @@ pub const LABOUR_COUNT_MISMATCH: Rule = Rule {
     kind: RuleKind::Quality,
     title: "labour-capable count differs from the members flagged",
     outcomes: &[],
+    fields: &["labour_capable"],
 };
 
 /// Identified after its risk was eliminated.
@@ -36,6 +41,7 @@ pub const DATES_OUT_OF_ORDER: Rule = Rule {
     kind: RuleKind::Quality,
     title: "identified after the risk was eliminated",
     outcomes: &[],
+    fields: &["identified_on", "risk_eliminated_on"],
 };
 
 /// A risk-elimination date without an identification date.
@@ -44,6 +50,7 @@ pub const ELIMINATED_WITHOUT_IDENTIFIED: Rule = Rule {
     kind: RuleKind::Quality,
     title: "risk eliminated but never identified",
     outcomes: &[],
+    fields: &["identified_on", "risk_eliminated_on"],
 };
 
 /// A risk-elimination date on a household that is not a monitoring object.
@@ -52,6 +59,7 @@ pub const ELIMINATED_NOT_MONITORED: Rule = Rule {
     kind: RuleKind::Quality,
     title: "risk-elimination date on a household not monitored",
     outcomes: &[],
+    fields: &["status", "risk_eliminated_on"],
 };
 
 /// A status date after today.
@@ -60,6 +68,7 @@ pub const DATE_IN_FUTURE: Rule = Rule {
     kind: RuleKind::Quality,
     title: "status date after today",
     outcomes: &[],
+    fields: &["identified_on", "risk_eliminated_on"],
 };
 
 /// Monitored without a monitoring type (监测对象类型).
@@ -68,6 +77,7 @@ pub const MONITORED_WITHOUT_TYPE: Rule = Rule {
     kind: RuleKind::Quality,
     title: "monitored without a monitoring type",
     outcomes: &[],
+    fields: &["status", "monitoring_type"],
 };
 
 /// Monitored without an identification date.
@@ -76,6 +86,7 @@ pub const MONITORED_WITHOUT_IDENTIFIED: Rule = Rule {
     kind: RuleKind::Quality,
     title: "monitored without an identification date",
     outcomes: &[],
+    fields: &["status", "identified_on"],
 };
 
 /// Every consistency rule, in report order.
@@ -89,6 +100,30 @@ pub const RULES: &[&Rule] = &[
     &MONITORED_WITHOUT_TYPE,
     &MONITORED_WITHOUT_IDENTIFIED,
 ];
+
+/// A department sent events for a person (or household) the roster does not hold:
+/// someone perhaps owed a place on it (应纳未纳 risk). One finding per department and
+/// subject.
+pub const UNMATCHED_PERSONS: Rule = Rule {
+    id: "quality.unmatched_persons",
+    kind: RuleKind::Quality,
+    title: "department events for persons not on the roster (应纳未纳 risk)",
+    outcomes: &[],
+    fields: &["person_id", "household_id"],
+};
+
+/// A department reports events more than `sweeps.late_report_days` after they
+/// occurred (录入不及时). One finding per department with late events.
+pub const LATE_REPORTING: Rule = Rule {
+    id: "quality.late_reporting",
+    kind: RuleKind::Quality,
+    title: "department events reported late (录入不及时)",
+    outcomes: &[],
+    fields: &["occurred_at", "reported_at"],
+};
+
+/// The rules over the department feeds, in report order.
+pub const DEPARTMENT_RULES: &[&Rule] = &[&UNMATCHED_PERSONS, &LATE_REPORTING];
 
 /// Appends household `idx`'s consistency findings on `today` to `out`.
 pub fn check(registry: &Registry, idx: HouseholdIdx, today: NaiveDate, out: &mut Vec<Finding>) {

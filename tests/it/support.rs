@@ -82,13 +82,18 @@ impl Env {
 
     /// The binary with this world's key and store `db`.
     pub fn yujing(&self, db: &str) -> Command {
+        self.yujing_at(&self.store_url(db))
+    }
+
+    /// The binary with this world's key and the store at `url`.
+    pub fn yujing_at(&self, url: &str) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_yujing"));
         command
             .env("YUJING__PRIVACY__PSEUDONYMISATION_KEY", KEY)
             .env("YUJING__TELEMETRY__LOG_LEVEL", "warn")
             .env_remove("RUST_LOG")
             .arg("--store")
-            .arg(self.store_url(db))
+            .arg(url)
             .current_dir(self.dir.path());
         command
     }
