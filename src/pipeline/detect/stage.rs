@@ -924,6 +924,9 @@ impl RegionalStage {
     /// reported by its close).
     fn take_recent(&mut self, t: Day) {
         let from = self.recent_from(t);
+        // What is counted by `t`'s close occurred by its end plus the allowed lateness
+        // (a backlog taken in before the first judged day holds later days too).
+        let to = t + self.settings.allowed_lateness_days as Day;
         self.recent = self
             .households
             .iter()
@@ -932,7 +935,7 @@ impl RegionalStage {
             })
             .filter_map(|(key, days)| {
                 let kept: DailyHouseholds = days
-                    .range(from..)
+                    .range(from..=to)
                     .map(|(&day, list)| (day, list.clone()))
                     .collect();
                 (!kept.is_empty()).then_some((key.region, kept))
