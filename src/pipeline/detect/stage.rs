@@ -596,6 +596,29 @@ impl RegionalStage {
             _ => {}
         }
         self.count_event(event.occurred_at, &event.payload, households, registry);
+        self.add_recent(event, households, registry);
+    }
+
+    /// An event reported by the last judged day's close, arriving after it (from a
+    /// partition that had caught up, say) joins that close's recent households, as a
+    /// restart reading the store would count it.
+    fn add_recent(&mut self, event: &Event, households: &[HouseholdIdx], registry: &Registry) {
+        let Some(judged) = self.judged_through() else {
+            return;
+        };
+        let day = day_of(event.occurred_at);
+        let lateness = self.settings.allowed_lateness_days;
+        if day < self.recent_from(judged)
+            || day > judged + lateness as Day
+            || event.reported_at > day_end(judged) + Duration::days(lateness)
+            || classify(&event.payload).is_empty()
+        {
+            return;
+        }
+        for &household in households {
+            let village = registry.household(household).region_code;
+            add_household(self.recent.entry(village).or_default(), day, household);
+        }
     }
 
     /// The latest report time an event may have to count in the first judgement of the
