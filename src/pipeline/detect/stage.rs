@@ -596,22 +596,35 @@ impl RegionalStage {
             _ => {}
         }
         self.count_event(event.occurred_at, &event.payload, households, registry);
-        self.add_recent(event, households, registry);
+        self.add_recent(
+            event.occurred_at,
+            event.reported_at,
+            &event.payload,
+            households,
+            registry,
+        );
     }
 
     /// An event reported by the last judged day's close, arriving after it (from a
     /// partition that had caught up, say) joins that close's recent households, as a
     /// restart reading the store would count it.
-    fn add_recent(&mut self, event: &Event, households: &[HouseholdIdx], registry: &Registry) {
+    fn add_recent(
+        &mut self,
+        occurred_at: DateTime<Utc>,
+        reported_at: DateTime<Utc>,
+        payload: &Payload,
+        households: &[HouseholdIdx],
+        registry: &Registry,
+    ) {
         let Some(judged) = self.judged_through() else {
             return;
         };
-        let day = day_of(event.occurred_at);
+        let day = day_of(occurred_at);
         let lateness = self.settings.allowed_lateness_days;
         if day < self.recent_from(judged)
             || day > judged + lateness as Day
-            || event.reported_at > day_end(judged) + Duration::days(lateness)
-            || classify(&event.payload).is_empty()
+            || reported_at > day_end(judged) + Duration::days(lateness)
+            || classify(payload).is_empty()
         {
             return;
         }
@@ -1508,17 +1521,13 @@ impl RegionalStage {
             return;
         }
         // Counted by the time the last judged day closed: among its recent households.
-        if let Some(judged) = self.judged_through()
-            && day >= self.recent_from(judged)
-            && event.reported_at
-                <= day_end(judged) + Duration::days(self.settings.allowed_lateness_days)
-            && !classify(payload).is_empty()
-        {
-            for &household in &households {
-                let village = registry.household(household).region_code;
-                add_household(self.recent.entry(village).or_default(), day, household);
-            }
-        }
+        self.add_recent(
+            event.occurred_at,
+            event.reported_at,
+            payload,
+            &households,
+            registry,
+        );
         for &kind in classify(payload) {
             for &household in &households {
                 let village = registry.household(household).region_code;
